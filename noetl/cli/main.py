@@ -1,0 +1,292 @@
+"""`noetl`: run playbooks, start the server and workers, talk to the API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+import yaml
+from rich.console import Console
+
+from noetl import logs
+from noetl.cli.progress import follow
+from noetl.config import Settings
+from noetl.errors import ConfigError, PlaybookError
+
+app = typer.Typer(help="NoETL: event-sourced workflows on PostgreSQL and NATS JetStream.",
+                  no_args_is_help=True, add_completion=False)
+server_app = typer.Typer(help="The HTTP server.", no_args_is_help=True)
+worker_app = typer.Typer(help="Workers.", no_args_is_help=True)
+db_app = typer.Typer(help="The database.", no_args_is_help=True)
+app.add_typer(server_app, name="server")
+app.add_typer(worker_app, name="worker")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+PayloadOption = Annotated[str | None, typer.Option("--payload", help="JSON object merged over the workload")]
+SetOption = Annotated[list[str] | None, typer.Option("--set", help="key=value merged over the workload (repeatable)")]
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        _fail(f"configuration: {exc}")
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _payload(payload: str | None, sets: list[str] | None) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    if payload:
+        try:
+            data = json.loads(payload)
+        except json.JSONDecodeError as exc:
+            _fail(f"--payload is not JSON: {exc}")
+        if not isinstance(data, dict):
+            _fail("--payload must be a JSON object")
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--set expects key=value, got {item!r}")
+        data[key] = yaml.safe_load(value) if value else ""
+    return data
+
+
+def _read(file: Path) -> str:
+    try:
+        return file.read_text()
+    except OSError as exc:
+        _fail(f"cannot read {file}: {exc.strerror}")
+
+
+def _check(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code >= 400:
+        try:
+            body = response.json()
+        except ValueError:
+            _fail(f"HTTP {response.status_code}: {response.text[:500]}")
+        for problem in body.get("problems", []) if isinstance(body, dict) else []:
+            if problem.get("line"):
+                err.print(f"  line {problem['line']}: {problem.get('field')}: {problem['message']}")
+        _fail(f"HTTP {response.status_code}: {body.get('message', body)}")
+    result: dict[str, Any] = response.json()
+    return result
+
+
+# -- run ----------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="Playbook YAML file")],
+    payload: PayloadOption = None,
+    set_: SetOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a playbook to the end on an embedded (or configured) PostgreSQL and NATS."""
+    settings = _settings()
+    content = _read(file)
+    _validate_or_exit(content, str(file))
+    logs.setup("INFO" if verbose else "WARNING")
+    data = _payload(payload, set_)
+    console = None if as_json else out
+    execution = asyncio.run(_run(settings, content, data, console))
+    status = execution["status"]
+    if as_json:
+        print(json.dumps({k: execution.get(k) for k in ("execution_id", "status", "result", "error")},
+                         default=str))
+    else:
+        color = "green" if status == "COMPLETED" else "red"
+        out.print(f"[{color}]{status}[/] execution {execution['execution_id']}"
+                  f" in {execution.get('duration_seconds') or 0:.2f}s")
+        if execution.get("error"):
+            out.print(f"[red]error:[/] {execution['error']}", highlight=False)
+        out.print_json(data=execution.get("result"))
+    raise typer.Exit(0 if status == "COMPLETED" else 1)
+
+
+async def _run(
+    settings: Settings, content: str, payload: dict[str, Any], console: Console | None
+) -> dict[str, Any]:
+    from noetl.embedded.runtime import embedded_services, running
+
+    async with embedded_services(settings) as live, running(live) as runtime:
+        async with httpx.AsyncClient(base_url=runtime.url, timeout=30) as client:
+            response = await client.post("/api/execute", json={"playbook": content, "payload": payload})
+            started = _check(response)
+            return await follow(client, started["execution_id"], console)
+
+
+def _validate_or_exit(content: str, file: str) -> None:
+    from noetl.dsl import parse_playbook
+
+    try:
+        parse_playbook(content, file)
+    except PlaybookError as exc:
+        for problem in exc.problems:
+            err.print(str(problem), highlight=False)
+        _fail(f"{file} is not a valid playbook ({len(exc.problems)} problem(s))")
+
+
+@app.command()
+def validate(file: Annotated[Path, typer.Argument(help="Playbook YAML file")]) -> None:
+    """Check a playbook and list every problem with its line."""
+    _validate_or_exit(_read(file), str(file))
+    out.print(f"[green]ok[/] {file}")
+
+
+# -- processes ----------------------------------------------------------------------------
+
+
+@server_app.command("start")
+def server_start(
+    host: Annotated[str | None, typer.Option(help="Bind address (NOETL_SERVER_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (NOETL_SERVER_PORT)")] = None,
+) -> None:
+    """Serve the API (needs NOETL_DATABASE_URL and NATS_URL)."""
+    import uvicorn
+
+    from noetl.server.app import create_app
+
+    settings = _settings()
+    settings = settings.with_(server_host=host or settings.server_host,
+                              server_port=port or settings.server_port)
+    try:
+        settings.require_database_url()
+        settings.require_nats_url()
+    except ConfigError as exc:
+        _fail(str(exc))
+    logs.setup(settings.log_level)
+    uvicorn.run(create_app(settings), host=settings.server_host, port=settings.server_port,
+                log_level=settings.log_level.lower(), access_log=False)
+
+
+@worker_app.command("start")
+def worker_start(
+    concurrency: Annotated[int | None, typer.Option(help="Commands at once (NOETL_WORKER_CONCURRENCY)")] = None,
+) -> None:
+    """Run a worker (needs NATS_URL and SERVER_API_URL). SIGTERM finishes running commands."""
+    from noetl.worker.worker import Worker
+
+    settings = _settings()
+    if concurrency is not None:
+        if concurrency < 1:
+            _fail("--concurrency must be at least 1")
+        settings = settings.with_(worker_concurrency=concurrency)
+    try:
+        settings.require_nats_url()
+    except ConfigError as exc:
+        _fail(str(exc))
+    logs.setup(settings.log_level)
+
+    async def main() -> None:
+        worker = Worker(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+
+    asyncio.run(main())
+
+
+@db_app.command("init")
+def db_init() -> None:
+    """Create or upgrade the `noetl` schema (needs NOETL_DATABASE_URL)."""
+    from noetl.store.database import init_database
+
+    settings = _settings()
+    try:
+        url = settings.require_database_url()
+    except ConfigError as exc:
+        _fail(str(exc))
+    applied = asyncio.run(init_database(url))
+    out.print(f"schema noetl up to date ({len(applied)} migration(s) applied)")
+
+
+# -- API client commands ------------------------------------------------------------------
+
+
+def _client() -> httpx.Client:
+    return httpx.Client(base_url=_settings().server_url, timeout=30)
+
+
+@app.command()
+def register(file: Annotated[Path, typer.Argument(help="Playbook YAML file")]) -> None:
+    """Register a playbook in the server's catalog."""
+    with _client() as client:
+        entry = _check(client.post("/api/catalog/register", content=_read(file),
+                                   headers={"content-type": "application/yaml"}))
+    out.print(f"registered {entry['path']} version {entry['version']} (catalog_id {entry['catalog_id']})")
+
+
+@app.command()
+def execute(
+    path: Annotated[str, typer.Argument(help="Catalog path of a registered playbook")],
+    payload: PayloadOption = None,
+    set_: SetOption = None,
+    version: Annotated[int | None, typer.Option(help="Catalog version (default: latest)")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow until the execution ends")] = False,
+) -> None:
+    """Start an execution of a registered playbook."""
+    body = {"path": path, "payload": _payload(payload, set_), "version": version}
+    with _client() as client:
+        started = _check(client.post("/api/execute", json=body))
+    execution_id = started["execution_id"]
+    out.print(f"execution {execution_id} started")
+    if not wait:
+        return
+
+    async def wait_for() -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=_settings().server_url, timeout=30) as client:
+            return await follow(client, execution_id, out, poll=0.2)
+
+    execution = asyncio.run(wait_for())
+    out.print(f"{execution['status']}")
+    out.print_json(data={"result": execution.get("result"), "error": execution.get("error")})
+    raise typer.Exit(0 if execution["status"] == "COMPLETED" else 1)
+
+
+@app.command()
+def status(execution_id: Annotated[str, typer.Argument()]) -> None:
+    """Show an execution: status, timings, steps, result, error."""
+    with _client() as client:
+        out.print_json(data=_check(client.get(f"/api/executions/{execution_id}")))
+
+
+@app.command()
+def events(execution_id: Annotated[str, typer.Argument()]) -> None:
+    """List an execution's events in order."""
+    with _client() as client:
+        items = _check(client.get(f"/api/executions/{execution_id}/events"))["items"]
+    for event in items:
+        detail = event["error"] or ""
+        out.print(f"{event['created_at']}  {event['event_type']:<20} {event['step'] or '':<24}"
+                  f" {event['command_id'] or ''} {detail}", highlight=False)
+
+
+@app.command()
+def cancel(execution_id: Annotated[str, typer.Argument()]) -> None:
+    """Cancel a running execution and its pending commands."""
+    with _client() as client:
+        out.print_json(data=_check(client.post(f"/api/executions/{execution_id}/cancel")))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

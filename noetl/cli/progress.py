@@ -1,0 +1,50 @@
+"""Follow an execution's events over the API and show each step as it runs."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from rich.console import Console
+
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+
+
+async def follow(
+    client: httpx.AsyncClient, execution_id: str, console: Console | None, *, poll: float = 0.05
+) -> dict[str, Any]:
+    """Print step events until the execution ends; returns the final execution view."""
+    after = 0
+    while True:
+        response = await client.get(
+            f"/api/executions/{execution_id}/events", params={"after": after}
+        )
+        response.raise_for_status()
+        for event in response.json()["items"]:
+            after = int(event["event_id"])
+            if console is not None:
+                show(console, event)
+        execution = (await client.get(f"/api/executions/{execution_id}")).json()
+        if execution["status"] in TERMINAL:
+            response = await client.get(
+                f"/api/executions/{execution_id}/events", params={"after": after}
+            )
+            for event in response.json()["items"] if console is not None else []:
+                show(console, event)  # type: ignore[arg-type]
+            return dict(execution)
+        await asyncio.sleep(poll)
+
+
+def show(console: Console, event: dict[str, Any]) -> None:
+    kind, step = event["event_type"], event["step"]
+    if kind == "step.enter":
+        console.print(f"[cyan]▶[/] {step}")
+    elif kind == "step.exit" and event["status"] == "completed":
+        console.print(f"[green]✓[/] {step}")
+    elif kind == "step.exit":
+        console.print(f"[red]✗[/] {step}: {event['error']}")
+    elif kind == "step.skipped":
+        console.print(f"[dim]- {step} skipped[/]")
+    elif kind == "command.failed":
+        console.print(f"  [red]{event['command_id']} attempt {event['attempt']}:[/] {event['error']}")

@@ -1,0 +1,1 @@
+"""Contract module path from the seed document (`noetl.core.messaging.nats_client`)."""

@@ -1,0 +1,83 @@
+"""The typed, immutable playbook model. Built only by `noetl.dsl.parse`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Mode = Literal["exclusive", "inclusive"]
+LoopMode = Literal["sequential", "parallel"]
+
+
+@dataclass(frozen=True)
+class Arc:
+    step: str
+    when: str | None = None
+    set: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Next:
+    mode: Mode
+    arcs: tuple[Arc, ...]
+
+
+@dataclass(frozen=True)
+class Loop:
+    collection: Any  # the `in:` value, usually a template
+    iterator: str
+    mode: LoopMode = "sequential"
+    max_in_flight: int = 100
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One tool call: `kind` plus its own fields (rendered at dispatch)."""
+
+    kind: str
+    config: Mapping[str, Any]
+    name: str | None = None  # label of a pipeline item
+    set: Mapping[str, Any] = field(default_factory=dict)  # applied after a pipeline item
+    policy: tuple[Mapping[str, Any], ...] = ()  # spec.policy.rules, first match wins
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    tools: tuple[Tool, ...]  # one tool, or a pipeline of labelled items
+    pipeline: bool = False
+    desc: str = ""
+    input: Mapping[str, Any] = field(default_factory=dict)  # step-level input, merged under the tool's
+    set: Mapping[str, Any] = field(default_factory=dict)
+    next: Next | None = None
+    loop: Loop | None = None
+
+    @property
+    def tool(self) -> Tool:
+        return self.tools[0]
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(arc.step for arc in self.next.arcs) if self.next else ()
+
+
+@dataclass(frozen=True, eq=False)  # identity: a parsed playbook is a value object we cache on
+class Playbook:
+    name: str
+    path: str
+    steps: Mapping[str, Step]  # in document order
+    entry: str
+    api_version: str = "noetl.io/v2"
+    description: str = ""
+    version: str | None = None
+    workload: Mapping[str, Any] = field(default_factory=dict)
+    keychain: tuple[Mapping[str, Any], ...] = ()
+    workbook: Mapping[str, Tool] = field(default_factory=dict)
+
+    def step(self, name: str) -> Step:
+        return self.steps[name]
+
+    def upstreams(self, name: str) -> tuple[str, ...]:
+        """Steps with an arc to `name`, in document order."""
+        return tuple(s.name for s in self.steps.values() if name in s.targets)

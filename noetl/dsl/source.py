@@ -1,0 +1,98 @@
+"""YAML text → plain Python data, remembering where every value came from.
+
+PyYAML composes a node tree that carries marks; we construct the values ourselves so that
+each path (`("workflow", 3, "next", "arcs", 0, "step")`) maps to its line and column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import yaml
+
+from noetl.errors import PlaybookError, Problem
+
+Path = tuple[str | int, ...]
+
+
+def format_path(path: Path) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+@dataclass
+class Located:
+    """Parsed YAML plus the (line, column) of every mapping key and value, 1-based."""
+
+    data: Any
+    file: str | None = None
+    marks: dict[Path, tuple[int, int]] = field(default_factory=dict)
+
+    def where(self, path: Path) -> tuple[int | None, int | None]:
+        while path:
+            if path in self.marks:
+                return self.marks[path]
+            path = path[:-1]
+        return self.marks.get((), (None, None))
+
+    def problem(self, path: Path, message: str) -> Problem:
+        line, column = self.where(path)
+        return Problem(message, format_path(path), line, column, self.file)
+
+
+def load_yaml(text: str, file: str | None = None) -> Located:
+    """Parse one YAML document; syntax errors become a `PlaybookError` with the line."""
+    loader = yaml.SafeLoader(text)
+    located = Located(None, file)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            located.data = _construct(loader, node, (), located)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        column = mark.column + 1 if mark else None
+        message = f"invalid YAML: {exc.problem or exc.context}"
+        raise PlaybookError([Problem(message, "", line, column, file)]) from None
+    except yaml.YAMLError as exc:
+        raise PlaybookError([Problem(f"invalid YAML: {exc}", "", None, None, file)]) from None
+    finally:
+        loader.dispose()
+    return located
+
+
+def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: Path, located: Located) -> Any:
+    located.marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)  # resolves `<<: *anchor` merge keys
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "mapping keys must be scalars", key_node.start_mark
+                )
+            key = str(key) if not isinstance(key, str) else key
+            child = (*path, key)
+            if key in result:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            located.marks[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            result[key] = _construct(loader, value_node, child, located)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [
+            _construct(loader, item, (*path, index), located)
+            for index, item in enumerate(node.value)
+        ]
+    value = loader.construct_object(node, deep=True)
+    if isinstance(value, date):  # keep data JSON-native: timestamps stay text
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return value

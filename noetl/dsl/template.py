@@ -1,0 +1,139 @@
+"""Sandboxed Jinja2 templates.
+
+- A value that is exactly one `{{ expr }}` keeps its native type; anything else renders to text.
+- Undefined names raise `TemplateError` naming the expression (tool input), except in
+  conditions, where `evaluate_condition` reports them and the condition is false.
+- Compiled templates are cached: a playbook's templates are compiled once per process.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from noetl.errors import TemplateError
+
+_SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
+_FALSE_WORDS = frozenset({"", "false", "0", "no", "none", "null", "off", "[]", "{}"})
+
+
+def _tojson(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+def _fromjson(value: str) -> Any:
+    return json.loads(value)
+
+
+def _b64encode(value: str | bytes) -> str:
+    raw = value.encode() if isinstance(value, str) else value
+    return base64.b64encode(raw).decode()
+
+
+def _b64decode(value: str) -> str:
+    return base64.b64decode(value).decode()
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+    env.filters.update(
+        tojson=_tojson, fromjson=_fromjson, b64encode=_b64encode, b64decode=_b64decode
+    )
+    env.globals.clear()
+    env.globals.update(range=range, dict=dict, list=list, len=len)
+    return env
+
+
+_ENV = _environment()
+
+
+class ResultView(dict[str, Any]):
+    """A step's result as templates see it: `{{ step.x }}` and `{{ step.data.x }}` both work."""
+
+    def __missing__(self, key: str) -> Any:
+        if key == "data":
+            return self
+        raise KeyError(key)
+
+
+def is_template(value: object) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+@lru_cache(maxsize=4096)
+def _compile(source: str) -> tuple[bool, Any]:
+    match = _SINGLE.match(source)
+    if match and "{{" not in match["expr"] and "}}" not in match["expr"]:
+        return True, _ENV.compile_expression(match["expr"], undefined_to_none=False)
+    return False, _ENV.from_string(source)
+
+
+def check_syntax(source: str) -> str | None:
+    """The syntax error message of a template, or None when it compiles."""
+    try:
+        _compile(source)
+    except jinja2.TemplateSyntaxError as exc:
+        return f"template syntax error: {exc.message} in {source.strip()!r}"
+    return None
+
+
+def render_string(source: str, context: Mapping[str, Any]) -> Any:
+    try:
+        native, compiled = _compile(source)
+        if native:
+            value = compiled(**context)
+            if isinstance(value, jinja2.Undefined):
+                value._fail_with_undefined_error()  # noqa: SLF001 - the documented way to raise
+            return value
+        return compiled.render(**context)
+    except jinja2.UndefinedError as exc:
+        raise TemplateError(f"{exc.message} in {source.strip()!r}") from None
+    except jinja2.TemplateError as exc:
+        raise TemplateError(f"{exc} in {source.strip()!r}") from None
+    except Exception as exc:  # a filter or operator raised (e.g. 1/0, fromjson on text)
+        raise TemplateError(f"{type(exc).__name__}: {exc} in {source.strip()!r}") from None
+
+
+def render(value: Any, context: Mapping[str, Any]) -> Any:
+    """Render every template string inside `value` (dicts and lists recursively)."""
+    if isinstance(value, str):
+        return render_string(value, context) if is_template(value) else value
+    if isinstance(value, Mapping):
+        return {key: render(item, context) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [render(item, context) for item in value]
+    return value
+
+
+def truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in _FALSE_WORDS
+    return bool(value)
+
+
+def evaluate_condition(source: Any, context: Mapping[str, Any]) -> tuple[bool, str | None]:
+    """(value, problem): an undefined name or a failing template makes the condition false."""
+    if source is None:
+        return True, None
+    try:
+        return truthy(render(source, context)), None
+    except TemplateError as exc:
+        return False, str(exc)
+
+
+def plain(value: Any) -> Any:
+    """Turn template results (ResultView, tuples, Undefined) into JSON-native data."""
+    if isinstance(value, Mapping):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [plain(item) for item in value]
+    if isinstance(value, jinja2.Undefined):
+        return None
+    return value

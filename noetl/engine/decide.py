@@ -1,0 +1,369 @@
+"""decide(playbook, state, event) → Decision: the whole of NoETL's orchestration logic.
+
+Pure: the only inputs are the arguments (ids come from `new_id`), the only output is the
+returned `Decision`. A playbook failure is a decision, never an exception.
+
+Order after a step's command completes (DSL §3): step `set` → arcs' `when` → the fired arcs'
+`set` → dispatch of the targets. A target with several forward upstreams (a fan-in) runs once
+all of them have settled; upstreams that will not fire into it are recorded as dead, and a
+step whose every upstream is dead is skipped (dead-path elimination), so a join never waits
+forever.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from noetl.dsl.model import Playbook, Step, Tool
+from noetl.dsl.parse import UNRENDERED
+from noetl.dsl.template import ResultView, evaluate_condition, plain, render
+from noetl.engine.graph import back_edges, forward_upstreams
+from noetl.engine.state import (
+    COMPLETED,
+    FAILED,
+    RUNNING,
+    SKIPPED,
+    CommandRef,
+    ExecutionState,
+    LoopState,
+    StepState,
+)
+from noetl.errors import TemplateError
+from noetl.protocol.events import EventType, ExecutionStatus
+from noetl.protocol.records import CommandRecord, EventRecord
+
+# -- what goes in -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Started:
+    workload: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class CommandCompleted:
+    command_id: str
+    result: Any = None
+
+
+@dataclass(frozen=True)
+class CommandFailed:
+    command_id: str
+    error: str
+
+
+@dataclass(frozen=True)
+class CancelRequested:
+    reason: str = "cancelled by request"
+
+
+Incoming = Started | CommandCompleted | CommandFailed | CancelRequested
+
+# -- what comes out ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: ExecutionState
+    events: tuple[EventRecord, ...] = ()
+    commands: tuple[CommandRecord, ...] = ()
+    cancelled: tuple[str, ...] = ()  # command ids whose pending work is cancelled
+
+    @property
+    def finished(self) -> bool:
+        return self.state.status != ExecutionStatus.RUNNING
+
+
+def decide(
+    playbook: Playbook, state: ExecutionState, event: Incoming, *, new_id: Callable[[], int]
+) -> Decision:
+    """Apply one incoming event. `state` is not modified; the new state is in the decision."""
+    run = _Run(playbook, copy.deepcopy(state), new_id)
+    if state.status != ExecutionStatus.RUNNING:
+        return Decision(state=run.state)
+    match event:
+        case Started(workload=workload):
+            run.start(workload)
+        case CommandCompleted(command_id=command_id, result=result):
+            run.command_completed(command_id, result)
+        case CommandFailed(command_id=command_id, error=error):
+            run.command_failed(command_id, error)
+        case CancelRequested(reason=reason):
+            run.finish(ExecutionStatus.CANCELLED, error=reason)
+    run.maybe_complete()
+    return Decision(run.state, tuple(run.events), tuple(run.commands), tuple(run.cancelled))
+
+
+def new_state(execution_id: int) -> ExecutionState:
+    return ExecutionState(execution_id=execution_id)
+
+
+@dataclass
+class _Run:
+    playbook: Playbook
+    state: ExecutionState
+    new_id: Callable[[], int]
+    events: list[EventRecord] = field(default_factory=list)
+    commands: list[CommandRecord] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def emit(self, event_type: EventType, **fields: Any) -> None:
+        self.events.append(
+            EventRecord(self.state.execution_id, self.new_id(), event_type, **fields)
+        )
+
+    def step_state(self, name: str) -> StepState:
+        return self.state.steps.setdefault(name, StepState())
+
+    @property
+    def running(self) -> bool:
+        return self.state.status == ExecutionStatus.RUNNING
+
+    def context(self, **extra: Any) -> dict[str, Any]:
+        state = self.state
+        ctx: dict[str, Any] = {**state.workload, **state.variables}
+        for name, result in state.results.items():
+            ctx[name] = ResultView(result) if isinstance(result, dict) else result
+        ctx.update(
+            workload=state.workload,
+            ctx=state.variables,
+            vars=state.variables,
+            execution_id=state.execution_id,
+        )
+        ctx.update(extra)
+        return ctx
+
+    def apply_set(self, assignments: Mapping[str, Any], ctx: dict[str, Any]) -> str | None:
+        """Write `set` values into the execution variables; returns a template problem."""
+        try:
+            values = {key: plain(render(value, ctx)) for key, value in assignments.items()}
+        except TemplateError as exc:
+            return str(exc)
+        for key, value in values.items():
+            parts = key.split(".")
+            if parts[0] in {"ctx", "iter", "step", "vars"} and len(parts) > 1:
+                parts = parts[1:]
+            target = self.state.variables
+            for part in parts[:-1]:
+                if not isinstance(target.get(part), dict):
+                    target[part] = {}
+                target = target[part]
+            target[parts[-1]] = value
+            ctx["ctx"] = self.state.variables
+            ctx[parts[0]] = self.state.variables[parts[0]]
+        return None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self, workload: Mapping[str, Any]) -> None:
+        self.state.workload = dict(workload)
+        self.enter(self.playbook.entry)
+
+    def enter(self, name: str) -> None:
+        step = self.playbook.step(name)
+        st = self.step_state(name)
+        st.status, st.runs, st.arrived, st.dead, st.loop = RUNNING, st.runs + 1, [], [], None
+        self.emit(EventType.STEP_ENTER, step=name, payload={"run": st.runs})
+        if step.loop is None:
+            self.issue(step, st.runs)
+            return
+        try:
+            items = _collection(render(step.loop.collection, self.context()))
+        except (TemplateError, TypeError) as exc:
+            self.fail_step(name, f"loop collection: {exc}")
+            return
+        st.loop = LoopState(items=items, results=[None] * len(items))
+        self.dispatch_iterations(step, st)
+
+    def dispatch_iterations(self, step: Step, st: StepState) -> None:
+        loop, spec = st.loop, step.loop
+        assert loop is not None and spec is not None
+        cap = 1 if spec.mode == "sequential" else spec.max_in_flight
+        while self.running and loop.in_flight < cap and loop.next_index < len(loop.items):
+            index = loop.next_index
+            loop.next_index += 1
+            loop.in_flight += 1
+            self.issue(step, st.runs, index)
+        if self.running and loop.finished and st.status == RUNNING:
+            self.complete_step(step.name, _loop_result(loop), "loop.done")
+
+    def issue(self, step: Step, run: int, iteration: int | None = None) -> None:
+        extra: dict[str, Any] = {}
+        command_id = f"{self.state.execution_id}:{step.name}" + (f"#{run}" if run > 1 else "")
+        if iteration is not None:
+            loop = self.step_state(step.name).loop
+            assert loop is not None and step.loop is not None
+            item = loop.items[iteration]
+            extra = {
+                step.loop.iterator: item,
+                "iter": {step.loop.iterator: item, "_index": iteration},
+                "loop_index": iteration,
+            }
+            command_id += f"[{iteration}]"
+        if len(step.tools) > 1:
+            self.fail_step(step.name, "pipelines of several tools are not supported yet")
+            return
+        try:
+            tool, tool_input = self.render_tool(step, step.tool, self.context(**extra))
+        except TemplateError as exc:
+            self.fail_step(step.name, f"template error: {exc}")
+            return
+        event_id = self.new_id()
+        self.state.commands[command_id] = CommandRef(step.name, run, iteration)
+        payload = {"tool": tool, "input": tool_input, "iteration": iteration}
+        execution_id = self.state.execution_id
+        self.events.append(
+            EventRecord(execution_id, event_id, EventType.COMMAND_ISSUED, step.name, command_id,
+                        payload=payload)
+        )
+        self.commands.append(
+            CommandRecord(execution_id, event_id, command_id, step.name, tool, tool_input, iteration)
+        )
+
+    def render_tool(
+        self, step: Step, tool: Tool, ctx: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        config = dict(tool.config)
+        if tool.kind == "workbook":
+            entry = self.playbook.workbook[str(config["name"])]
+            merged_input = {**entry.config.get("input", {}), **config.get("input", {})}
+            config = {**entry.config, "input": merged_input}
+            tool = entry
+        raw_input = {**step.input, **(config.pop("input", None) or {})}
+        rendered = {k: v if k in UNRENDERED else render(v, ctx) for k, v in config.items()}
+        return {"kind": tool.kind, **plain(rendered)}, plain(render(raw_input, ctx))
+
+    # -- outcomes -----------------------------------------------------------------------
+
+    def command_completed(self, command_id: str, result: Any) -> None:
+        ref = self.state.commands.pop(command_id, None)
+        if ref is None:  # unknown or already settled: a duplicate changes nothing
+            return
+        st = self.step_state(ref.step)
+        if ref.iteration is None:
+            self.complete_step(ref.step, result, "command.completed")
+            return
+        loop = st.loop
+        assert loop is not None
+        loop.in_flight -= 1
+        loop.succeeded += 1
+        loop.results[ref.iteration] = result
+        self.dispatch_iterations(self.playbook.step(ref.step), st)
+
+    def command_failed(self, command_id: str, error: str) -> None:
+        ref = self.state.commands.pop(command_id, None)
+        if ref is None:
+            return
+        st = self.step_state(ref.step)
+        if st.loop is not None and ref.iteration is not None:
+            st.loop.in_flight -= 1
+            st.loop.failed += 1
+            error = f"iteration {ref.iteration}: {error}"
+        self.fail_step(ref.step, error)
+
+    def complete_step(self, name: str, result: Any, event_name: str) -> None:
+        step = self.playbook.step(name)
+        st = self.step_state(name)
+        st.status = COMPLETED
+        self.state.results[name] = result
+        output = {"status": "ok", "data": result, "error": None}
+        ctx = self.context(output=output, event={"name": event_name})
+        problems = [p for p in (self.apply_set(step.tool.set, ctx), self.apply_set(step.set, ctx)) if p]
+        fired: list[str] = []
+        for arc in step.next.arcs if step.next else ():
+            ok, problem = evaluate_condition(arc.when, ctx)
+            if problem:
+                problems.append(f"arc to {arc.step}: {problem}")
+            if ok:
+                fired.append(arc.step)
+                if set_problem := self.apply_set(arc.set, ctx):
+                    problems.append(set_problem)
+                if step.next and step.next.mode == "exclusive":
+                    break
+        payload = {"next": fired, **({"problems": problems} if problems else {})}
+        self.emit(EventType.STEP_EXIT, step=name, status=COMPLETED, result=result, payload=payload)
+        if not fired:
+            self.state.last_step = name
+        self.route(name, fired)
+
+    def route(self, name: str, fired: list[str]) -> None:
+        back = back_edges(self.playbook)
+        looping = any((name, target) in back for target in fired)
+        for target in dict.fromkeys(self.playbook.step(name).targets):
+            if not self.running:
+                return
+            if target in fired:
+                if (name, target) in back:
+                    self.enter(target)
+                else:
+                    self.step_state(target).arrived.append(name)
+                    self.check_barrier(target)
+            elif not looping and (name, target) not in back:
+                self.step_state(target).dead.append(name)
+                self.check_barrier(target)
+
+    def check_barrier(self, name: str) -> None:
+        st = self.step_state(name)
+        upstreams = forward_upstreams(self.playbook)[name]
+        if not upstreams <= {*st.arrived, *st.dead}:
+            return
+        if st.arrived:
+            self.enter(name)
+        else:
+            st.status, st.arrived, st.dead = SKIPPED, [], []
+            self.emit(EventType.STEP_SKIPPED, step=name, status=SKIPPED)
+            self.route(name, [])
+
+    def fail_step(self, name: str, error: str) -> None:
+        st = self.step_state(name)
+        st.status = FAILED
+        self.emit(EventType.STEP_EXIT, step=name, status=FAILED, error=error)
+        self.finish(ExecutionStatus.FAILED, error=f"step '{name}' failed: {error}")
+
+    def finish(self, status: ExecutionStatus, *, error: str | None = None) -> None:
+        state = self.state
+        state.status = status
+        state.error = error
+        self.cancelled.extend(state.commands)
+        for command_id, ref in state.commands.items():
+            self.emit(EventType.COMMAND_CANCELLED, step=ref.step, command_id=command_id,
+                      status="CANCELLED", error=error)
+        state.commands.clear()
+        event_type = {
+            ExecutionStatus.COMPLETED: EventType.PLAYBOOK_COMPLETED,
+            ExecutionStatus.FAILED: EventType.PLAYBOOK_FAILED,
+            ExecutionStatus.CANCELLED: EventType.PLAYBOOK_CANCELLED,
+        }[status]
+        self.emit(event_type, status=status.value, result=state.result, error=error)
+
+    def maybe_complete(self) -> None:
+        if self.running and not self.state.commands:
+            last = self.state.last_step
+            self.state.result = self.state.results.get(last) if last else None
+            self.finish(ExecutionStatus.COMPLETED)
+
+
+def _collection(value: Any) -> list[Any]:
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        return [{"key": key, "value": item} for key, item in value.items()]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return list(range(value))
+    if value is None:
+        return []
+    raise TypeError(f"expected a list, a mapping or an integer, got {type(value).__name__}")
+
+
+def _loop_result(loop: LoopState) -> dict[str, Any]:
+    return {
+        "results": loop.results,
+        "count": len(loop.items),
+        "succeeded": loop.succeeded,
+        "failed": loop.failed,
+    }

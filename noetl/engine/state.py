@@ -1,0 +1,89 @@
+"""Execution state: everything the engine needs to decide, as plain JSON-able data.
+
+The state is a fold of the execution's incoming events; `noetl.execution.state` stores the
+latest snapshot and a replay test proves fold(events) equals it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+WAITING = "waiting"
+RUNNING = "running"
+COMPLETED = "completed"
+FAILED = "failed"
+SKIPPED = "skipped"
+SETTLED = frozenset({COMPLETED, FAILED, SKIPPED})
+
+
+@dataclass
+class LoopState:
+    items: list[Any]
+    next_index: int = 0
+    in_flight: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    results: list[Any] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.next_index >= len(self.items) and self.in_flight == 0
+
+
+@dataclass
+class StepState:
+    status: str = WAITING
+    runs: int = 0
+    arrived: list[str] = field(default_factory=list)  # upstreams that fired into this step
+    dead: list[str] = field(default_factory=list)  # upstreams that settled without firing into it
+    loop: LoopState | None = None
+
+
+@dataclass
+class CommandRef:
+    step: str
+    run: int
+    iteration: int | None = None
+
+
+@dataclass
+class ExecutionState:
+    execution_id: int
+    status: str = "RUNNING"
+    workload: dict[str, Any] = field(default_factory=dict)
+    variables: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    steps: dict[str, StepState] = field(default_factory=dict)
+    commands: dict[str, CommandRef] = field(default_factory=dict)  # issued, not yet finished
+    result: Any = None
+    error: str | None = None
+    last_step: str | None = None  # the step whose branch ended last: its result is the result
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ExecutionState:
+        steps = {}
+        for name, raw in data.get("steps", {}).items():
+            loop = raw.get("loop")
+            steps[name] = StepState(
+                status=raw["status"],
+                runs=raw["runs"],
+                arrived=list(raw["arrived"]),
+                dead=list(raw["dead"]),
+                loop=LoopState(**loop) if loop else None,
+            )
+        return cls(
+            execution_id=int(data["execution_id"]),
+            status=data["status"],
+            workload=data["workload"],
+            variables=data["variables"],
+            results=data["results"],
+            steps=steps,
+            commands={cid: CommandRef(**ref) for cid, ref in data["commands"].items()},
+            result=data.get("result"),
+            error=data.get("error"),
+            last_step=data.get("last_step"),
+        )

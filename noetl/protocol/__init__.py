@@ -1,0 +1,1 @@
+"""The wire vocabulary: event types, statuses, the NATS message. Typed, no I/O."""

@@ -1,0 +1,54 @@
+"""Event types and statuses: the names that appear in `noetl.event` and the API."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class EventType(StrEnum):
+    PLAYBOOK_INITIALIZED = "playbook.initialized"
+    PLAYBOOK_COMPLETED = "playbook.completed"
+    PLAYBOOK_FAILED = "playbook.failed"
+    PLAYBOOK_CANCELLED = "playbook.cancelled"
+    STEP_ENTER = "step.enter"
+    STEP_EXIT = "step.exit"
+    STEP_SKIPPED = "step.skipped"
+    COMMAND_ISSUED = "command.issued"
+    COMMAND_CLAIMED = "command.claimed"
+    COMMAND_COMPLETED = "command.completed"
+    COMMAND_FAILED = "command.failed"
+    COMMAND_CANCELLED = "command.cancelled"
+
+
+WORKER_EVENTS = frozenset(
+    {EventType.COMMAND_CLAIMED, EventType.COMMAND_COMPLETED, EventType.COMMAND_FAILED}
+)
+COMMAND_TERMINAL = frozenset(
+    {EventType.COMMAND_COMPLETED, EventType.COMMAND_FAILED, EventType.COMMAND_CANCELLED}
+)
+PLAYBOOK_TERMINAL = frozenset(
+    {EventType.PLAYBOOK_COMPLETED, EventType.PLAYBOOK_FAILED, EventType.PLAYBOOK_CANCELLED}
+)
+
+
+class ExecutionStatus(StrEnum):
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self is not ExecutionStatus.RUNNING
+
+
+class CommandStatus(StrEnum):
+    PENDING = "PENDING"
+    CLAIMED = "CLAIMED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in {CommandStatus.COMPLETED, CommandStatus.FAILED, CommandStatus.CANCELLED}

@@ -1,0 +1,139 @@
+"""The FastAPI application: thin routes over `Orchestrator`, errors mapped in one table."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from noetl.bus.nats_client import NATSCommandPublisher, Topology
+from noetl.config import Settings
+from noetl.errors import (
+    ConflictError,
+    NoetlError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PlaybookError,
+    RequestError,
+    TemplateError,
+)
+from noetl.ids import SnowflakeGenerator
+from noetl.server import metrics
+from noetl.server.relay import Relay
+from noetl.server.routes import router
+from noetl.server.service import Orchestrator
+from noetl.store.database import migrate, open_pool
+
+log = logging.getLogger(__name__)
+
+STATUS_OF: dict[type[NoetlError], int] = {
+    NotFoundError: 404,
+    ConflictError: 409,
+    PayloadTooLargeError: 413,
+    PlaybookError: 422,
+    RequestError: 422,
+    TemplateError: 422,
+}
+
+
+def _error_response(exc: NoetlError) -> JSONResponse:
+    status = next((code for kind, code in STATUS_OF.items() if isinstance(exc, kind)), 500)
+    body: dict[str, Any] = {"error": type(exc).__name__, "message": str(exc)}
+    if isinstance(exc, PlaybookError):
+        body["problems"] = [problem.as_dict() for problem in exc.problems]
+    return JSONResponse(body, status_code=status)
+
+
+class BodyLimit(BaseHTTPMiddleware):
+    """Reject bodies over the configured size with 413 before anything reads them."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        super().__init__(app)
+        self.limit = limit
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return _error_response(PayloadTooLargeError(
+                f"request body is {length} bytes; the limit is {self.limit}"
+                " (NOETL_MAX_PAYLOAD_BYTES)"
+            ))
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.REQUEST_SECONDS.labels(
+            request.method, getattr(route, "path", "unmatched")
+        ).observe(time.perf_counter() - started)
+        return response
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await open_pool(settings.require_database_url(), max_size=20)
+        async with pool.connection() as conn:
+            await migrate(conn)
+        publisher = NATSCommandPublisher(settings.require_nats_url(), Topology.from_settings(settings))
+        try:
+            await publisher.start()
+        except Exception as exc:  # noqa: BLE001 - serve anyway; the relay publishes later
+            log.warning("NATS unavailable at start (%s); connecting in the background", exc)
+            await publisher.start(wait=False)
+        orchestrator = Orchestrator(pool, publisher, settings, SnowflakeGenerator(settings.node_id))
+        app.state.orchestrator = orchestrator
+        relay = asyncio.create_task(Relay(orchestrator).run())
+        log.info("NoETL server ready (node %s)", settings.node_id)
+        try:
+            yield
+        finally:
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
+            await publisher.close()
+            await pool.close()
+
+    app = FastAPI(
+        title="NoETL",
+        version="0.1.0",
+        description="Event-sourced workflow engine: playbooks, executions, commands, events.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_middleware(BodyLimit, limit=settings.max_payload_bytes)
+    app.include_router(router)
+
+    @app.exception_handler(NoetlError)
+    async def noetl_error(request: Request, exc: NoetlError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": ".".join(str(p) for p in err["loc"][1:]) or "body", "message": err["msg"]}
+            for err in exc.errors()
+        ]
+        message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        return JSONResponse(
+            {"error": "RequestError", "message": message, "problems": problems}, status_code=422
+        )
+
+    @app.exception_handler(json.JSONDecodeError)
+    async def invalid_json(request: Request, exc: json.JSONDecodeError) -> JSONResponse:
+        return _error_response(RequestError(f"invalid JSON body: {exc}"))
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

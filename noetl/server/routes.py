@@ -1,0 +1,203 @@
+"""HTTP routes. Each one parses, calls the orchestrator or the store, and shapes the answer."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request
+from pydantic import ValidationError
+
+from noetl.errors import NotFoundError, RequestError
+from noetl.protocol.events import EventType
+from noetl.server import views
+from noetl.server.schemas import (
+    CancelRequest,
+    ClaimRequest,
+    EventRequest,
+    ExecuteRequest,
+    LeaseRequest,
+    RegisterRequest,
+    WorkerHeartbeat,
+)
+from noetl.server.service import Orchestrator, Report
+from noetl.store import catalog, events, executions, workers
+
+router = APIRouter()
+
+
+def _orchestrator(request: Request) -> Orchestrator:
+    orchestrator: Orchestrator = request.app.state.orchestrator
+    return orchestrator
+
+
+def _parse_id(value: str, what: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise NotFoundError(f"{what} {value!r} does not exist (ids are integers)") from None
+
+
+@router.get("/health")
+async def health(request: Request) -> dict[str, Any]:
+    orchestrator = _orchestrator(request)
+    async with orchestrator.pool.connection() as conn:
+        await conn.execute("SELECT 1")
+    return {"status": "ok", "nats": orchestrator.publisher.connected}
+
+
+# -- catalog ------------------------------------------------------------------------------
+
+
+@router.post("/api/catalog/register", status_code=201)
+async def register(request: Request) -> dict[str, Any]:
+    """Register a playbook: the YAML text as the body, or JSON `{"content": "..."}`."""
+    raw = (await request.body()).decode("utf-8", errors="replace")
+    content = raw
+    if "json" in request.headers.get("content-type", ""):
+        try:
+            content = RegisterRequest.model_validate(json.loads(raw)).content
+        except (json.JSONDecodeError, ValidationError) as exc:
+            raise RequestError(f"expected JSON {{\"content\": \"<yaml>\"}}: {exc}") from None
+    if not content.strip():
+        raise RequestError("the request body is empty; send the playbook YAML")
+    entry = await _orchestrator(request).register(content)
+    return views.catalog_entry(entry)
+
+
+@router.get("/api/catalog")
+async def list_catalog(request: Request) -> dict[str, Any]:
+    async with _orchestrator(request).pool.connection() as conn:
+        rows = await catalog.list_entries(conn)
+    return {"items": [views.catalog_entry(row) for row in rows]}
+
+
+# -- executions ---------------------------------------------------------------------------
+
+
+@router.post("/api/execute", status_code=201)
+async def execute(request: Request, body: ExecuteRequest) -> dict[str, Any]:
+    orchestrator = _orchestrator(request)
+    given = [x for x in (body.path, body.catalog_id, body.playbook) if x is not None]
+    if len(given) != 1:
+        raise RequestError("give exactly one of `path`, `catalog_id` or `playbook`")
+    entry = await orchestrator.resolve(
+        path=body.path, catalog_id=body.catalog_id, content=body.playbook, version=body.version
+    )
+    execution_id = await orchestrator.execute(
+        entry, body.payload, parent_execution_id=body.parent_execution_id
+    )
+    return {
+        "execution_id": str(execution_id),
+        "path": entry["path"],
+        "version": entry["version"],
+        "catalog_id": str(entry["catalog_id"]),
+        "status": "RUNNING",
+    }
+
+
+@router.get("/api/executions")
+async def list_executions(
+    request: Request,
+    status: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    async with _orchestrator(request).pool.connection() as conn:
+        rows = await executions.list_executions(conn, status=status, limit=limit)
+    return {"items": [views.execution_summary(row) for row in rows]}
+
+
+@router.get("/api/executions/{execution_id}")
+async def get_execution(request: Request, execution_id: str) -> dict[str, Any]:
+    eid = _parse_id(execution_id, "execution")
+    async with _orchestrator(request).pool.connection() as conn:
+        row = await executions.get_execution(conn, eid)
+    if row is None:
+        raise NotFoundError(f"execution {execution_id} does not exist")
+    return views.execution_detail(row)
+
+
+@router.get("/api/executions/{execution_id}/events")
+async def get_events(
+    request: Request,
+    execution_id: str,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> dict[str, Any]:
+    eid = _parse_id(execution_id, "execution")
+    async with _orchestrator(request).pool.connection() as conn:
+        if after == 0 and await executions.get_execution(conn, eid) is None:
+            raise NotFoundError(f"execution {execution_id} does not exist")
+        rows = await events.list_events(conn, eid, after=after, limit=limit)
+    return {"items": [views.event(row) for row in rows]}
+
+
+@router.post("/api/executions/{execution_id}/cancel")
+async def cancel(
+    request: Request, execution_id: str, body: Annotated[CancelRequest | None, Body()] = None
+) -> dict[str, Any]:
+    eid = _parse_id(execution_id, "execution")
+    reason = body.reason if body else "cancelled by request"
+    status = await _orchestrator(request).cancel(eid, reason)
+    return {"execution_id": str(eid), "status": status}
+
+
+# -- the worker protocol ------------------------------------------------------------------
+
+
+@router.get("/api/commands/{event_id}")
+async def get_command(request: Request, event_id: str) -> dict[str, Any]:
+    return await _orchestrator(request).get_command(_parse_id(event_id, "command"))
+
+
+@router.post("/api/commands/{event_id}/claim")
+async def claim(request: Request, event_id: str, body: ClaimRequest) -> dict[str, Any]:
+    """Claim + fetch in one round trip. 409: another live attempt holds it, or it ended."""
+    return await _orchestrator(request).claim(_parse_id(event_id, "command"), body.worker_id)
+
+
+@router.post("/api/commands/{event_id}/lease")
+async def renew_lease(request: Request, event_id: str, body: LeaseRequest) -> dict[str, Any]:
+    """Extend the claim of a running attempt; the answer says if it should keep going."""
+    status = await _orchestrator(request).renew_lease(_parse_id(event_id, "command"), body.attempt)
+    return {"status": status, "continue": status == "CLAIMED"}
+
+
+@router.post("/api/events")
+async def post_event(request: Request, body: EventRequest) -> dict[str, Any]:
+    orchestrator = _orchestrator(request)
+    if body.event_type == EventType.COMMAND_CLAIMED:
+        if body.event_id is None:
+            raise RequestError("command.claimed needs `event_id` (the command.issued event)")
+        return await orchestrator.claim(body.event_id, body.worker_id)
+    if body.command_id is None or body.attempt is None:
+        raise RequestError(f"{body.event_type} needs `command_id` and `attempt`")
+    if body.event_type == EventType.COMMAND_FAILED and not body.error:
+        raise RequestError("command.failed needs `error`")
+    return await orchestrator.report(Report(
+        execution_id=body.execution_id,
+        command_id=body.command_id,
+        event_type=EventType(body.event_type),
+        attempt=body.attempt,
+        worker_id=body.worker_id,
+        result=body.result,
+        error=body.error,
+        duration=body.duration,
+    ))
+
+
+@router.post("/api/workers/heartbeat")
+async def worker_heartbeat(request: Request, body: WorkerHeartbeat) -> dict[str, Any]:
+    async with _orchestrator(request).pool.connection() as conn:
+        await workers.heartbeat(
+            conn, body.worker_id, body.hostname, body.concurrency, body.status, body.running
+        )
+    return {"status": "ok"}
+
+
+@router.get("/api/workers")
+async def list_workers(request: Request) -> dict[str, Any]:
+    async with _orchestrator(request).pool.connection() as conn:
+        rows = await workers.list_workers(conn)
+    return {"items": [{**row, "started_at": row["started_at"].isoformat(),
+                       "heartbeat_at": row["heartbeat_at"].isoformat()} for row in rows]}

@@ -1,0 +1,67 @@
+"""Request bodies of the HTTP API. Ids are accepted as JSON integers or strings."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def _to_int(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return value
+
+
+Id = Annotated[int, BeforeValidator(_to_int)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterRequest(Body):
+    content: str = Field(description="The playbook YAML text")
+
+
+class ExecuteRequest(Body):
+    path: str | None = None
+    catalog_id: Id | None = None
+    playbook: str | None = Field(default=None, description="Inline playbook YAML")
+    version: int | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+    parent_execution_id: Id | None = None
+
+
+class ClaimRequest(Body):
+    worker_id: str = Field(min_length=1, max_length=200)
+
+
+class LeaseRequest(Body):
+    attempt: int = Field(ge=1)
+
+
+class EventRequest(Body):
+    """A worker's event: `command.claimed`, `command.completed` or `command.failed`."""
+
+    execution_id: Id
+    event_type: Literal["command.claimed", "command.completed", "command.failed"]
+    event_id: Id | None = Field(default=None, description="Id of the command.issued event")
+    command_id: str | None = None
+    attempt: int | None = Field(default=None, ge=1)
+    worker_id: str = Field(min_length=1, max_length=200)
+    result: Any = None
+    error: str | None = None
+    duration: float | None = None
+
+
+class CancelRequest(Body):
+    reason: str = "cancelled by request"
+
+
+class WorkerHeartbeat(Body):
+    worker_id: str = Field(min_length=1, max_length=200)
+    hostname: str = ""
+    concurrency: int = 1
+    status: Literal["ready", "stopping", "stopped"] = "ready"
+    running: int = 0

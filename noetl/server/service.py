@@ -1,0 +1,358 @@
+"""The orchestrator: each operation is ONE transaction under the execution's row lock.
+
+An incoming event is appended, the engine decides, and the resulting events, commands and
+projections are written in the same transaction. NATS is told only after commit; when that
+fails the relay republishes later. NATS is a wake-up signal; PostgreSQL is the truth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from noetl.bus.nats_client import NATSCommandPublisher
+from noetl.config import Settings
+from noetl.dsl import Playbook, parse_playbook
+from noetl.engine import (
+    CancelRequested,
+    CommandCompleted,
+    CommandFailed,
+    Decision,
+    ExecutionState,
+    Incoming,
+    Started,
+    decide,
+)
+from noetl.errors import ConflictError, NotFoundError, RequestError
+from noetl.protocol.events import CommandStatus, EventType, ExecutionStatus
+from noetl.protocol.message import CommandMessage
+from noetl.protocol.records import CommandRecord, EventRecord
+from noetl.server import metrics
+from noetl.store import catalog, commands, events, executions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Report:
+    """A worker's outcome for one attempt of a command."""
+
+    execution_id: int
+    command_id: str
+    event_type: EventType  # command.completed | command.failed
+    attempt: int
+    worker_id: str
+    result: Any = None
+    error: str | None = None
+    duration: float | None = None
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        publisher: NATSCommandPublisher,
+        settings: Settings,
+        new_id: Callable[[], int],
+    ) -> None:
+        self.pool = pool
+        self.publisher = publisher
+        self.settings = settings
+        self.new_id = new_id
+        self._playbooks: dict[int, Playbook] = {}
+
+    # -- catalog ------------------------------------------------------------------------
+
+    async def register(self, content: str, file: str | None = None) -> dict[str, Any]:
+        playbook = parse_playbook(content, file)  # PlaybookError → 422, nothing written
+        digest = hashlib.sha256(content.encode()).hexdigest()
+        async with self.pool.connection() as conn:
+            entry = await catalog.register(
+                conn, self.new_id(), playbook.path, playbook.name, content, digest
+            )
+        self._playbooks.setdefault(entry["catalog_id"], playbook)
+        return entry
+
+    async def playbook(self, catalog_id: int) -> Playbook:
+        cached = self._playbooks.get(catalog_id)
+        if cached is None:
+            async with self.pool.connection() as conn:
+                entry = await catalog.get_entry(conn, catalog_id=catalog_id)
+            if entry is None:
+                raise NotFoundError(f"catalog entry {catalog_id} does not exist")
+            cached = self._playbooks[catalog_id] = parse_playbook(entry["content"], entry["path"])
+        return cached
+
+    async def resolve(
+        self,
+        *,
+        path: str | None = None,
+        catalog_id: int | None = None,
+        content: str | None = None,
+        version: int | None = None,
+    ) -> dict[str, Any]:
+        if content is not None:
+            return await self.register(content)
+        async with self.pool.connection() as conn:
+            if catalog_id is not None:
+                entry = await catalog.get_entry(conn, catalog_id=catalog_id)
+                what = f"catalog entry {catalog_id}"
+            elif path is not None:
+                entry = await catalog.get_entry(conn, path=path, version=version)
+                what = f"playbook {path!r}" + (f" version {version}" if version else "")
+            else:
+                raise RequestError("give one of `path`, `catalog_id` or `playbook`")
+        if entry is None:
+            raise NotFoundError(f"{what} is not registered")
+        return entry
+
+    # -- executions ---------------------------------------------------------------------
+
+    async def execute(
+        self,
+        entry: dict[str, Any],
+        payload: dict[str, Any] | None = None,
+        *,
+        parent_execution_id: int | None = None,
+    ) -> int:
+        playbook = await self.playbook(entry["catalog_id"])
+        workload = {**playbook.workload, **(payload or {})}
+        execution_id = self.new_id()
+        initialized = EventRecord(
+            execution_id,
+            self.new_id(),
+            EventType.PLAYBOOK_INITIALIZED,
+            status=ExecutionStatus.RUNNING.value,
+            payload={"workload": workload, "path": entry["path"], "version": entry["version"]},
+            parent_execution_id=parent_execution_id,
+        )
+        decision = decide(
+            playbook, ExecutionState(execution_id), Started(workload), new_id=self.new_id
+        )
+        async with self.pool.connection() as conn, conn.transaction():
+            await executions.insert_execution(
+                conn, execution_id, entry["catalog_id"], entry["path"], entry["version"],
+                decision.state.to_json(), parent_execution_id,
+            )
+            await self._write(conn, decision, [initialized])
+        metrics.EXECUTIONS_STARTED.inc()
+        self._observe(decision)
+        await self.publish(decision.commands)
+        return execution_id
+
+    async def cancel(self, execution_id: int, reason: str) -> str:
+        async with self.pool.connection() as conn, conn.transaction():
+            decision = await self._decide_locked(conn, execution_id, CancelRequested(reason))
+        if decision is None:
+            raise ConflictError(f"execution {execution_id} has already finished")
+        self._observe(decision)
+        return decision.state.status
+
+    # -- the worker protocol ------------------------------------------------------------
+
+    async def claim(self, event_id: int, worker_id: str) -> dict[str, Any]:
+        """Claim a command for a new attempt; 409 while another live attempt holds it."""
+        async with self.pool.connection() as conn:
+            async with conn.transaction():
+                row = await commands.get_by_event(conn, event_id, lock=True)
+                if row is None:
+                    raise NotFoundError(f"command {event_id} does not exist")
+                status = CommandStatus(row["status"])
+                if status.terminal:
+                    raise ConflictError(f"command {row['command_id']} is already {status.value}")
+                if status is CommandStatus.CLAIMED and not row["lease_expired"]:
+                    raise ConflictError(
+                        f"command {row['command_id']} is claimed by {row['worker_id']}"
+                        f" (attempt {row['attempt']})"
+                    )
+                attempt = row["attempt"] + 1
+                if attempt <= self.settings.max_attempts:
+                    await events.insert_events(conn, [EventRecord(
+                        row["execution_id"], self.new_id(), EventType.COMMAND_CLAIMED,
+                        step=row["step"], command_id=row["command_id"], attempt=attempt,
+                        worker_id=worker_id, status=CommandStatus.CLAIMED.value,
+                    )])
+                    await commands.mark_claimed(
+                        conn, event_id, attempt, worker_id, self.settings.lease_seconds
+                    )
+            if attempt > self.settings.max_attempts:
+                await self.fail_lost(event_id)
+                raise ConflictError(f"command {row['command_id']} has no attempts left")
+        metrics.EVENTS.labels(EventType.COMMAND_CLAIMED.value).inc()
+        return {**_command_view(row), "attempt": attempt, "worker_id": worker_id,
+                "lease_seconds": self.settings.lease_seconds}
+
+    async def get_command(self, event_id: int) -> dict[str, Any]:
+        async with self.pool.connection() as conn:
+            row = await commands.get_by_event(conn, event_id)
+        if row is None:
+            raise NotFoundError(f"command {event_id} does not exist")
+        return {**_command_view(row), "status": row["status"], "attempt": row["attempt"],
+                "worker_id": row["worker_id"]}
+
+    async def renew_lease(self, event_id: int, attempt: int) -> str:
+        async with self.pool.connection() as conn:
+            status = await commands.renew_lease(conn, event_id, attempt, self.settings.lease_seconds)
+        if status is None:
+            raise NotFoundError(f"command {event_id} does not exist")
+        return status
+
+    async def report(self, report: Report) -> dict[str, Any]:
+        """Record a worker's outcome and decide what runs next, in one transaction."""
+        async with self.pool.connection() as conn, conn.transaction():
+            execution = await executions.lock_execution(conn, report.execution_id)
+            if execution is None:
+                raise NotFoundError(f"execution {report.execution_id} does not exist")
+            row = await commands.get_by_command_id(
+                conn, report.execution_id, report.command_id, lock=True
+            )
+            if row is None:
+                raise NotFoundError(f"command {report.command_id} does not exist")
+            status = CommandStatus(row["status"])
+            if status.terminal:
+                raise ConflictError(f"command {report.command_id} is already {status.value}")
+            if status is not CommandStatus.CLAIMED or row["attempt"] != report.attempt:
+                raise ConflictError(
+                    f"attempt {report.attempt} of {report.command_id} is stale"
+                    f" (current attempt {row['attempt']})"
+                )
+            failed = report.event_type is EventType.COMMAND_FAILED
+            outcome = EventRecord(
+                report.execution_id, self.new_id(), report.event_type, step=row["step"],
+                command_id=report.command_id, attempt=report.attempt, worker_id=report.worker_id,
+                status=(CommandStatus.FAILED if failed else CommandStatus.COMPLETED).value,
+                result=None if failed else report.result, error=report.error,
+                duration=report.duration,
+            )
+            incoming: Incoming = (
+                CommandFailed(report.command_id, report.error or "failed")
+                if failed
+                else CommandCompleted(report.command_id, report.result)
+            )
+            decision = await self._decide_on(conn, execution, incoming, [outcome])
+            await commands.set_status(
+                conn, report.execution_id, [report.command_id], outcome.status or ""
+            )
+        metrics.EVENTS.labels(report.event_type.value).inc()
+        if decision is None:
+            return {"status": execution["status"], "issued": 0}
+        self._observe(decision)
+        await self.publish(decision.commands)
+        return {"status": decision.state.status, "issued": len(decision.commands)}
+
+    async def fail_lost(self, event_id: int) -> None:
+        """A command whose every attempt was lost fails with `worker_lost`."""
+        async with self.pool.connection() as conn, conn.transaction():
+            probe = await commands.get_by_event(conn, event_id)
+            if probe is None:
+                return
+            execution = await executions.lock_execution(conn, probe["execution_id"])
+            row = await commands.get_by_event(conn, event_id, lock=True)
+            if execution is None or row is None or row["status"] != CommandStatus.CLAIMED:
+                return
+            error = (
+                f"worker_lost: no result after {row['attempt']} attempts"
+                f" (last worker {row['worker_id']})"
+            )
+            outcome = EventRecord(
+                row["execution_id"], self.new_id(), EventType.COMMAND_FAILED, step=row["step"],
+                command_id=row["command_id"], attempt=row["attempt"],
+                status=CommandStatus.FAILED.value, error=error,
+            )
+            decision = await self._decide_on(
+                conn, execution, CommandFailed(row["command_id"], error), [outcome]
+            )
+            await commands.set_status(
+                conn, row["execution_id"], [row["command_id"]], CommandStatus.FAILED.value
+            )
+        log.warning("command %s failed: %s", row["command_id"], error)
+        if decision is not None:
+            self._observe(decision)
+            await self.publish(decision.commands)
+
+    # -- shared steps -------------------------------------------------------------------
+
+    async def _decide_locked(
+        self, conn: psycopg.AsyncConnection[Any], execution_id: int, incoming: Incoming
+    ) -> Decision | None:
+        execution = await executions.lock_execution(conn, execution_id)
+        if execution is None:
+            raise NotFoundError(f"execution {execution_id} does not exist")
+        return await self._decide_on(conn, execution, incoming, [])
+
+    async def _decide_on(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        execution: dict[str, Any],
+        incoming: Incoming,
+        recorded: Sequence[EventRecord],
+    ) -> Decision | None:
+        """Append `recorded`, run the engine unless the execution has ended, write it all."""
+        if execution["status"] != ExecutionStatus.RUNNING:
+            await events.insert_events(conn, recorded)
+            return None
+        playbook = await self.playbook(execution["catalog_id"])
+        state = ExecutionState.from_json(execution["state"])
+        decision = decide(playbook, state, incoming, new_id=self.new_id)
+        await self._write(conn, decision, recorded)
+        return decision
+
+    async def _write(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        decision: Decision,
+        recorded: Sequence[EventRecord],
+    ) -> None:
+        state = decision.state
+        await events.insert_events(conn, [*recorded, *decision.events])
+        await commands.insert_commands(conn, decision.commands)
+        await commands.set_status(
+            conn, state.execution_id, decision.cancelled, CommandStatus.CANCELLED.value
+        )
+        await executions.save_state(
+            conn, state.execution_id, state.to_json(), state.status, state.result, state.error
+        )
+
+    def _observe(self, decision: Decision) -> None:
+        metrics.COMMANDS_ISSUED.inc(len(decision.commands))
+        if decision.finished:
+            metrics.EXECUTIONS_FINISHED.labels(decision.state.status).inc()
+            log.info(
+                "execution %s %s%s", decision.state.execution_id, decision.state.status,
+                f": {decision.state.error}" if decision.state.error else "",
+            )
+
+    async def publish(self, issued: Sequence[CommandRecord], attempt: int = 1) -> int:
+        """Tell the workers; a failure is logged and left to the relay."""
+        published = 0
+        for command in issued:
+            message = CommandMessage(
+                command.execution_id, command.event_id, command.command_id, command.step,
+                self.settings.server_url,
+            )
+            try:
+                await self.publisher.publish(message, f"{command.event_id}:{attempt}")
+                published += 1
+            except Exception as exc:  # noqa: BLE001 - the relay republishes
+                log.warning("publish of %s deferred to the relay: %s", command.command_id, exc)
+                metrics.PUBLISH_FAILURES.inc()
+                break
+        return published
+
+
+def _command_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "execution_id": str(row["execution_id"]),
+        "event_id": str(row["event_id"]),
+        "command_id": row["command_id"],
+        "step": row["step"],
+        "iteration": row["iteration"],
+        "tool": row["tool"],
+        "input": row["input"],
+    }

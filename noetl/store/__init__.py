@@ -1,0 +1,1 @@
+"""PostgreSQL persistence (schema `noetl`). Knows nothing of the engine: rows in, rows out."""

@@ -1,0 +1,110 @@
+"""`noetl.command`: the outbox and claim projection (PENDING → CLAIMED → terminal)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from noetl.protocol.records import CommandRecord
+
+_SELECT = (
+    "SELECT event_id, execution_id, command_id, step, iteration, tool, input, status, attempt,"
+    " worker_id, lease_until, notified_at, publish_count, lease_until < now() AS lease_expired"
+    " FROM noetl.command"
+)
+
+
+async def insert_commands(conn: AsyncConnection[Any], commands: Sequence[CommandRecord]) -> None:
+    if not commands:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO noetl.command"
+            " (event_id, execution_id, command_id, step, iteration, tool, input, status,"
+            "  notified_at, publish_count)"  # published right after commit; else the relay does
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, 'PENDING', now(), 1)",
+            [
+                (c.event_id, c.execution_id, c.command_id, c.step, c.iteration,
+                 Jsonb(c.tool), Jsonb(c.input))
+                for c in commands
+            ],
+        )
+
+
+async def get_by_event(
+    conn: AsyncConnection[Any], event_id: int, *, lock: bool = False
+) -> dict[str, Any] | None:
+    sql = f"{_SELECT} WHERE event_id = %s" + (" FOR UPDATE" if lock else "")
+    cur = await conn.execute(sql, (event_id,))
+    return await cur.fetchone()
+
+
+async def get_by_command_id(
+    conn: AsyncConnection[Any], execution_id: int, command_id: str, *, lock: bool = False
+) -> dict[str, Any] | None:
+    sql = f"{_SELECT} WHERE execution_id = %s AND command_id = %s" + (" FOR UPDATE" if lock else "")
+    cur = await conn.execute(sql, (execution_id, command_id))
+    return await cur.fetchone()
+
+
+async def mark_claimed(
+    conn: AsyncConnection[Any], event_id: int, attempt: int, worker_id: str, lease_seconds: float
+) -> None:
+    await conn.execute(
+        "UPDATE noetl.command SET status = 'CLAIMED', attempt = %s, worker_id = %s,"
+        " lease_until = now() + make_interval(secs => %s), updated_at = now()"
+        " WHERE event_id = %s",
+        (attempt, worker_id, lease_seconds, event_id),
+    )
+
+
+async def renew_lease(
+    conn: AsyncConnection[Any], event_id: int, attempt: int, lease_seconds: float
+) -> str | None:
+    """Extend a live claim; returns the command's status (None when it does not exist)."""
+    cur = await conn.execute(
+        "UPDATE noetl.command SET lease_until = CASE WHEN status = 'CLAIMED' AND attempt = %s"
+        " THEN now() + make_interval(secs => %s) ELSE lease_until END"
+        " WHERE event_id = %s RETURNING status, attempt",
+        (attempt, lease_seconds, event_id),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return str(row["status"]) if row["attempt"] == attempt else "SUPERSEDED"
+
+
+async def set_status(
+    conn: AsyncConnection[Any], execution_id: int, command_ids: Sequence[str], status: str
+) -> None:
+    if command_ids:
+        await conn.execute(
+            "UPDATE noetl.command SET status = %s, lease_until = NULL, updated_at = now()"
+            " WHERE execution_id = %s AND command_id = ANY(%s)",
+            (status, execution_id, list(command_ids)),
+        )
+
+
+async def mark_notified(conn: AsyncConnection[Any], event_ids: Sequence[int]) -> None:
+    if event_ids:
+        await conn.execute(
+            "UPDATE noetl.command SET notified_at = now(), publish_count = publish_count + 1"
+            " WHERE event_id = ANY(%s)",
+            (list(event_ids),),
+        )
+
+
+async def due_for_relay(
+    conn: AsyncConnection[Any], older_than: float, limit: int = 500
+) -> list[dict[str, Any]]:
+    """PENDING commands not notified for `older_than` s, and claims whose lease expired."""
+    cur = await conn.execute(
+        f"{_SELECT} WHERE (status = 'PENDING' OR (status = 'CLAIMED' AND lease_until < now()))"
+        " AND (notified_at IS NULL OR notified_at < now() - make_interval(secs => %s))"
+        " ORDER BY event_id LIMIT %s",
+        (older_than, limit),
+    )
+    return await cur.fetchall()

@@ -1,0 +1,69 @@
+"""Connection pool and versioned migrations."""
+
+from __future__ import annotations
+
+import logging
+import re
+from importlib import resources
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger(__name__)
+
+_MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_LOCK_KEY = 0x6E6F65746C  # "noetl": serialises concurrent migrators
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, file name, SQL) of every packaged migration, in order."""
+    found = []
+    for entry in resources.files("noetl.store.migrations").iterdir():
+        match = _MIGRATION.match(entry.name)
+        if match:
+            found.append((int(match[1]), entry.name, entry.read_text()))
+    return sorted(found)
+
+
+async def migrate(conn: psycopg.AsyncConnection[object]) -> list[int]:
+    """Apply the migrations not yet applied; safe to run from several servers at once."""
+    applied: list[int] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        await conn.execute("CREATE SCHEMA IF NOT EXISTS noetl")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS noetl.schema_migration ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+            " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        cursor = await conn.execute("SELECT version FROM noetl.schema_migration")
+        done = {row[0] for row in await cursor.fetchall()}  # type: ignore[index]
+        for version, name, sql in migrations():
+            if version in done:
+                continue
+            await conn.execute(sql.encode())
+            await conn.execute(
+                "INSERT INTO noetl.schema_migration (version, name) VALUES (%s, %s)",
+                (version, name),
+            )
+            applied.append(version)
+            log.info("applied migration %s", name)
+    return applied
+
+
+async def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> AsyncConnectionPool:
+    pool = AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"row_factory": dict_row, "autocommit": True},
+        open=False,
+    )
+    await pool.open(wait=True, timeout=30)
+    return pool
+
+
+async def init_database(url: str) -> list[int]:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        return await migrate(conn)

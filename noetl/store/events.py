@@ -1,0 +1,48 @@
+"""`noetl.event`: append-only. Inserts and reads, never updates or deletes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from noetl.protocol.records import EventRecord
+
+_COLUMNS = (
+    "execution_id, event_id, parent_event_id, parent_execution_id, event_type, step, "
+    "command_id, attempt, worker_id, status, payload, result, error, duration"
+)
+INSERT = f"INSERT INTO noetl.event ({_COLUMNS}) VALUES ({', '.join(['%s'] * 14)})"
+
+
+def _json(value: Any) -> Jsonb | None:
+    return None if value is None else Jsonb(value)
+
+
+def _row(e: EventRecord) -> tuple[Any, ...]:
+    return (
+        e.execution_id, e.event_id, e.parent_event_id, e.parent_execution_id,
+        e.event_type.value, e.step, e.command_id, e.attempt, e.worker_id, e.status,
+        _json(e.payload), _json(e.result), e.error, e.duration,
+    )
+
+
+async def insert_events(conn: AsyncConnection[Any], events: Sequence[EventRecord]) -> None:
+    """Append events; a unique-index conflict raises `psycopg.errors.UniqueViolation`."""
+    if not events:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(INSERT, [_row(e) for e in events])
+
+
+async def list_events(
+    conn: AsyncConnection[Any], execution_id: int, *, after: int = 0, limit: int = 1000
+) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS}, created_at FROM noetl.event"
+        " WHERE execution_id = %s AND event_id > %s ORDER BY event_id LIMIT %s",
+        (execution_id, after, limit),
+    )
+    return await cur.fetchall()

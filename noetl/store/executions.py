@@ -1,0 +1,74 @@
+"""`noetl.execution`: one row per execution, the engine state snapshot and its status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+_SUMMARY = (
+    "execution_id, catalog_id, path, version, parent_execution_id, status, result, error,"
+    " created_at, updated_at, ended_at"
+)
+
+
+async def insert_execution(
+    conn: AsyncConnection[Any],
+    execution_id: int,
+    catalog_id: int,
+    path: str,
+    version: int,
+    state: dict[str, Any],
+    parent_execution_id: int | None = None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO noetl.execution (execution_id, catalog_id, path, version,"
+        " parent_execution_id, status, state) VALUES (%s, %s, %s, %s, %s, 'RUNNING', %s)",
+        (execution_id, catalog_id, path, version, parent_execution_id, Jsonb(state)),
+    )
+
+
+async def lock_execution(conn: AsyncConnection[Any], execution_id: int) -> dict[str, Any] | None:
+    """The row with its state, locked until the transaction ends: one engine at a time."""
+    cur = await conn.execute(
+        "SELECT execution_id, catalog_id, status, state, parent_execution_id"
+        " FROM noetl.execution WHERE execution_id = %s FOR UPDATE",
+        (execution_id,),
+    )
+    return await cur.fetchone()
+
+
+async def save_state(
+    conn: AsyncConnection[Any],
+    execution_id: int,
+    state: dict[str, Any],
+    status: str,
+    result: Any,
+    error: str | None,
+) -> None:
+    await conn.execute(
+        "UPDATE noetl.execution SET state = %s, status = %s, result = %s, error = %s,"
+        " updated_at = now(),"
+        " ended_at = CASE WHEN %s <> 'RUNNING' THEN now() ELSE ended_at END"
+        " WHERE execution_id = %s",
+        (Jsonb(state), status, Jsonb(result), error, status, execution_id),
+    )
+
+
+async def get_execution(conn: AsyncConnection[Any], execution_id: int) -> dict[str, Any] | None:
+    cur = await conn.execute(
+        f"SELECT {_SUMMARY}, state FROM noetl.execution WHERE execution_id = %s", (execution_id,)
+    )
+    return await cur.fetchone()
+
+
+async def list_executions(
+    conn: AsyncConnection[Any], *, status: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        f"SELECT {_SUMMARY} FROM noetl.execution"
+        " WHERE (%s::text IS NULL OR status = %s) ORDER BY execution_id DESC LIMIT %s",
+        (status, status, limit),
+    )
+    return await cur.fetchall()

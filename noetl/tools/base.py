@@ -1,0 +1,64 @@
+"""The tool interface: one input object in, one JSON-serialisable result out.
+
+Errors::
+
+    ToolError            a tool failed; the message is what the user sees
+     └── UnknownToolError  no tool is registered for the kind
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """Everything a tool needs for one run."""
+
+    kind: str
+    config: Mapping[str, Any]
+    """The tool's fields after template rendering, without ``kind``."""
+    input: Mapping[str, Any]
+    """Rendered input variables."""
+    execution_id: int
+    step: str
+
+
+class ToolError(Exception):
+    """A tool failed; message is what the user sees in the step error."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.details: dict[str, Any] = dict(details or {})
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UnknownToolError(ToolError):
+    """No tool is registered for the kind."""
+
+    def __init__(self, kind: str, known: Iterable[str]) -> None:
+        names = ", ".join(sorted(known))
+        super().__init__(f"unknown tool kind {kind!r}; known kinds: {names}")
+        self.kind = kind
+
+
+class Tool(Protocol):
+    """A tool kind; implementations keep no per-call state."""
+
+    kind: str
+
+    async def run(self, call: ToolCall) -> Any:
+        """Return a JSON-serialisable result or raise ToolError."""
+        ...

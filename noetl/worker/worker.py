@@ -1,0 +1,244 @@
+"""The pull loop: claim → fetch → run → report → ack, with bounded concurrency.
+
+What the HTTP status of a claim or report means for the NATS message:
+2xx → ack; 409 (another live attempt, or already finished) → ack; 404 → term;
+5xx or no connection → nak with a delay (NATS redelivers; the relay covers the rest).
+While a tool runs the worker tells NATS `in_progress` and renews its claim's lease; when the
+server answers that the command was cancelled or superseded, the tool is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from nats.aio.msg import Msg
+
+from noetl.bus.nats_client import NATSCommandSubscriber, Topology
+from noetl.config import Settings
+from noetl.protocol.message import CommandMessage
+from noetl.tools import get_tool
+from noetl.tools.base import ToolCall, ToolError
+from noetl.worker.client import ServerClient
+
+log = logging.getLogger(__name__)
+
+NAK_DELAY = 2.0
+REPORT_TRIES = 5
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    result: Any = None
+    error: str | None = None
+    duration: float = 0.0
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        subscriber: NATSCommandSubscriber | None = None,
+        client: ServerClient | None = None,
+    ) -> None:
+        self.settings = settings
+        self.worker_id = settings.worker_id
+        self.subscriber = subscriber or NATSCommandSubscriber(
+            settings.require_nats_url(), Topology.from_settings(settings),
+            name=f"noetl-worker-{settings.worker_id}",
+        )
+        self.client = client or ServerClient(settings.server_url)
+        self.stopping = asyncio.Event()
+        self.running: set[asyncio.Task[None]] = set()
+        self.keepalive = min(Topology().ack_wait, settings.lease_seconds) / 3
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Work until `stop()`; then finish what is held and return."""
+        await self.subscriber.start()
+        heartbeat = asyncio.create_task(self._heartbeat_loop())
+        log.info("worker %s started (concurrency %d)", self.worker_id, self.settings.worker_concurrency)
+        try:
+            await self._pull_loop()
+        finally:
+            if self.running:
+                log.info("worker %s finishing %d running command(s)", self.worker_id, len(self.running))
+                await asyncio.gather(*self.running, return_exceptions=True)
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await self._send_heartbeat("stopped")
+            await self.subscriber.close()
+            await self.client.close()
+            log.info("worker %s stopped", self.worker_id)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def _pull_loop(self) -> None:
+        limit = self.settings.worker_concurrency
+        while not self.stopping.is_set():
+            free = limit - len(self.running)
+            if free <= 0:
+                await asyncio.wait(self.running, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            for msg in await self.subscriber.fetch(free, timeout=1.0):
+                task = asyncio.create_task(self.handle(msg))
+                self.running.add(task)
+                task.add_done_callback(self.running.discard)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await self._send_heartbeat("stopping" if self.stopping.is_set() else "ready")
+            await asyncio.sleep(max(self.keepalive, 1.0))
+
+    async def _send_heartbeat(self, status: str) -> None:
+        body = {
+            "worker_id": self.worker_id,
+            "hostname": socket.gethostname(),
+            "concurrency": self.settings.worker_concurrency,
+            "status": status,
+            "running": len(self.running),
+        }
+        try:
+            await self.client.heartbeat(body)
+        except httpx.HTTPError as exc:
+            log.debug("heartbeat failed: %s", exc)
+
+    # -- one message --------------------------------------------------------------------
+
+    async def handle(self, msg: Msg) -> None:
+        try:
+            ref = CommandMessage.decode(msg.data)
+        except ValueError as exc:
+            log.error("dropping malformed message: %s", exc)
+            await msg.term()
+            return
+        try:
+            response = await self.client.claim(ref.event_id, self.worker_id)
+        except httpx.HTTPError as exc:
+            log.warning("claim of %s failed (%s); nak", ref.command_id, exc)
+            await msg.nak(delay=NAK_DELAY)
+            return
+        if not await self._settle(msg, response, ref, "claim"):
+            return
+        command = response.json()
+        outcome = await self._run_with_keepalive(msg, ref, command)
+        if outcome is None:  # cancelled or superseded while running: nothing to report
+            await msg.ack()
+            return
+        await self._report(msg, ref, command, outcome)
+
+    async def _settle(
+        self, msg: Msg, response: httpx.Response, ref: CommandMessage, what: str
+    ) -> bool:
+        """Apply the HTTP status to the message; True when the work should go on."""
+        status = response.status_code
+        if status < 300:
+            return True
+        if status == 409:
+            log.debug("%s of %s: %s", what, ref.command_id, _message(response))
+            await msg.ack()
+        elif status == 404:
+            log.warning("%s of %s: %s; terminating message", what, ref.command_id, _message(response))
+            await msg.term()
+        else:
+            log.warning("%s of %s: HTTP %d %s; nak", what, ref.command_id, status, _message(response))
+            await msg.nak(delay=NAK_DELAY)
+        return False
+
+    async def _run_with_keepalive(
+        self, msg: Msg, ref: CommandMessage, command: dict[str, Any]
+    ) -> Outcome | None:
+        work = asyncio.create_task(self.execute(ref, command))
+        while True:
+            done, _ = await asyncio.wait({work}, timeout=self.keepalive)
+            if done:
+                return work.result()
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+            if not await self._renew(ref, command):
+                log.warning("command %s was cancelled or superseded; stopping it", ref.command_id)
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+                return None
+
+    async def _renew(self, ref: CommandMessage, command: dict[str, Any]) -> bool:
+        try:
+            response = await self.client.renew_lease(ref.event_id, command["attempt"])
+        except httpx.HTTPError:
+            return True  # the server is unreachable: keep working, report later
+        if response.status_code >= 500:
+            return True
+        return response.status_code < 300 and bool(response.json().get("continue"))
+
+    async def execute(self, ref: CommandMessage, command: dict[str, Any]) -> Outcome:
+        """Run the command's tool; every failure becomes an Outcome, never an exception."""
+        tool_spec = dict(command["tool"])
+        kind = str(tool_spec.pop("kind", ""))
+        started = time.perf_counter()
+        try:
+            tool = get_tool(kind)
+            call = ToolCall(kind, tool_spec, command.get("input") or {}, ref.execution_id, ref.step)
+            result = await tool.run(call)
+            size = len(json.dumps(result, default=str))
+            if size > self.settings.max_payload_bytes:
+                raise ToolError(
+                    f"result is {size} bytes; the limit is {self.settings.max_payload_bytes}"
+                    " (NOETL_MAX_PAYLOAD_BYTES)"
+                )
+        except ToolError as exc:
+            return Outcome(False, error=str(exc), duration=time.perf_counter() - started)
+        except Exception as exc:  # a bug in a tool must not take the worker down
+            log.exception("tool %s crashed on %s", kind, ref.command_id)
+            return Outcome(False, error=f"{type(exc).__name__}: {exc}",
+                           duration=time.perf_counter() - started)
+        return Outcome(True, result=result, duration=time.perf_counter() - started)
+
+    async def _report(
+        self, msg: Msg, ref: CommandMessage, command: dict[str, Any], outcome: Outcome
+    ) -> None:
+        body = {
+            "execution_id": ref.execution_id,
+            "event_type": "command.completed" if outcome.ok else "command.failed",
+            "command_id": ref.command_id,
+            "attempt": command["attempt"],
+            "worker_id": self.worker_id,
+            "result": outcome.result if outcome.ok else None,
+            "error": outcome.error,
+            "duration": outcome.duration,
+        }
+        delay = 0.2
+        for _ in range(REPORT_TRIES):
+            try:
+                response = await self.client.report(body)
+            except httpx.HTTPError as exc:
+                log.warning("report of %s failed (%s); retrying", ref.command_id, exc)
+            else:
+                if response.status_code < 500:
+                    await self._settle(msg, response, ref, "report")
+                    if response.status_code < 300:
+                        await msg.ack()
+                    return
+                log.warning("report of %s: HTTP %d; retrying", ref.command_id, response.status_code)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        await msg.nak(delay=NAK_DELAY)
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("message", response.text))
+    except ValueError:
+        return response.text[:200]
