@@ -23,7 +23,9 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
     def parse(value: str) -> str:
         parsed = urlparse(value)
         if parsed.scheme not in schemes:
-            raise ValueError(f"expected a URL starting with {' or '.join(s + '://' for s in schemes)}")
+            raise ValueError(
+                f"expected a URL starting with {' or '.join(s + '://' for s in schemes)}"
+            )
         return value.rstrip("/") if parsed.scheme.startswith("http") else value
 
     return parse
@@ -95,7 +97,9 @@ class Settings:
     )
     server_host: str = _env("NOETL_SERVER_HOST", str, "Address the server binds.")
     server_port: int = _env("NOETL_SERVER_PORT", _port, "Port the server binds.")
-    node_id: int = _env("NOETL_NODE_ID", _node_id, "Snowflake node id (0..1023), unique per server.")
+    node_id: int = _env(
+        "NOETL_NODE_ID", _node_id, "Snowflake node id (0..1023), unique per server."
+    )
     worker_id: str = _env("NOETL_WORKER_ID", str, "Worker name in the registry and in events.")
     worker_concurrency: int = _env(
         "NOETL_WORKER_CONCURRENCY", _positive_int, "Commands one worker runs at once."
@@ -118,7 +122,7 @@ class Settings:
     stream: str = _env("NOETL_NATS_STREAM", str, "JetStream stream name.")
     subject: str = _env("NOETL_NATS_SUBJECT", str, "Subject commands are published on.")
     consumer: str = _env("NOETL_NATS_CONSUMER", str, "Durable pull consumer of the worker pool.")
-    home: Path = _env("NOETL_HOME", Path, "Data folder of the embedded PostgreSQL and NATS.")
+    home: Path = _env("NOETL_HOME", Path, "Data folder of the embedded PostgreSQL and NATS.")  # noqa: RUF009
     log_level: str = _env("NOETL_LOG_LEVEL", _log_level, "DEBUG, INFO, WARNING or ERROR.")
 
     @classmethod
@@ -178,7 +182,4 @@ class Settings:
 def describe() -> list[tuple[str, str, str]]:
     """(variable, default, meaning) for every setting: the README's configuration table."""
     defaults = Settings.defaults()
-    return [
-        (f.metadata["env"], str(defaults[f.name]), f.metadata["doc"])
-        for f in fields(Settings)
-    ]
+    return [(f.metadata["env"], str(defaults[f.name]), f.metadata["doc"]) for f in fields(Settings)]

@@ -36,8 +36,10 @@ class SnowflakeGenerator:
             else:
                 self._sequence = 0
             self._last_ms = now
-            return (now << (NODE_BITS + SEQUENCE_BITS)) | (self._node << SEQUENCE_BITS) | (
-                self._sequence
+            return (
+                (now << (NODE_BITS + SEQUENCE_BITS))
+                | (self._node << SEQUENCE_BITS)
+                | (self._sequence)
             )
 
 

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import nats
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
@@ -63,28 +63,30 @@ class Topology:
 
 async def connect(url: str, name: str) -> Client:
     """Connect, reconnecting forever after the first success."""
-    return await nats.connect(
+    nc = Client()
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("NATS error (%s): %s", name, exc)
+
+    async def on_disconnected() -> None:
+        if not (nc.is_closed or nc.is_draining):
+            log.warning("NATS disconnected (%s); reconnecting", name)
+
+    async def on_reconnected() -> None:
+        log.info("NATS reconnected (%s)", name)
+
+    await nc.connect(
         url,
         name=name,
         connect_timeout=2,
-        reconnect_time_wait=0.5,
+        reconnect_time_wait=0.5,  # type: ignore[arg-type]  # seconds, floats work
         max_reconnect_attempts=-1,
-        error_cb=_log_error,
-        disconnected_cb=_log_disconnected,
-        reconnected_cb=_log_reconnected,
+        allow_reconnect=True,
+        error_cb=on_error,
+        disconnected_cb=on_disconnected,
+        reconnected_cb=on_reconnected,
     )
-
-
-async def _log_error(exc: Exception) -> None:
-    log.warning("NATS error: %s", exc)
-
-
-async def _log_disconnected() -> None:
-    log.warning("NATS disconnected")
-
-
-async def _log_reconnected() -> None:
-    log.info("NATS reconnected")
+    return nc
 
 
 async def ensure_stream(js: JetStreamContext, topology: Topology) -> None:
@@ -153,7 +155,7 @@ class NATSCommandPublisher:
         while self._js is None:
             try:
                 await self._connect()
-            except Exception as exc:  # noqa: BLE001 - keep trying; the relay covers the gap
+            except Exception as exc:
                 log.warning("NATS not reachable (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -200,20 +202,22 @@ class NATSCommandSubscriber:
         )
         log.info(
             "Subscribed to %s (stream %s, consumer %s)",
-            self._topology.subject, self._topology.stream, self._topology.consumer,
+            self._topology.subject,
+            self._topology.stream,
+            self._topology.consumer,
         )
 
-    async def fetch(self, batch: int, timeout: float) -> list[Msg]:
-        """Up to `batch` messages; [] when none arrived within `timeout` or NATS is down."""
+    async def fetch(self, batch: int, wait: float) -> list[Msg]:
+        """Up to `batch` messages; [] when none arrived within `wait` s or NATS is down."""
         if self._sub is None:
             raise RuntimeError("subscriber not started")
         try:
-            return await self._sub.fetch(batch, timeout=timeout)
+            return await self._sub.fetch(batch, timeout=wait)
         except (TimeoutError, nats.errors.TimeoutError):
             return []
         except (nats.errors.ConnectionClosedError, nats.errors.NoServersError) as exc:
             log.warning("fetch failed: %s", exc)
-            await asyncio.sleep(timeout)
+            await asyncio.sleep(wait)
             return []
 
     async def close(self) -> None:

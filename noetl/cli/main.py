@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -19,8 +18,11 @@ from noetl.cli.progress import follow
 from noetl.config import Settings
 from noetl.errors import ConfigError, PlaybookError
 
-app = typer.Typer(help="NoETL: event-sourced workflows on PostgreSQL and NATS JetStream.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="NoETL: event-sourced workflows on PostgreSQL and NATS JetStream.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 server_app = typer.Typer(help="The HTTP server.", no_args_is_help=True)
 worker_app = typer.Typer(help="Workers.", no_args_is_help=True)
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
@@ -28,11 +30,15 @@ app.add_typer(server_app, name="server")
 app.add_typer(worker_app, name="worker")
 app.add_typer(db_app, name="db")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
-PayloadOption = Annotated[str | None, typer.Option("--payload", help="JSON object merged over the workload")]
-SetOption = Annotated[list[str] | None, typer.Option("--set", help="key=value merged over the workload (repeatable)")]
+PayloadOption = Annotated[
+    str | None, typer.Option("--payload", help="JSON object merged over the workload")
+]
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", help="key=value merged over the workload (repeatable)")
+]
 
 
 def _settings() -> Settings:
@@ -93,7 +99,9 @@ def run(
     file: Annotated[Path, typer.Argument(help="Playbook YAML file")],
     payload: PayloadOption = None,
     set_: SetOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object as the last line")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a playbook to the end on an embedded (or configured) PostgreSQL and NATS."""
@@ -106,12 +114,18 @@ def run(
     execution = asyncio.run(_run(settings, content, data, console))
     status = execution["status"]
     if as_json:
-        print(json.dumps({k: execution.get(k) for k in ("execution_id", "status", "result", "error")},
-                         default=str))
+        print(
+            json.dumps(
+                {k: execution.get(k) for k in ("execution_id", "status", "result", "error")},
+                default=str,
+            )
+        )
     else:
         color = "green" if status == "COMPLETED" else "red"
-        out.print(f"[{color}]{status}[/] execution {execution['execution_id']}"
-                  f" in {execution.get('duration_seconds') or 0:.2f}s")
+        out.print(
+            f"[{color}]{status}[/] execution {execution['execution_id']}"
+            f" in {execution.get('duration_seconds') or 0:.2f}s"
+        )
         if execution.get("error"):
             out.print(f"[red]error:[/] {execution['error']}", highlight=False)
         out.print_json(data=execution.get("result"))
@@ -123,11 +137,14 @@ async def _run(
 ) -> dict[str, Any]:
     from noetl.embedded.runtime import embedded_services, running
 
-    async with embedded_services(settings) as live, running(live) as runtime:
-        async with httpx.AsyncClient(base_url=runtime.url, timeout=30) as client:
-            response = await client.post("/api/execute", json={"playbook": content, "payload": payload})
-            started = _check(response)
-            return await follow(client, started["execution_id"], console)
+    async with (
+        embedded_services(settings) as live,
+        running(live) as runtime,
+        httpx.AsyncClient(base_url=runtime.url, timeout=30) as client,
+    ):
+        response = await client.post("/api/execute", json={"playbook": content, "payload": payload})
+        started = _check(response)
+        return await follow(client, started["execution_id"], console)
 
 
 def _validate_or_exit(content: str, file: str) -> None:
@@ -162,21 +179,29 @@ def server_start(
     from noetl.server.app import create_app
 
     settings = _settings()
-    settings = settings.with_(server_host=host or settings.server_host,
-                              server_port=port or settings.server_port)
+    settings = settings.with_(
+        server_host=host or settings.server_host, server_port=port or settings.server_port
+    )
     try:
         settings.require_database_url()
         settings.require_nats_url()
     except ConfigError as exc:
         _fail(str(exc))
     logs.setup(settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.server_host, port=settings.server_port,
-                log_level=settings.log_level.lower(), access_log=False)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.server_host,
+        port=settings.server_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
 
 
 @worker_app.command("start")
 def worker_start(
-    concurrency: Annotated[int | None, typer.Option(help="Commands at once (NOETL_WORKER_CONCURRENCY)")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Commands at once (NOETL_WORKER_CONCURRENCY)")
+    ] = None,
 ) -> None:
     """Run a worker (needs NATS_URL and SERVER_API_URL). SIGTERM finishes running commands."""
     from noetl.worker.worker import Worker
@@ -227,9 +252,16 @@ def _client() -> httpx.Client:
 def register(file: Annotated[Path, typer.Argument(help="Playbook YAML file")]) -> None:
     """Register a playbook in the server's catalog."""
     with _client() as client:
-        entry = _check(client.post("/api/catalog/register", content=_read(file),
-                                   headers={"content-type": "application/yaml"}))
-    out.print(f"registered {entry['path']} version {entry['version']} (catalog_id {entry['catalog_id']})")
+        entry = _check(
+            client.post(
+                "/api/catalog/register",
+                content=_read(file),
+                headers={"content-type": "application/yaml"},
+            )
+        )
+    out.print(
+        f"registered {entry['path']} version {entry['version']} (catalog_id {entry['catalog_id']})"
+    )
 
 
 @app.command()
@@ -273,8 +305,11 @@ def events(execution_id: Annotated[str, typer.Argument()]) -> None:
         items = _check(client.get(f"/api/executions/{execution_id}/events"))["items"]
     for event in items:
         detail = event["error"] or ""
-        out.print(f"{event['created_at']}  {event['event_type']:<20} {event['step'] or '':<24}"
-                  f" {event['command_id'] or ''} {detail}", highlight=False)
+        out.print(
+            f"{event['created_at']}  {event['event_type']:<20} {event['step'] or '':<24}"
+            f" {event['command_id'] or ''} {detail}",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -289,4 +324,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -47,4 +47,6 @@ def show(console: Console, event: dict[str, Any]) -> None:
     elif kind == "step.skipped":
         console.print(f"[dim]- {step} skipped[/]")
     elif kind == "command.failed":
-        console.print(f"  [red]{event['command_id']} attempt {event['attempt']}:[/] {event['error']}")
+        console.print(
+            f"  [red]{event['command_id']} attempt {event['attempt']}:[/] {event['error']}"
+        )

@@ -48,7 +48,9 @@ class Step:
     tools: tuple[Tool, ...]  # one tool, or a pipeline of labelled items
     pipeline: bool = False
     desc: str = ""
-    input: Mapping[str, Any] = field(default_factory=dict)  # step-level input, merged under the tool's
+    input: Mapping[str, Any] = field(
+        default_factory=dict
+    )  # step-level input, merged under the tool's
     set: Mapping[str, Any] = field(default_factory=dict)
     next: Next | None = None
     loop: Loop | None = None

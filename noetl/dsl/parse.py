@@ -22,7 +22,9 @@ ROOT_KEYS = frozenset(
     {"apiVersion", "kind", "metadata", "workload", "keychain", "workbook", "workflow", "executor"}
 )
 METADATA_KEYS = frozenset({"name", "path", "description", "version", "labels", "tags"})
-STEP_KEYS = frozenset({"step", "desc", "description", "tool", "input", "args", "set", "next", "loop"})
+STEP_KEYS = frozenset(
+    {"step", "desc", "description", "tool", "input", "args", "set", "next", "loop"}
+)
 ARC_KEYS = frozenset({"step", "when", "set"})
 LOOP_KEYS = frozenset({"in", "iterator", "spec"})
 LOOP_SPEC_KEYS = frozenset({"mode", "max_in_flight"})
@@ -57,8 +59,10 @@ class _Parser:
         if allowed is not None:
             for key in value:
                 if key not in allowed:
-                    self.error((*path, key), f"unknown key {key!r}; expected one of "
-                               f"{', '.join(sorted(allowed))}")
+                    self.error(
+                        (*path, key),
+                        f"unknown key {key!r}; expected one of {', '.join(sorted(allowed))}",
+                    )
         return value
 
     def text(self, value: Any, path: Path, *, required: bool = True) -> str | None:
@@ -86,7 +90,9 @@ class _Parser:
             return None
         api = root.get("apiVersion")
         if api not in API_VERSIONS:
-            self.error(("apiVersion",), f"expected {' or '.join(sorted(API_VERSIONS))}, got {api!r}")
+            self.error(
+                ("apiVersion",), f"expected {' or '.join(sorted(API_VERSIONS))}, got {api!r}"
+            )
         if root.get("kind") != "Playbook":
             self.error(("kind",), f"expected 'Playbook', got {root.get('kind')!r}")
         meta = self.mapping(root.get("metadata", {}), ("metadata",), METADATA_KEYS)
@@ -174,7 +180,7 @@ class _Parser:
             for arc_index, arc in enumerate(step.next.arcs):
                 if arc.step not in declared:
                     self.error(
-                        ("workflow", index, "next", "arcs", arc_index, "step"),
+                        ("workflow", index, "next", *_arc_path(raw["next"], arc_index)),
                         f"unknown step {arc.step!r}; steps are {', '.join(steps)}",
                     )
         return steps
@@ -235,10 +241,11 @@ class _Parser:
         for index, item in enumerate(raw):
             item_path = (*path, index)
             label: str | None = None
+            body = item
             if isinstance(item, dict) and len(item) == 1 and "kind" not in item:
-                (label, item), = item.items()  # legacy `- label: {kind: ...}`
+                ((label, body),) = item.items()  # legacy `- label: {kind: ...}`
                 item_path = (*item_path, label)
-            tool = self.tool(item, item_path, workbook, label=label)
+            tool = self.tool(body, item_path, workbook, label=label)
             if tool is None:
                 continue
             label = tool.name or f"item{index}"
@@ -257,7 +264,9 @@ class _Parser:
         kind = data.get("kind")
         if kind not in TOOL_KINDS:
             got = "nothing" if kind is None else repr(kind)
-            self.error((*path, "kind"), f"expected one of {', '.join(sorted(TOOL_KINDS))}; got {got}")
+            self.error(
+                (*path, "kind"), f"expected one of {', '.join(sorted(TOOL_KINDS))}; got {got}"
+            )
             return None
         config = {k: v for k, v in data.items() if k not in {"kind", "set", "spec"}}
         if kind != "workbook" and label is None and "name" in config:
@@ -296,7 +305,9 @@ class _Parser:
                 then_path = (*rule_path, "then")
             then = self.mapping(entry.get("then", {}), then_path, None)
             if then.get("do") not in POLICY_ACTIONS:
-                self.error((*then_path, "do"), f"expected one of {', '.join(sorted(POLICY_ACTIONS))}")
+                self.error(
+                    (*then_path, "do"), f"expected one of {', '.join(sorted(POLICY_ACTIONS))}"
+                )
             self.templates(entry, rule_path)
             checked.append(entry)
         return tuple(checked)
@@ -312,7 +323,9 @@ class _Parser:
             spec = self.mapping(data.get("spec", {}), (*path, "spec"), frozenset({"mode"}))
             mode = spec.get("mode", "exclusive")
             if mode not in {"exclusive", "inclusive"}:
-                self.error((*path, "spec", "mode"), f"expected exclusive or inclusive, got {mode!r}")
+                self.error(
+                    (*path, "spec", "mode"), f"expected exclusive or inclusive, got {mode!r}"
+                )
             arcs_raw, arcs_path = data.get("arcs", []), (*path, "arcs")
         elif isinstance(raw, str):
             arcs_raw = [raw]
@@ -334,7 +347,7 @@ class _Parser:
             arc_set = self.set_block(data.get("set"), (*arc_path, "set"))
             if target:
                 arcs.append(Arc(step=target, when=None if when is None else str(when), set=arc_set))
-        return Next(mode=mode, arcs=tuple(arcs))
+        return Next(mode="inclusive" if mode == "inclusive" else "exclusive", arcs=tuple(arcs))
 
     def loop(self, raw: Any, path: Path) -> Loop | None:
         data = self.mapping(raw, path, LOOP_KEYS)
@@ -354,7 +367,21 @@ class _Parser:
             cap = DEFAULT_MAX_IN_FLIGHT
         if iterator is None or "in" not in data:
             return None
-        return Loop(collection=data["in"], iterator=iterator, mode=mode, max_in_flight=cap)
+        return Loop(
+            collection=data["in"],
+            iterator=iterator,
+            mode="parallel" if mode == "parallel" else "sequential",
+            max_in_flight=cap,
+        )
+
+
+def _arc_path(raw_next: Any, index: int) -> Path:
+    """Where arc `index` of a `next` block sits in the source, whichever spelling it used."""
+    if isinstance(raw_next, str):
+        return ()
+    if isinstance(raw_next, dict):
+        return ("arcs", index, "step")
+    return (index, "step") if isinstance(raw_next[index], dict) else (index,)
 
 
 def _strings(value: Any, path: Path) -> Iterator[tuple[Path, str]]:

@@ -57,6 +57,8 @@ def load_yaml(text: str, file: str | None = None) -> Located:
         line = mark.line + 1 if mark else None
         column = mark.column + 1 if mark else None
         message = f"invalid YAML: {exc.problem or exc.context}"
+        if exc.context and exc.problem and exc.context_mark:
+            message += f" ({exc.context} at line {exc.context_mark.line + 1})"
         raise PlaybookError([Problem(message, "", line, column, file)]) from None
     except yaml.YAMLError as exc:
         raise PlaybookError([Problem(f"invalid YAML: {exc}", "", None, None, file)]) from None

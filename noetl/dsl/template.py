@@ -90,7 +90,7 @@ def render_string(source: str, context: Mapping[str, Any]) -> Any:
         if native:
             value = compiled(**context)
             if isinstance(value, jinja2.Undefined):
-                value._fail_with_undefined_error()  # noqa: SLF001 - the documented way to raise
+                value._fail_with_undefined_error()
             return value
         return compiled.render(**context)
     except jinja2.UndefinedError as exc:

@@ -37,7 +37,7 @@ class Runtime:
 
 @contextlib.asynccontextmanager
 async def embedded_services(settings: Settings) -> AsyncIterator[Settings]:
-    """Start whatever of PostgreSQL and NATS the settings do not point at; yield settings that do."""
+    """Start what of PostgreSQL and NATS the settings lack; yield settings that point at both."""
     started: list[EmbeddedPostgres | EmbeddedNats] = []
     try:
         if not settings.database_url:
@@ -62,20 +62,28 @@ async def running(
     port = port or free_port()
     settings = settings.with_(server_port=port, server_url=f"http://127.0.0.1:{port}")
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning",
-        lifespan="on", access_log=False,
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        access_log=False,
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
     while not server.started:
         if serving.done():
-            serving.result()  # raises the startup error
-            raise RuntimeError("the server stopped during startup")
+            with contextlib.suppress(BaseException):
+                serving.result()
+            raise RuntimeError("the NoETL server failed to start (its error is logged above)")
         await asyncio.sleep(0.02)
     pool = [
-        Worker(settings.with_(worker_id=f"{settings.worker_id}-{index}")) for index in range(workers)
+        Worker(settings.with_(worker_id=f"{settings.worker_id}-{index}"))
+        for index in range(workers)
     ]
     tasks = [asyncio.create_task(worker.run()) for worker in pool]
+    if pool:  # wait (briefly) until the workers are subscribed, so work starts at once
+        await asyncio.wait([asyncio.create_task(w.ready.wait()) for w in pool], timeout=10)
     try:
         yield Runtime(settings, server, pool)
     finally:

@@ -218,11 +218,19 @@ class _Run:
         payload = {"tool": tool, "input": tool_input, "iteration": iteration}
         execution_id = self.state.execution_id
         self.events.append(
-            EventRecord(execution_id, event_id, EventType.COMMAND_ISSUED, step.name, command_id,
-                        payload=payload)
+            EventRecord(
+                execution_id,
+                event_id,
+                EventType.COMMAND_ISSUED,
+                step.name,
+                command_id,
+                payload=payload,
+            )
         )
         self.commands.append(
-            CommandRecord(execution_id, event_id, command_id, step.name, tool, tool_input, iteration)
+            CommandRecord(
+                execution_id, event_id, command_id, step.name, tool, tool_input, iteration
+            )
         )
 
     def render_tool(
@@ -273,7 +281,9 @@ class _Run:
         self.state.results[name] = result
         output = {"status": "ok", "data": result, "error": None}
         ctx = self.context(output=output, event={"name": event_name})
-        problems = [p for p in (self.apply_set(step.tool.set, ctx), self.apply_set(step.set, ctx)) if p]
+        problems = [
+            p for p in (self.apply_set(step.tool.set, ctx), self.apply_set(step.set, ctx)) if p
+        ]
         fired: list[str] = []
         for arc in step.next.arcs if step.next else ():
             ok, problem = evaluate_condition(arc.when, ctx)
@@ -331,8 +341,13 @@ class _Run:
         state.error = error
         self.cancelled.extend(state.commands)
         for command_id, ref in state.commands.items():
-            self.emit(EventType.COMMAND_CANCELLED, step=ref.step, command_id=command_id,
-                      status="CANCELLED", error=error)
+            self.emit(
+                EventType.COMMAND_CANCELLED,
+                step=ref.step,
+                command_id=command_id,
+                status="CANCELLED",
+                error=error,
+            )
         state.commands.clear()
         event_type = {
             ExecutionStatus.COMPLETED: EventType.PLAYBOOK_COMPLETED,

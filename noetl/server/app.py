@@ -65,16 +65,18 @@ class BodyLimit(BaseHTTPMiddleware):
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            return _error_response(PayloadTooLargeError(
-                f"request body is {length} bytes; the limit is {self.limit}"
-                " (NOETL_MAX_PAYLOAD_BYTES)"
-            ))
+            return _error_response(
+                PayloadTooLargeError(
+                    f"request body is {length} bytes; the limit is {self.limit}"
+                    " (NOETL_MAX_PAYLOAD_BYTES)"
+                )
+            )
         started = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")
-        metrics.REQUEST_SECONDS.labels(
-            request.method, getattr(route, "path", "unmatched")
-        ).observe(time.perf_counter() - started)
+        metrics.REQUEST_SECONDS.labels(request.method, getattr(route, "path", "unmatched")).observe(
+            time.perf_counter() - started
+        )
         return response
 
 
@@ -84,10 +86,12 @@ def create_app(settings: Settings) -> FastAPI:
         pool = await open_pool(settings.require_database_url(), max_size=20)
         async with pool.connection() as conn:
             await migrate(conn)
-        publisher = NATSCommandPublisher(settings.require_nats_url(), Topology.from_settings(settings))
+        publisher = NATSCommandPublisher(
+            settings.require_nats_url(), Topology.from_settings(settings)
+        )
         try:
             await publisher.start()
-        except Exception as exc:  # noqa: BLE001 - serve anyway; the relay publishes later
+        except Exception as exc:
             log.warning("NATS unavailable at start (%s); connecting in the background", exc)
             await publisher.start(wait=False)
         orchestrator = Orchestrator(pool, publisher, settings, SnowflakeGenerator(settings.node_id))

@@ -13,6 +13,8 @@ EXECUTIONS_FINISHED = Counter(
 PUBLISH_FAILURES = Counter("noetl_publish_failures_total", "NATS publishes left to the relay")
 RELAYED = Counter("noetl_relay_republished_total", "Commands republished by the relay")
 REQUEST_SECONDS = Histogram(
-    "noetl_request_seconds", "HTTP request latency", ["method", "route"],
+    "noetl_request_seconds",
+    "HTTP request latency",
+    ["method", "route"],
     buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )

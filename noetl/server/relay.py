@@ -46,18 +46,24 @@ class Relay:
             rows = await commands.due_for_relay(conn, self.settings.relay_after)
         sent: list[int] = []
         for row in rows:
-            if row["status"] == CommandStatus.CLAIMED and row["attempt"] >= self.settings.max_attempts:
+            if (
+                row["status"] == CommandStatus.CLAIMED
+                and row["attempt"] >= self.settings.max_attempts
+            ):
                 await self.orchestrator.fail_lost(row["event_id"])
                 continue
             message = CommandMessage(
-                row["execution_id"], row["event_id"], row["command_id"], row["step"],
+                row["execution_id"],
+                row["event_id"],
+                row["command_id"],
+                row["step"],
                 self.settings.server_url,
             )
             try:
                 await self.orchestrator.publisher.publish(
                     message, f"{row['event_id']}:{row['publish_count'] + 1}"
                 )
-            except Exception as exc:  # noqa: BLE001 - next pass tries again
+            except Exception as exc:
                 log.warning("relay could not publish (%s); will retry", exc)
                 break
             sent.append(row["event_id"])

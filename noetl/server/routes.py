@@ -58,7 +58,7 @@ async def register(request: Request) -> dict[str, Any]:
         try:
             content = RegisterRequest.model_validate(json.loads(raw)).content
         except (json.JSONDecodeError, ValidationError) as exc:
-            raise RequestError(f"expected JSON {{\"content\": \"<yaml>\"}}: {exc}") from None
+            raise RequestError(f'expected JSON {{"content": "<yaml>"}}: {exc}') from None
     if not content.strip():
         raise RequestError("the request body is empty; send the playbook YAML")
     entry = await _orchestrator(request).register(content)
@@ -166,24 +166,26 @@ async def renew_lease(request: Request, event_id: str, body: LeaseRequest) -> di
 @router.post("/api/events")
 async def post_event(request: Request, body: EventRequest) -> dict[str, Any]:
     orchestrator = _orchestrator(request)
-    if body.event_type == EventType.COMMAND_CLAIMED:
+    if body.event_type == EventType.COMMAND_CLAIMED.value:
         if body.event_id is None:
             raise RequestError("command.claimed needs `event_id` (the command.issued event)")
         return await orchestrator.claim(body.event_id, body.worker_id)
     if body.command_id is None or body.attempt is None:
         raise RequestError(f"{body.event_type} needs `command_id` and `attempt`")
-    if body.event_type == EventType.COMMAND_FAILED and not body.error:
+    if body.event_type == EventType.COMMAND_FAILED.value and not body.error:
         raise RequestError("command.failed needs `error`")
-    return await orchestrator.report(Report(
-        execution_id=body.execution_id,
-        command_id=body.command_id,
-        event_type=EventType(body.event_type),
-        attempt=body.attempt,
-        worker_id=body.worker_id,
-        result=body.result,
-        error=body.error,
-        duration=body.duration,
-    ))
+    return await orchestrator.report(
+        Report(
+            execution_id=body.execution_id,
+            command_id=body.command_id,
+            event_type=EventType(body.event_type),
+            attempt=body.attempt,
+            worker_id=body.worker_id,
+            result=body.result,
+            error=body.error,
+            duration=body.duration,
+        )
+    )
 
 
 @router.post("/api/workers/heartbeat")
@@ -199,5 +201,13 @@ async def worker_heartbeat(request: Request, body: WorkerHeartbeat) -> dict[str,
 async def list_workers(request: Request) -> dict[str, Any]:
     async with _orchestrator(request).pool.connection() as conn:
         rows = await workers.list_workers(conn)
-    return {"items": [{**row, "started_at": row["started_at"].isoformat(),
-                       "heartbeat_at": row["heartbeat_at"].isoformat()} for row in rows]}
+    return {
+        "items": [
+            {
+                **row,
+                "started_at": row["started_at"].isoformat(),
+                "heartbeat_at": row["heartbeat_at"].isoformat(),
+            }
+            for row in rows
+        ]
+    }

@@ -137,8 +137,13 @@ class Orchestrator:
         )
         async with self.pool.connection() as conn, conn.transaction():
             await executions.insert_execution(
-                conn, execution_id, entry["catalog_id"], entry["path"], entry["version"],
-                decision.state.to_json(), parent_execution_id,
+                conn,
+                execution_id,
+                entry["catalog_id"],
+                entry["path"],
+                entry["version"],
+                decision.state.to_json(),
+                parent_execution_id,
             )
             await self._write(conn, decision, [initialized])
         metrics.EXECUTIONS_STARTED.inc()
@@ -173,11 +178,21 @@ class Orchestrator:
                     )
                 attempt = row["attempt"] + 1
                 if attempt <= self.settings.max_attempts:
-                    await events.insert_events(conn, [EventRecord(
-                        row["execution_id"], self.new_id(), EventType.COMMAND_CLAIMED,
-                        step=row["step"], command_id=row["command_id"], attempt=attempt,
-                        worker_id=worker_id, status=CommandStatus.CLAIMED.value,
-                    )])
+                    await events.insert_events(
+                        conn,
+                        [
+                            EventRecord(
+                                row["execution_id"],
+                                self.new_id(),
+                                EventType.COMMAND_CLAIMED,
+                                step=row["step"],
+                                command_id=row["command_id"],
+                                attempt=attempt,
+                                worker_id=worker_id,
+                                status=CommandStatus.CLAIMED.value,
+                            )
+                        ],
+                    )
                     await commands.mark_claimed(
                         conn, event_id, attempt, worker_id, self.settings.lease_seconds
                     )
@@ -185,20 +200,30 @@ class Orchestrator:
                 await self.fail_lost(event_id)
                 raise ConflictError(f"command {row['command_id']} has no attempts left")
         metrics.EVENTS.labels(EventType.COMMAND_CLAIMED.value).inc()
-        return {**_command_view(row), "attempt": attempt, "worker_id": worker_id,
-                "lease_seconds": self.settings.lease_seconds}
+        return {
+            **_command_view(row),
+            "attempt": attempt,
+            "worker_id": worker_id,
+            "lease_seconds": self.settings.lease_seconds,
+        }
 
     async def get_command(self, event_id: int) -> dict[str, Any]:
         async with self.pool.connection() as conn:
             row = await commands.get_by_event(conn, event_id)
         if row is None:
             raise NotFoundError(f"command {event_id} does not exist")
-        return {**_command_view(row), "status": row["status"], "attempt": row["attempt"],
-                "worker_id": row["worker_id"]}
+        return {
+            **_command_view(row),
+            "status": row["status"],
+            "attempt": row["attempt"],
+            "worker_id": row["worker_id"],
+        }
 
     async def renew_lease(self, event_id: int, attempt: int) -> str:
         async with self.pool.connection() as conn:
-            status = await commands.renew_lease(conn, event_id, attempt, self.settings.lease_seconds)
+            status = await commands.renew_lease(
+                conn, event_id, attempt, self.settings.lease_seconds
+            )
         if status is None:
             raise NotFoundError(f"command {event_id} does not exist")
         return status
@@ -224,10 +249,16 @@ class Orchestrator:
                 )
             failed = report.event_type is EventType.COMMAND_FAILED
             outcome = EventRecord(
-                report.execution_id, self.new_id(), report.event_type, step=row["step"],
-                command_id=report.command_id, attempt=report.attempt, worker_id=report.worker_id,
+                report.execution_id,
+                self.new_id(),
+                report.event_type,
+                step=row["step"],
+                command_id=report.command_id,
+                attempt=report.attempt,
+                worker_id=report.worker_id,
                 status=(CommandStatus.FAILED if failed else CommandStatus.COMPLETED).value,
-                result=None if failed else report.result, error=report.error,
+                result=None if failed else report.result,
+                error=report.error,
                 duration=report.duration,
             )
             incoming: Incoming = (
@@ -261,9 +292,14 @@ class Orchestrator:
                 f" (last worker {row['worker_id']})"
             )
             outcome = EventRecord(
-                row["execution_id"], self.new_id(), EventType.COMMAND_FAILED, step=row["step"],
-                command_id=row["command_id"], attempt=row["attempt"],
-                status=CommandStatus.FAILED.value, error=error,
+                row["execution_id"],
+                self.new_id(),
+                EventType.COMMAND_FAILED,
+                step=row["step"],
+                command_id=row["command_id"],
+                attempt=row["attempt"],
+                status=CommandStatus.FAILED.value,
+                error=error,
             )
             decision = await self._decide_on(
                 conn, execution, CommandFailed(row["command_id"], error), [outcome]
@@ -324,7 +360,9 @@ class Orchestrator:
         if decision.finished:
             metrics.EXECUTIONS_FINISHED.labels(decision.state.status).inc()
             log.info(
-                "execution %s %s%s", decision.state.execution_id, decision.state.status,
+                "execution %s %s%s",
+                decision.state.execution_id,
+                decision.state.status,
                 f": {decision.state.error}" if decision.state.error else "",
             )
 
@@ -333,13 +371,16 @@ class Orchestrator:
         published = 0
         for command in issued:
             message = CommandMessage(
-                command.execution_id, command.event_id, command.command_id, command.step,
+                command.execution_id,
+                command.event_id,
+                command.command_id,
+                command.step,
                 self.settings.server_url,
             )
             try:
                 await self.publisher.publish(message, f"{command.event_id}:{attempt}")
                 published += 1
-            except Exception as exc:  # noqa: BLE001 - the relay republishes
+            except Exception as exc:
                 log.warning("publish of %s deferred to the relay: %s", command.command_id, exc)
                 metrics.PUBLISH_FAILURES.inc()
                 break

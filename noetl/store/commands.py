@@ -27,8 +27,15 @@ async def insert_commands(conn: AsyncConnection[Any], commands: Sequence[Command
             "  notified_at, publish_count)"  # published right after commit; else the relay does
             " VALUES (%s, %s, %s, %s, %s, %s, %s, 'PENDING', now(), 1)",
             [
-                (c.event_id, c.execution_id, c.command_id, c.step, c.iteration,
-                 Jsonb(c.tool), Jsonb(c.input))
+                (
+                    c.event_id,
+                    c.execution_id,
+                    c.command_id,
+                    c.step,
+                    c.iteration,
+                    Jsonb(c.tool),
+                    Jsonb(c.input),
+                )
                 for c in commands
             ],
         )

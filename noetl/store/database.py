@@ -7,7 +7,7 @@ import re
 from importlib import resources
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,9 @@ async def migrate(conn: psycopg.AsyncConnection[object]) -> list[int]:
             " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
             " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
         )
-        cursor = await conn.execute("SELECT version FROM noetl.schema_migration")
-        done = {row[0] for row in await cursor.fetchall()}  # type: ignore[index]
+        cursor = conn.cursor(row_factory=tuple_row)
+        await cursor.execute("SELECT version FROM noetl.schema_migration")
+        done = {row[0] for row in await cursor.fetchall()}
         for version, name, sql in migrations():
             if version in done:
                 continue

@@ -23,9 +23,20 @@ def _json(value: Any) -> Jsonb | None:
 
 def _row(e: EventRecord) -> tuple[Any, ...]:
     return (
-        e.execution_id, e.event_id, e.parent_event_id, e.parent_execution_id,
-        e.event_type.value, e.step, e.command_id, e.attempt, e.worker_id, e.status,
-        _json(e.payload), _json(e.result), e.error, e.duration,
+        e.execution_id,
+        e.event_id,
+        e.parent_event_id,
+        e.parent_execution_id,
+        e.event_type.value,
+        e.step,
+        e.command_id,
+        e.attempt,
+        e.worker_id,
+        e.status,
+        _json(e.payload),
+        _json(e.result),
+        e.error,
+        e.duration,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json
 
 _SUMMARY = (
     "execution_id, catalog_id, path, version, parent_execution_id, status, result, error,"
@@ -25,7 +25,7 @@ async def insert_execution(
     await conn.execute(
         "INSERT INTO noetl.execution (execution_id, catalog_id, path, version,"
         " parent_execution_id, status, state) VALUES (%s, %s, %s, %s, %s, 'RUNNING', %s)",
-        (execution_id, catalog_id, path, version, parent_execution_id, Jsonb(state)),
+        (execution_id, catalog_id, path, version, parent_execution_id, Json(state)),
     )
 
 
@@ -52,7 +52,7 @@ async def save_state(
         " updated_at = now(),"
         " ended_at = CASE WHEN %s <> 'RUNNING' THEN now() ELSE ended_at END"
         " WHERE execution_id = %s",
-        (Jsonb(state), status, Jsonb(result), error, status, execution_id),
+        (Json(state), status, Json(result), error, status, execution_id),
     )
 
 

@@ -32,9 +32,7 @@ async def list_workers(conn: AsyncConnection[Any]) -> list[dict[str, Any]]:
     return await cur.fetchall()
 
 
-async def acquire_lease(
-    conn: AsyncConnection[Any], name: str, holder: str, seconds: float
-) -> bool:
+async def acquire_lease(conn: AsyncConnection[Any], name: str, holder: str, seconds: float) -> bool:
     """Take or renew the named lease; True when `holder` holds it now."""
     cur = await conn.execute(
         "INSERT INTO noetl.lease (name, holder, lease_until)"

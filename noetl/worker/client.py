@@ -16,7 +16,9 @@ class ServerClient:
         )
 
     async def claim(self, event_id: int, worker_id: str) -> httpx.Response:
-        return await self.http.post(f"/api/commands/{event_id}/claim", json={"worker_id": worker_id})
+        return await self.http.post(
+            f"/api/commands/{event_id}/claim", json={"worker_id": worker_id}
+        )
 
     async def renew_lease(self, event_id: int, attempt: int) -> httpx.Response:
         return await self.http.post(f"/api/commands/{event_id}/lease", json={"attempt": attempt})

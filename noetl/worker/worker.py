@@ -53,11 +53,13 @@ class Worker:
         self.settings = settings
         self.worker_id = settings.worker_id
         self.subscriber = subscriber or NATSCommandSubscriber(
-            settings.require_nats_url(), Topology.from_settings(settings),
+            settings.require_nats_url(),
+            Topology.from_settings(settings),
             name=f"noetl-worker-{settings.worker_id}",
         )
         self.client = client or ServerClient(settings.server_url)
         self.stopping = asyncio.Event()
+        self.ready = asyncio.Event()  # set once subscribed to the consumer
         self.running: set[asyncio.Task[None]] = set()
         self.keepalive = min(Topology().ack_wait, settings.lease_seconds) / 3
 
@@ -65,14 +67,20 @@ class Worker:
 
     async def run(self) -> None:
         """Work until `stop()`; then finish what is held and return."""
-        await self.subscriber.start()
+        if not await self._subscribe():
+            await self.client.close()
+            return
         heartbeat = asyncio.create_task(self._heartbeat_loop())
-        log.info("worker %s started (concurrency %d)", self.worker_id, self.settings.worker_concurrency)
+        log.info(
+            "worker %s started (concurrency %d)", self.worker_id, self.settings.worker_concurrency
+        )
         try:
             await self._pull_loop()
         finally:
             if self.running:
-                log.info("worker %s finishing %d running command(s)", self.worker_id, len(self.running))
+                log.info(
+                    "worker %s finishing %d running command(s)", self.worker_id, len(self.running)
+                )
                 await asyncio.gather(*self.running, return_exceptions=True)
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -81,6 +89,23 @@ class Worker:
             await self.subscriber.close()
             await self.client.close()
             log.info("worker %s stopped", self.worker_id)
+
+    async def _subscribe(self) -> bool:
+        """Bind to the consumer, retrying while NATS is unreachable; False if stopped first."""
+        delay = 0.2
+        while not self.stopping.is_set():
+            try:
+                await self.subscriber.start()
+            except Exception as exc:  # NATS down or not ready: wait and retry
+                log.warning("cannot subscribe yet (%s); retrying in %.1f s", exc, delay)
+                await self.subscriber.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), delay)
+            else:
+                self.ready.set()
+                return True
+                delay = min(delay * 2, 5.0)
+        return False
 
     def stop(self) -> None:
         self.stopping.set()
@@ -92,7 +117,7 @@ class Worker:
             if free <= 0:
                 await asyncio.wait(self.running, return_when=asyncio.FIRST_COMPLETED)
                 continue
-            for msg in await self.subscriber.fetch(free, timeout=1.0):
+            for msg in await self.subscriber.fetch(free, wait=0.5):
                 task = asyncio.create_task(self.handle(msg))
                 self.running.add(task)
                 task.add_done_callback(self.running.discard)
@@ -121,7 +146,7 @@ class Worker:
         try:
             ref = CommandMessage.decode(msg.data)
         except ValueError as exc:
-            log.error("dropping malformed message: %s", exc)
+            log.error("dropping malformed message: %s", exc)  # noqa: TRY400 - no traceback needed
             await msg.term()
             return
         try:
@@ -150,10 +175,14 @@ class Worker:
             log.debug("%s of %s: %s", what, ref.command_id, _message(response))
             await msg.ack()
         elif status == 404:
-            log.warning("%s of %s: %s; terminating message", what, ref.command_id, _message(response))
+            log.warning(
+                "%s of %s: %s; terminating message", what, ref.command_id, _message(response)
+            )
             await msg.term()
         else:
-            log.warning("%s of %s: HTTP %d %s; nak", what, ref.command_id, status, _message(response))
+            log.warning(
+                "%s of %s: HTTP %d %s; nak", what, ref.command_id, status, _message(response)
+            )
             await msg.nak(delay=NAK_DELAY)
         return False
 
@@ -192,19 +221,23 @@ class Worker:
             tool = get_tool(kind)
             call = ToolCall(kind, tool_spec, command.get("input") or {}, ref.execution_id, ref.step)
             result = await tool.run(call)
-            size = len(json.dumps(result, default=str))
-            if size > self.settings.max_payload_bytes:
-                raise ToolError(
-                    f"result is {size} bytes; the limit is {self.settings.max_payload_bytes}"
-                    " (NOETL_MAX_PAYLOAD_BYTES)"
-                )
+            self._check_size(result)
         except ToolError as exc:
             return Outcome(False, error=str(exc), duration=time.perf_counter() - started)
         except Exception as exc:  # a bug in a tool must not take the worker down
             log.exception("tool %s crashed on %s", kind, ref.command_id)
-            return Outcome(False, error=f"{type(exc).__name__}: {exc}",
-                           duration=time.perf_counter() - started)
+            return Outcome(
+                False, error=f"{type(exc).__name__}: {exc}", duration=time.perf_counter() - started
+            )
         return Outcome(True, result=result, duration=time.perf_counter() - started)
+
+    def _check_size(self, result: Any) -> None:
+        size = len(json.dumps(result, default=str))
+        if size > self.settings.max_payload_bytes:
+            raise ToolError(
+                f"result is {size} bytes; the limit is {self.settings.max_payload_bytes}"
+                " (NOETL_MAX_PAYLOAD_BYTES)"
+            )
 
     async def _report(
         self, msg: Msg, ref: CommandMessage, command: dict[str, Any], outcome: Outcome

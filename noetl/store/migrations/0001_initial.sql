@@ -19,8 +19,8 @@ CREATE TABLE IF NOT EXISTS noetl.execution (
     version             INTEGER NOT NULL,
     parent_execution_id BIGINT,
     status              TEXT NOT NULL,
-    state               JSONB NOT NULL,
-    result              JSONB,
+    state               JSON NOT NULL,  -- JSON keeps key order (steps in the order they ran)
+    result              JSON,
     error               TEXT,
     created_at          TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at          TIMESTAMPTZ NOT NULL DEFAULT now(),

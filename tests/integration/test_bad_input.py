@@ -1,0 +1,175 @@
+"""Bad input gets a clear 4xx or a FAILED execution with the cause; nothing half-written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.conftest import event_log, run_playbook
+
+HEADER = """apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: bad, path: tests/bad}
+"""
+
+
+async def _catalog(api: httpx.AsyncClient) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = (await api.get("/api/catalog")).json()["items"]
+    return items
+
+
+async def test_python_exception_fails_the_execution_with_its_message(
+    api: httpx.AsyncClient,
+) -> None:
+    execution = await run_playbook(
+        api,
+        HEADER
+        + """
+workflow:
+  - step: start
+    tool: {kind: python, code: "x = 1 / 0"}
+    next: [end]
+  - step: end
+    tool: {kind: noop}
+""",
+    )
+    assert execution["status"] == "FAILED"
+    assert "ZeroDivisionError: division by zero" in execution["error"]
+    assert "start" in execution["error"]
+    events = await event_log(api, execution["execution_id"])
+    kinds = [e["event_type"] for e in events]
+    assert kinds[-1] == "playbook.failed"
+    assert "command.failed" in kinds and "end" not in {e["step"] for e in events}
+
+
+async def test_invalid_yaml_is_a_422_naming_the_line(api: httpx.AsyncClient) -> None:
+    response = await api.post(
+        "/api/catalog/register", content=HEADER + "workflow:\n  - step: start: oops\n"
+    )
+    assert response.status_code == 422
+    body = response.json()
+    assert "invalid YAML" in body["message"]
+    assert body["problems"][0]["line"] == 5
+    assert await _catalog(api) == []
+
+
+async def test_unknown_step_in_next_is_rejected_at_registration(api: httpx.AsyncClient) -> None:
+    response = await api.post(
+        "/api/catalog/register",
+        content=HEADER
+        + """workflow:
+  - step: start
+    tool: {kind: noop}
+    next: [{step: nowhere}]
+""",
+    )
+    assert response.status_code == 422
+    [problem] = response.json()["problems"]
+    assert problem["field"] == "workflow[0].next[0].step"
+    assert problem["line"] == 7
+    assert "unknown step 'nowhere'" in problem["message"]
+    assert await _catalog(api) == []
+
+
+async def test_register_accepts_json_content_and_versions_changes(api: httpx.AsyncClient) -> None:
+    text = HEADER + "workflow:\n  - step: start\n    tool: {kind: noop}\n"
+    first = await api.post("/api/catalog/register", json={"content": text})
+    same = await api.post("/api/catalog/register", json={"content": text})
+    changed = await api.post("/api/catalog/register", content=text + "    desc: changed\n")
+    assert [r.status_code for r in (first, same, changed)] == [201, 201, 201]
+    assert [r.json()["version"] for r in (first, same, changed)] == [1, 1, 2]
+
+
+async def test_unknown_tool_kind_is_rejected_with_the_known_kinds(api: httpx.AsyncClient) -> None:
+    response = await api.post(
+        "/api/catalog/register",
+        content=HEADER
+        + """workflow:
+  - step: start
+    tool: {kind: teleport}
+""",
+    )
+    assert response.status_code == 422
+    assert "teleport" in response.json()["message"] and "python" in response.json()["message"]
+
+
+async def test_template_syntax_error_is_rejected_with_the_field(api: httpx.AsyncClient) -> None:
+    response = await api.post(
+        "/api/catalog/register",
+        content=HEADER
+        + """workflow:
+  - step: start
+    tool: {kind: python, input: {x: "{{ oops( }}"}, code: "result = x"}
+""",
+    )
+    assert response.status_code == 422
+    [problem] = response.json()["problems"]
+    assert problem["field"] == "workflow[0].tool.input.x" and problem["line"] == 6
+
+
+async def test_undefined_input_variable_fails_the_step_naming_it(api: httpx.AsyncClient) -> None:
+    execution = await run_playbook(
+        api,
+        HEADER
+        + """workflow:
+  - step: start
+    tool: {kind: python, input: {x: "{{ missing_thing }}"}, code: "result = x"}
+""",
+    )
+    assert execution["status"] == "FAILED"
+    assert "missing_thing" in execution["error"] and "'start'" in execution["error"]
+
+
+async def test_unknown_ids_and_paths_are_404(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/api/executions/12345")).status_code == 404
+    assert (await api.get("/api/executions/not-a-number")).status_code == 404
+    assert (await api.get("/api/executions/12345/events")).status_code == 404
+    assert (await api.get("/api/commands/12345")).status_code == 404
+    claim = await api.post("/api/commands/12345/claim", json={"worker_id": "w"})
+    assert claim.status_code == 404
+    missing = await api.post("/api/execute", json={"path": "no/such/playbook"})
+    assert missing.status_code == 404 and "no/such/playbook" in missing.json()["message"]
+
+
+async def test_malformed_requests_are_422_with_the_field(api: httpx.AsyncClient) -> None:
+    both = await api.post("/api/execute", json={"path": "a", "catalog_id": 1})
+    assert both.status_code == 422
+    wrong = await api.post(
+        "/api/events", json={"execution_id": "1", "event_type": "bogus", "worker_id": "w"}
+    )
+    assert wrong.status_code == 422 and "event_type" in wrong.json()["message"]
+    empty = await api.post("/api/catalog/register", content="")
+    assert empty.status_code == 422
+
+
+async def test_oversized_body_is_413(api: httpx.AsyncClient) -> None:
+    response = await api.post("/api/catalog/register", content="#" * (5 * 1024 * 1024))
+    assert response.status_code == 413
+    assert "NOETL_MAX_PAYLOAD_BYTES" in response.json()["message"]
+
+
+async def test_cancel_ends_a_running_execution_and_its_commands(api: httpx.AsyncClient) -> None:
+    started = await api.post(
+        "/api/execute",
+        json={
+            "playbook": HEADER
+            + """workflow:
+  - step: start
+    tool: {kind: python, code: "import time; time.sleep(60)"}
+"""
+        },
+    )
+    execution_id = started.json()["execution_id"]
+    cancelled = await api.post(f"/api/executions/{execution_id}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "CANCELLED"
+    again = await api.post(f"/api/executions/{execution_id}/cancel")
+    assert again.status_code == 409
+    events = await event_log(api, execution_id)
+    kinds = [e["event_type"] for e in events]
+    assert kinds.count("command.cancelled") == 1 and kinds.count("playbook.cancelled") == 1
+    [issued] = [e for e in events if e["event_type"] == "command.issued"]
+    command = (await api.get(f"/api/commands/{issued['event_id']}")).json()
+    assert command["status"] == "CANCELLED"
+    claim = await api.post(f"/api/commands/{issued['event_id']}/claim", json={"worker_id": "w"})
+    assert claim.status_code == 409

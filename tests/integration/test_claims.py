@@ -1,0 +1,132 @@
+"""Claims are atomic: one live attempt per command, duplicates run the tool once."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+
+from noetl.config import Settings
+from noetl.embedded.runtime import running
+from noetl.protocol.message import CommandMessage
+from noetl.worker.worker import Worker
+from tests.conftest import event_log, wait_for_end
+
+APPEND = """
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: append, path: tests/append}
+workload: {marker: ""}
+workflow:
+  - step: start
+    tool:
+      kind: python
+      input: {marker: "{{ marker }}"}
+      code: |
+        with open(marker, "a") as f:
+            f.write("ran\\n")
+        result = {"ok": True}
+"""
+
+
+async def _issued(client: httpx.AsyncClient, execution_id: str) -> dict[str, Any]:
+    events = await event_log(client, execution_id)
+    [issued] = [e for e in events if e["event_type"] == "command.issued"]
+    return issued
+
+
+async def test_twenty_concurrent_claims_exactly_one_wins(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with running(settings, workers=0) as rt, httpx.AsyncClient(base_url=rt.url) as api:
+        started = await api.post(
+            "/api/execute", json={"playbook": APPEND, "payload": {"marker": str(tmp_path / "m")}}
+        )
+        issued = await _issued(api, started.json()["execution_id"])
+        claims = await asyncio.gather(
+            *[
+                api.post(f"/api/commands/{issued['event_id']}/claim", json={"worker_id": f"w{i}"})
+                for i in range(20)
+            ]
+        )
+        codes = sorted(r.status_code for r in claims)
+        assert codes == [200] + [409] * 19
+        winner = next(r.json() for r in claims if r.status_code == 200)
+        assert winner["attempt"] == 1 and winner["tool"]["kind"] == "python"
+        events = await event_log(api, started.json()["execution_id"])
+        assert [e["event_type"] for e in events].count("command.claimed") == 1
+
+
+async def test_claim_through_post_events_is_the_same_atomic_claim(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with running(settings, workers=0) as rt, httpx.AsyncClient(base_url=rt.url) as api:
+        started = (
+            await api.post(
+                "/api/execute",
+                json={"playbook": APPEND, "payload": {"marker": str(tmp_path / "m")}},
+            )
+        ).json()
+        issued = await _issued(api, started["execution_id"])
+        body = {
+            "execution_id": started["execution_id"],
+            "event_type": "command.claimed",
+            "event_id": issued["event_id"],
+            "worker_id": "a",
+        }
+        first = await api.post("/api/events", json=body)
+        second = await api.post("/api/events", json={**body, "worker_id": "b"})
+        assert (first.status_code, second.status_code) == (200, 409)
+        fetched = (await api.get(f"/api/commands/{issued['event_id']}")).json()
+        assert (fetched["status"], fetched["worker_id"], fetched["attempt"]) == ("CLAIMED", "a", 1)
+
+
+async def test_same_message_delivered_twice_runs_the_tool_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    marker = tmp_path / "runs.txt"
+    async with running(settings, workers=0) as rt, httpx.AsyncClient(base_url=rt.url) as api:
+        started = (
+            await api.post(
+                "/api/execute", json={"playbook": APPEND, "payload": {"marker": str(marker)}}
+            )
+        ).json()
+        issued = await _issued(api, started["execution_id"])
+        nc = await nats.connect(settings.require_nats_url())
+        duplicate = CommandMessage(
+            int(started["execution_id"]),
+            int(issued["event_id"]),
+            issued["command_id"],
+            "start",
+            rt.url,
+        )
+        await nc.jetstream().publish(
+            settings.subject, duplicate.encode(), headers={"Nats-Msg-Id": "a-second-delivery"}
+        )
+        await nc.close()
+        worker = Worker(rt.settings.with_(worker_id="dup-worker"))
+        working = asyncio.create_task(worker.run())
+        try:
+            execution = await wait_for_end(api, started["execution_id"])
+            # both deliveries have been handled once the stream has no pending messages
+            nc = await nats.connect(settings.require_nats_url())
+            js = nc.jetstream()
+
+            async def drained() -> bool:
+                info = await js.consumer_info(settings.stream, settings.consumer)
+                return bool(info.num_pending == 0 and info.num_ack_pending == 0)
+
+            from tests.conftest import eventually
+
+            await eventually(drained)
+            await nc.close()
+        finally:
+            worker.stop()
+            await working
+        assert execution["status"] == "COMPLETED"
+        assert marker.read_text() == "ran\n"
+        events = await event_log(api, started["execution_id"])
+        assert [e["event_type"] for e in events].count("command.claimed") == 1

@@ -1,0 +1,63 @@
+"""Templates: native types for single expressions, strict undefined names, sandboxing."""
+
+from __future__ import annotations
+
+import pytest
+
+from noetl.dsl.template import ResultView, evaluate_condition, render, truthy
+from noetl.errors import TemplateError
+
+
+def test_a_single_expression_keeps_its_native_type() -> None:
+    ctx = {"items": [1, 2], "n": 3, "d": {"a": None}}
+    assert render("{{ items }}", ctx) == [1, 2]
+    assert render("{{ n + 1 }}", ctx) == 4
+    assert render("{{ d.a }}", ctx) is None
+    assert render("n is {{ n }}", ctx) == "n is 3"
+
+
+def test_rendering_walks_dicts_and_lists() -> None:
+    assert render({"a": ["{{ x }}", {"b": "{{ x * 2 }}"}]}, {"x": 2}) == {"a": [2, {"b": 4}]}
+
+
+def test_an_undefined_name_is_an_error_naming_it() -> None:
+    with pytest.raises(TemplateError, match="missing"):
+        render("{{ missing }}", {})
+    with pytest.raises(TemplateError, match="missing"):
+        render("value: {{ missing.x }}", {})
+
+
+def test_default_filter_covers_undefined_names() -> None:
+    assert render("{{ ctx.x | default(5) }}", {"ctx": {}}) == 5
+
+
+def test_result_view_exposes_fields_directly_and_under_data() -> None:
+    ctx = {"start": ResultView({"echo": "hi"})}
+    assert render("{{ start.echo }}", ctx) == "hi"
+    assert render("{{ start.data.echo }}", ctx) == "hi"
+
+
+def test_the_sandbox_blocks_python_internals() -> None:
+    with pytest.raises(TemplateError):
+        render("{{ ''.__class__.__mro__[1].__subclasses__() }}", {})
+
+
+def test_custom_filters() -> None:
+    ctx = {"v": {"a": 1}}
+    assert render("{{ v | tojson }}", ctx) == '{"a": 1}'
+    assert render("{{ '{\"a\": 1}' | fromjson }}", {}) == {"a": 1}
+    assert render("{{ 'hi' | b64encode | b64decode }}", {}) == "hi"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "false", "False", "0", "no", "None", "null", "off", "[]", "{}", False, 0, None, [], {}],
+)
+def test_falsy_condition_values(value: object) -> None:
+    assert truthy(value) is False
+
+
+def test_conditions_with_undefined_names_are_false_with_a_reason() -> None:
+    ok, problem = evaluate_condition("{{ nope > 1 }}", {})
+    assert ok is False and problem is not None and "nope" in problem
+    assert evaluate_condition(None, {}) == (True, None)
