@@ -12,7 +12,6 @@ forever.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,7 +80,7 @@ def decide(
     playbook: Playbook, state: ExecutionState, event: Incoming, *, new_id: Callable[[], int]
 ) -> Decision:
     """Apply one incoming event. `state` is not modified; the new state is in the decision."""
-    run = _Run(playbook, copy.deepcopy(state), new_id)
+    run = _Run(playbook, state.copy(), new_id)
     if state.status != ExecutionStatus.RUNNING:
         return Decision(state=run.state)
     match event:
@@ -148,14 +147,16 @@ class _Run:
             parts = key.split(".")
             if parts[0] in {"ctx", "iter", "step", "vars"} and len(parts) > 1:
                 parts = parts[1:]
-            target = self.state.variables
+            variables = dict(self.state.variables)  # copy on write: states share variables
+            target = variables
             for part in parts[:-1]:
-                if not isinstance(target.get(part), dict):
-                    target[part] = {}
+                child = target.get(part)
+                target[part] = dict(child) if isinstance(child, dict) else {}
                 target = target[part]
             target[parts[-1]] = value
-            ctx["ctx"] = self.state.variables
-            ctx[parts[0]] = self.state.variables[parts[0]]
+            self.state.variables = variables
+            ctx["ctx"] = ctx["vars"] = variables
+            ctx[parts[0]] = variables[parts[0]]
         return None
 
     # -- lifecycle ----------------------------------------------------------------------

@@ -6,7 +6,7 @@ latest snapshot and a replay test proves fold(events) equals it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 WAITING = "waiting"
@@ -30,6 +30,10 @@ class LoopState:
     def finished(self) -> bool:
         return self.next_index >= len(self.items) and self.in_flight == 0
 
+    def copy(self) -> LoopState:
+        """`items` is never changed in place, so it is shared; `results` is copied."""
+        return replace(self, results=list(self.results))
+
 
 @dataclass
 class StepState:
@@ -39,8 +43,25 @@ class StepState:
     dead: list[str] = field(default_factory=list)  # upstreams that settled without firing into it
     loop: LoopState | None = None
 
+    def copy(self) -> StepState:
+        return replace(
+            self,
+            arrived=list(self.arrived),
+            dead=list(self.dead),
+            loop=self.loop.copy() if self.loop else None,
+        )
 
-@dataclass
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "runs": self.runs,
+            "arrived": self.arrived,
+            "dead": self.dead,
+            "loop": asdict(self.loop) if self.loop else None,
+        }
+
+
+@dataclass(frozen=True)
 class CommandRef:
     step: str
     run: int
@@ -60,8 +81,32 @@ class ExecutionState:
     error: str | None = None
     last_step: str | None = None  # the step whose branch ended last: its result is the result
 
+    def copy(self) -> ExecutionState:
+        """A copy the engine may change. Values it only ever replaces (workload, variables,
+        results, command refs) are shared; containers it changes in place are copied."""
+        return replace(
+            self,
+            results=dict(self.results),
+            steps={name: step.copy() for name, step in self.steps.items()},
+            commands=dict(self.commands),
+        )
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "execution_id": self.execution_id,
+            "status": self.status,
+            "workload": self.workload,
+            "variables": self.variables,
+            "results": self.results,
+            "steps": {name: step.to_json() for name, step in self.steps.items()},
+            "commands": {
+                command_id: {"step": ref.step, "run": ref.run, "iteration": ref.iteration}
+                for command_id, ref in self.commands.items()
+            },
+            "result": self.result,
+            "error": self.error,
+            "last_step": self.last_step,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExecutionState:

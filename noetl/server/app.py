@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from noetl.bus.nats_client import NATSCommandPublisher, Topology
 from noetl.config import Settings
@@ -55,29 +55,42 @@ def _error_response(exc: NoetlError) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-class BodyLimit(BaseHTTPMiddleware):
-    """Reject bodies over the configured size with 413 before anything reads them."""
+class BodyLimit:
+    """Pure ASGI middleware: refuse bodies over the limit (413) and time every request."""
 
-    def __init__(self, app: Any, limit: int) -> None:
-        super().__init__(app)
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
         self.limit = limit
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            return _error_response(
-                PayloadTooLargeError(
-                    f"request body is {length} bytes; the limit is {self.limit}"
-                    " (NOETL_MAX_PAYLOAD_BYTES)"
-                )
-            )
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.REQUEST_SECONDS.labels(request.method, getattr(route, "path", "unmatched")).observe(
-            time.perf_counter() - started
+    def _too_large(self, size: int | str) -> PayloadTooLargeError:
+        return PayloadTooLargeError(
+            f"request body is {size} bytes; the limit is {self.limit} (NOETL_MAX_PAYLOAD_BYTES)"
         )
-        return response
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            await _error_response(self._too_large(length.decode()))(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:  # a chunked body without Content-Length
+                raise self._too_large(f"over {seen}")
+            return message
+
+        started = time.perf_counter()
+        await self.app(scope, counted, send)
+        route = scope.get("route")
+        metrics.REQUEST_SECONDS.labels(
+            scope["method"], getattr(route, "path", "unmatched")
+        ).observe(time.perf_counter() - started)
 
 
 def create_app(settings: Settings) -> FastAPI:

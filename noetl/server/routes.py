@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import ValidationError
 
+from noetl import jsonfast
 from noetl.errors import NotFoundError, RequestError
 from noetl.protocol.events import EventType
 from noetl.server import views
@@ -29,6 +30,11 @@ router = APIRouter()
 def _orchestrator(request: Request) -> Orchestrator:
     orchestrator: Orchestrator = request.app.state.orchestrator
     return orchestrator
+
+
+def _json(body: Any, status_code: int = 200) -> Response:
+    """Encode with orjson and skip FastAPI's generic encoder: these routes are hot paths."""
+    return Response(jsonfast.dumps(body), status_code, media_type="application/json")
 
 
 def _parse_id(value: str, what: str) -> int:
@@ -146,14 +152,15 @@ async def cancel(
 
 
 @router.get("/api/commands/{event_id}")
-async def get_command(request: Request, event_id: str) -> dict[str, Any]:
-    return await _orchestrator(request).get_command(_parse_id(event_id, "command"))
+async def get_command(request: Request, event_id: str) -> Response:
+    return _json(await _orchestrator(request).get_command(_parse_id(event_id, "command")))
 
 
 @router.post("/api/commands/{event_id}/claim")
-async def claim(request: Request, event_id: str, body: ClaimRequest) -> dict[str, Any]:
+async def claim(request: Request, event_id: str, body: ClaimRequest) -> Response:
     """Claim + fetch in one round trip. 409: another live attempt holds it, or it ended."""
-    return await _orchestrator(request).claim(_parse_id(event_id, "command"), body.worker_id)
+    command = await _orchestrator(request).claim(_parse_id(event_id, "command"), body.worker_id)
+    return _json(command)
 
 
 @router.post("/api/commands/{event_id}/lease")
@@ -164,17 +171,17 @@ async def renew_lease(request: Request, event_id: str, body: LeaseRequest) -> di
 
 
 @router.post("/api/events")
-async def post_event(request: Request, body: EventRequest) -> dict[str, Any]:
+async def post_event(request: Request, body: EventRequest) -> Response:
     orchestrator = _orchestrator(request)
     if body.event_type == EventType.COMMAND_CLAIMED.value:
         if body.event_id is None:
             raise RequestError("command.claimed needs `event_id` (the command.issued event)")
-        return await orchestrator.claim(body.event_id, body.worker_id)
+        return _json(await orchestrator.claim(body.event_id, body.worker_id))
     if body.command_id is None or body.attempt is None:
         raise RequestError(f"{body.event_type} needs `command_id` and `attempt`")
     if body.event_type == EventType.COMMAND_FAILED.value and not body.error:
         raise RequestError("command.failed needs `error`")
-    return await orchestrator.report(
+    outcome = await orchestrator.report(
         Report(
             execution_id=body.execution_id,
             command_id=body.command_id,
@@ -186,6 +193,7 @@ async def post_event(request: Request, body: EventRequest) -> dict[str, Any]:
             duration=body.duration,
         )
     )
+    return _json(outcome)
 
 
 @router.post("/api/workers/heartbeat")

@@ -7,13 +7,15 @@ fails the relay republishes later. NATS is a wake-up signal; PostgreSQL is the t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+import psycopg.errors
 from psycopg_pool import AsyncConnectionPool
 
 from noetl.bus.nats_client import NATSCommandPublisher
@@ -135,7 +137,7 @@ class Orchestrator:
         decision = decide(
             playbook, ExecutionState(execution_id), Started(workload), new_id=self.new_id
         )
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._transaction() as conn:
             await executions.insert_execution(
                 conn,
                 execution_id,
@@ -152,7 +154,7 @@ class Orchestrator:
         return execution_id
 
     async def cancel(self, execution_id: int, reason: str) -> str:
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._transaction() as conn:
             decision = await self._decide_locked(conn, execution_id, CancelRequested(reason))
         if decision is None:
             raise ConflictError(f"execution {execution_id} has already finished")
@@ -163,48 +165,37 @@ class Orchestrator:
 
     async def claim(self, event_id: int, worker_id: str) -> dict[str, Any]:
         """Claim a command for a new attempt; 409 while another live attempt holds it."""
+        settings = self.settings
         async with self.pool.connection() as conn:
-            async with conn.transaction():
-                row = await commands.get_by_event(conn, event_id, lock=True)
-                if row is None:
-                    raise NotFoundError(f"command {event_id} does not exist")
-                status = CommandStatus(row["status"])
-                if status.terminal:
-                    raise ConflictError(f"command {row['command_id']} is already {status.value}")
-                if status is CommandStatus.CLAIMED and not row["lease_expired"]:
-                    raise ConflictError(
-                        f"command {row['command_id']} is claimed by {row['worker_id']}"
-                        f" (attempt {row['attempt']})"
-                    )
-                attempt = row["attempt"] + 1
-                if attempt <= self.settings.max_attempts:
-                    await events.insert_events(
-                        conn,
-                        [
-                            EventRecord(
-                                row["execution_id"],
-                                self.new_id(),
-                                EventType.COMMAND_CLAIMED,
-                                step=row["step"],
-                                command_id=row["command_id"],
-                                attempt=attempt,
-                                worker_id=worker_id,
-                                status=CommandStatus.CLAIMED.value,
-                            )
-                        ],
-                    )
-                    await commands.mark_claimed(
-                        conn, event_id, attempt, worker_id, self.settings.lease_seconds
-                    )
-            if attempt > self.settings.max_attempts:
-                await self.fail_lost(event_id)
-                raise ConflictError(f"command {row['command_id']} has no attempts left")
+            row = await commands.claim(
+                conn,
+                event_id,
+                self.new_id(),
+                worker_id,
+                settings.lease_seconds,
+                settings.max_attempts,
+            )
+            if row is None:
+                row = await commands.get_by_event(conn, event_id)
+        if row is None:
+            raise NotFoundError(f"command {event_id} does not exist")
+        if "status" in row:  # the claim did not happen: say why
+            status = CommandStatus(row["status"])
+            name = row["command_id"]
+            if status.terminal:
+                raise ConflictError(f"command {name} is already {status.value}")
+            if status is CommandStatus.CLAIMED and not row["lease_expired"]:
+                raise ConflictError(
+                    f"command {name} is claimed by {row['worker_id']} (attempt {row['attempt']})"
+                )
+            await self.fail_lost(event_id)
+            raise ConflictError(f"command {name} has no attempts left")
         metrics.EVENTS.labels(EventType.COMMAND_CLAIMED.value).inc()
         return {
             **_command_view(row),
-            "attempt": attempt,
+            "attempt": row["attempt"],
             "worker_id": worker_id,
-            "lease_seconds": self.settings.lease_seconds,
+            "lease_seconds": settings.lease_seconds,
         }
 
     async def get_command(self, event_id: int) -> dict[str, Any]:
@@ -230,13 +221,12 @@ class Orchestrator:
 
     async def report(self, report: Report) -> dict[str, Any]:
         """Record a worker's outcome and decide what runs next, in one transaction."""
-        async with self.pool.connection() as conn, conn.transaction():
-            execution = await executions.lock_execution(conn, report.execution_id)
+        async with self._transaction() as conn:
+            execution, row = await commands.lock_with_execution(
+                conn, report.execution_id, report.command_id
+            )
             if execution is None:
                 raise NotFoundError(f"execution {report.execution_id} does not exist")
-            row = await commands.get_by_command_id(
-                conn, report.execution_id, report.command_id, lock=True
-            )
             if row is None:
                 raise NotFoundError(f"command {report.command_id} does not exist")
             status = CommandStatus(row["status"])
@@ -313,6 +303,19 @@ class Orchestrator:
             await self.publish(decision.commands)
 
     # -- shared steps -------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A transaction in pipeline mode: reads sync when fetched, writes go with COMMIT.
+
+        A unique-index conflict at commit means another request recorded the same outcome
+        first: that is a 409, and nothing of this transaction is kept.
+        """
+        try:
+            async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+                yield conn
+        except psycopg.errors.UniqueViolation as exc:
+            raise ConflictError(f"already recorded: {exc.diag.constraint_name}") from None
 
     async def _decide_locked(
         self, conn: psycopg.AsyncConnection[Any], execution_id: int, incoming: Incoming

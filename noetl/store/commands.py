@@ -49,6 +49,23 @@ async def get_by_event(
     return await cur.fetchone()
 
 
+async def lock_with_execution(
+    conn: AsyncConnection[Any], execution_id: int, command_id: str
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Lock the execution row, then the command row: both queries in one round trip when the
+    connection is in pipeline mode. Always execution first, so lockers never deadlock."""
+    execution = await conn.execute(
+        "SELECT execution_id, catalog_id, status, state, parent_execution_id"
+        " FROM noetl.execution WHERE execution_id = %s FOR UPDATE",
+        (execution_id,),
+    )
+    command = await conn.execute(
+        f"{_SELECT} WHERE execution_id = %s AND command_id = %s FOR UPDATE",
+        (execution_id, command_id),
+    )
+    return await execution.fetchone(), await command.fetchone()
+
+
 async def get_by_command_id(
     conn: AsyncConnection[Any], execution_id: int, command_id: str, *, lock: bool = False
 ) -> dict[str, Any] | None:
@@ -57,15 +74,41 @@ async def get_by_command_id(
     return await cur.fetchone()
 
 
-async def mark_claimed(
-    conn: AsyncConnection[Any], event_id: int, attempt: int, worker_id: str, lease_seconds: float
-) -> None:
-    await conn.execute(
-        "UPDATE noetl.command SET status = 'CLAIMED', attempt = %s, worker_id = %s,"
-        " lease_until = now() + make_interval(secs => %s), updated_at = now()"
-        " WHERE event_id = %s",
-        (attempt, worker_id, lease_seconds, event_id),
+async def claim(
+    conn: AsyncConnection[Any],
+    event_id: int,
+    claim_event_id: int,
+    worker_id: str,
+    lease_seconds: float,
+    max_attempts: int,
+) -> dict[str, Any] | None:
+    """Take the next attempt of a command and append its `command.claimed`, in one statement.
+
+    Succeeds only when the command is PENDING, or CLAIMED by an attempt whose lease expired,
+    and attempts remain. None otherwise: the caller asks `get_by_event` why.
+    """
+    cur = await conn.execute(
+        "WITH claimed AS ("
+        " UPDATE noetl.command SET status = 'CLAIMED', attempt = attempt + 1, worker_id = %(w)s,"
+        "  lease_until = now() + make_interval(secs => %(lease)s), updated_at = now()"
+        " WHERE event_id = %(e)s AND attempt < %(max)s"
+        "  AND (status = 'PENDING' OR (status = 'CLAIMED' AND lease_until < now()))"
+        " RETURNING event_id, execution_id, command_id, step, iteration, tool, input, attempt"
+        "), appended AS ("
+        " INSERT INTO noetl.event (execution_id, event_id, event_type, step, command_id,"
+        "  attempt, worker_id, status)"
+        " SELECT execution_id, %(id)s, 'command.claimed', step, command_id, attempt, %(w)s,"
+        "  'CLAIMED' FROM claimed"
+        ") SELECT * FROM claimed",
+        {
+            "w": worker_id,
+            "lease": lease_seconds,
+            "e": event_id,
+            "max": max_attempts,
+            "id": claim_event_id,
+        },
     )
+    return await cur.fetchone()
 
 
 async def renew_lease(

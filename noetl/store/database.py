@@ -8,7 +8,10 @@ from importlib import resources
 
 import psycopg
 from psycopg.rows import dict_row, tuple_row
+from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
+
+from noetl import jsonfast
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,8 @@ async def migrate(conn: psycopg.AsyncConnection[object]) -> list[int]:
 
 
 async def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> AsyncConnectionPool:
+    set_json_dumps(jsonfast.dumps)
+    set_json_loads(jsonfast.loads)
     pool = AsyncConnectionPool(
         url,
         min_size=min_size,

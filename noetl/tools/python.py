@@ -29,6 +29,7 @@ import keyword
 import linecache
 import logging
 import math
+import queue
 import sys
 import textwrap
 import threading
@@ -342,8 +343,42 @@ def _in_daemon_thread(func: Callable[[], _T], *, name: str) -> asyncio.Future[_T
         except RuntimeError:  # the loop closed while the code ran
             logger.debug("python step thread %s finished after its event loop closed", name)
 
-    threading.Thread(target=target, name=name, daemon=True).start()
+    _POOL.submit(target)
     return future
+
+
+class _DaemonPool:
+    """Reused daemon threads: no thread start per call, and a hung call never blocks exit.
+
+    A new thread starts only when none is idle, up to `limit`; past that, calls queue.
+    """
+
+    def __init__(self, limit: int = 64) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._threads = 0
+        self._limit = limit
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle == 0 and self._threads < self._limit:
+                self._threads += 1
+                self._idle += 1
+                name = f"noetl-python-{self._threads}"
+                threading.Thread(target=self._serve, name=name, daemon=True).start()
+            self._idle -= 1
+        self._jobs.put(job)
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            job()
+            with self._lock:
+                self._idle += 1
+
+
+_POOL = _DaemonPool()
 
 
 class _Capture:

@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from nats.aio.msg import Msg
 
 from noetl.bus.nats_client import NATSCommandSubscriber, Topology
@@ -26,7 +25,7 @@ from noetl.config import Settings
 from noetl.protocol.message import CommandMessage
 from noetl.tools import get_tool
 from noetl.tools.base import ToolCall, ToolError
-from noetl.worker.client import ServerClient
+from noetl.worker.client import Reply, ServerClient, ServerUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +116,23 @@ class Worker:
             if free <= 0:
                 await asyncio.wait(self.running, return_when=asyncio.FIRST_COMPLETED)
                 continue
-            for msg in await self.subscriber.fetch(free, wait=0.5):
+            for msg in await self._fetch_unless_stopped(free):
                 task = asyncio.create_task(self.handle(msg))
                 self.running.add(task)
                 task.add_done_callback(self.running.discard)
+
+    async def _fetch_unless_stopped(self, batch: int) -> list[Msg]:
+        """Fetch, but give up at once when stop() is called (an idle worker stops quickly)."""
+        fetching = asyncio.create_task(self.subscriber.fetch(batch, wait=1.0))
+        stopping = asyncio.create_task(self.stopping.wait())
+        await asyncio.wait({fetching, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if fetching.done():
+            return fetching.result()
+        fetching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await fetching
+        return []
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -137,7 +149,7 @@ class Worker:
         }
         try:
             await self.client.heartbeat(body)
-        except httpx.HTTPError as exc:
+        except ServerUnreachable as exc:
             log.debug("heartbeat failed: %s", exc)
 
     # -- one message --------------------------------------------------------------------
@@ -151,38 +163,32 @@ class Worker:
             return
         try:
             response = await self.client.claim(ref.event_id, self.worker_id)
-        except httpx.HTTPError as exc:
+        except ServerUnreachable as exc:
             log.warning("claim of %s failed (%s); nak", ref.command_id, exc)
             await msg.nak(delay=NAK_DELAY)
             return
         if not await self._settle(msg, response, ref, "claim"):
             return
-        command = response.json()
+        command = response.body
         outcome = await self._run_with_keepalive(msg, ref, command)
         if outcome is None:  # cancelled or superseded while running: nothing to report
             await msg.ack()
             return
         await self._report(msg, ref, command, outcome)
 
-    async def _settle(
-        self, msg: Msg, response: httpx.Response, ref: CommandMessage, what: str
-    ) -> bool:
+    async def _settle(self, msg: Msg, response: Reply, ref: CommandMessage, what: str) -> bool:
         """Apply the HTTP status to the message; True when the work should go on."""
-        status = response.status_code
+        status = response.status
         if status < 300:
             return True
         if status == 409:
-            log.debug("%s of %s: %s", what, ref.command_id, _message(response))
+            log.debug("%s of %s: %s", what, ref.command_id, response.message)
             await msg.ack()
         elif status == 404:
-            log.warning(
-                "%s of %s: %s; terminating message", what, ref.command_id, _message(response)
-            )
+            log.warning("%s of %s: %s; terminating message", what, ref.command_id, response.message)
             await msg.term()
         else:
-            log.warning(
-                "%s of %s: HTTP %d %s; nak", what, ref.command_id, status, _message(response)
-            )
+            log.warning("%s of %s: HTTP %d %s; nak", what, ref.command_id, status, response.message)
             await msg.nak(delay=NAK_DELAY)
         return False
 
@@ -206,11 +212,11 @@ class Worker:
     async def _renew(self, ref: CommandMessage, command: dict[str, Any]) -> bool:
         try:
             response = await self.client.renew_lease(ref.event_id, command["attempt"])
-        except httpx.HTTPError:
+        except ServerUnreachable:
             return True  # the server is unreachable: keep working, report later
-        if response.status_code >= 500:
+        if response.status >= 500:
             return True
-        return response.status_code < 300 and bool(response.json().get("continue"))
+        return response.status < 300 and bool(response.body.get("continue"))
 
     async def execute(self, ref: CommandMessage, command: dict[str, Any]) -> Outcome:
         """Run the command's tool; every failure becomes an Outcome, never an exception."""
@@ -256,22 +262,15 @@ class Worker:
         for _ in range(REPORT_TRIES):
             try:
                 response = await self.client.report(body)
-            except httpx.HTTPError as exc:
+            except ServerUnreachable as exc:
                 log.warning("report of %s failed (%s); retrying", ref.command_id, exc)
             else:
-                if response.status_code < 500:
+                if response.status < 500:
                     await self._settle(msg, response, ref, "report")
-                    if response.status_code < 300:
+                    if response.status < 300:
                         await msg.ack()
                     return
-                log.warning("report of %s: HTTP %d; retrying", ref.command_id, response.status_code)
+                log.warning("report of %s: HTTP %d; retrying", ref.command_id, response.status)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
         await msg.nak(delay=NAK_DELAY)
-
-
-def _message(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("message", response.text))
-    except ValueError:
-        return response.text[:200]
