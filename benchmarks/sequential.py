@@ -43,28 +43,21 @@ def breakdown(events: list[dict[str, object]]) -> dict[str, float]:
             )
         if e["event_type"] == "command.completed" and e["duration"] is not None:
             durations.append(float(str(e["duration"])) * 1000)
-    issued_to_claimed, claimed_to_completed, completed_to_next = [], [], []
+    # created_at is now() of each event's transaction, so a report's outcome and the next
+    # command it issues share one timestamp: the report transaction shows up in issued→claimed.
+    issued_to_claimed, claimed_to_completed = [], []
     commands = [str(e["command_id"]) for e in events if e["event_type"] == "command.issued"]
-    for current, following in zip(commands, [*commands[1:], None], strict=True):
+    for current in commands:
         issued, claimed = at[(current, "command.issued")], at[(current, "command.claimed")]
         completed = at[(current, "command.completed")]
         issued_to_claimed.append((claimed - issued).total_seconds() * 1000)
         claimed_to_completed.append((completed - claimed).total_seconds() * 1000)
-        if following:
-            completed_to_next.append(
-                (at[(following, "command.issued")] - completed).total_seconds() * 1000
-            )
     return {
         "issued→claimed (publish, NATS, fetch, claim tx)": statistics.median(issued_to_claimed),
         "claimed→completed (claim reply, run, report until its tx starts)": statistics.median(
             claimed_to_completed
         ),
         "  of which the tool itself": statistics.median(durations),
-        "completed→next issued (same report tx: engine + writes)": statistics.median(
-            completed_to_next
-        )
-        if completed_to_next
-        else 0.0,
     }
 
 
