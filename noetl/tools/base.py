@@ -24,6 +24,9 @@ class ToolCall:
     """Rendered input variables."""
     execution_id: int
     step: str
+    auth: Mapping[str, Any] | None = None
+    """The data of the credential named by the tool's ``auth`` field, resolved by the worker
+    right before the run (e.g. ``{"host", "port", "user", "password", "database"}``)."""
 
 
 class ToolError(Exception):
