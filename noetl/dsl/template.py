@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
+from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from noetl.errors import TemplateError
@@ -41,8 +42,35 @@ def _b64decode(value: str) -> str:
     return base64.b64decode(value).decode()
 
 
+_MISSING = object()
+
+
+def _through_data(obj: Any, name: Any) -> Any:
+    """`.data` is transparent: a result without a `data` key is its own data, and a name a
+    mapping lacks is looked up in its `data` (so `step.x`, `step.data.x`, `output.data.x`
+    and an envelope's `x` all find the tool's field)."""
+    if not isinstance(obj, Mapping) or not isinstance(name, str) or name in obj:
+        return _MISSING
+    if name == "data":
+        return obj
+    inner = obj.get("data")
+    if isinstance(inner, Mapping) and name in inner:
+        return inner[name]
+    return _MISSING
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        found = _through_data(obj, attribute)
+        return super().getattr(obj, attribute) if found is _MISSING else found
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        found = _through_data(obj, argument)
+        return super().getitem(obj, argument) if found is _MISSING else found
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+    env = _Environment(undefined=jinja2.StrictUndefined, autoescape=False)
     env.filters.update(
         tojson=_tojson, fromjson=_fromjson, b64encode=_b64encode, b64decode=_b64decode
     )
@@ -52,15 +80,6 @@ def _environment() -> ImmutableSandboxedEnvironment:
 
 
 _ENV = _environment()
-
-
-class ResultView(dict[str, Any]):
-    """A step's result as templates see it: `{{ step.x }}` and `{{ step.data.x }}` both work."""
-
-    def __missing__(self, key: str) -> Any:
-        if key == "data":
-            return self
-        raise KeyError(key)
 
 
 def is_template(value: object) -> bool:
@@ -73,6 +92,19 @@ def _compile(source: str) -> tuple[bool, Any]:
     if match and "{{" not in match["expr"] and "}}" not in match["expr"]:
         return True, _ENV.compile_expression(match["expr"], undefined_to_none=False)
     return False, _ENV.from_string(source)
+
+
+def referenced_names(source: str) -> frozenset[str]:
+    """Top-level names a template reads (to send a worker only the context it needs)."""
+    return _names(source)
+
+
+@lru_cache(maxsize=4096)
+def _names(source: str) -> frozenset[str]:
+    try:
+        return frozenset(meta.find_undeclared_variables(_ENV.parse(source)))
+    except jinja2.TemplateSyntaxError:
+        return frozenset()
 
 
 def check_syntax(source: str) -> str | None:

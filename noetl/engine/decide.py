@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from noetl.dsl.model import Playbook, Step, Tool
 from noetl.dsl.parse import UNRENDERED
-from noetl.dsl.template import ResultView, evaluate_condition, plain, render
+from noetl.dsl.template import evaluate_condition, is_template, plain, referenced_names, render
 from noetl.engine.graph import back_edges, forward_upstreams
 from noetl.engine.state import (
     COMPLETED,
@@ -46,6 +47,7 @@ class Started:
 class CommandCompleted:
     command_id: str
     result: Any = None
+    variables: Mapping[str, Any] = field(default_factory=dict)  # `set` done on the worker
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,8 @@ def decide(
     match event:
         case Started(workload=workload):
             run.start(workload)
-        case CommandCompleted(command_id=command_id, result=result):
-            run.command_completed(command_id, result)
+        case CommandCompleted(command_id=command_id, result=result, variables=variables):
+            run.command_completed(command_id, result, variables)
         case CommandFailed(command_id=command_id, error=error):
             run.command_failed(command_id, error)
         case CancelRequested(reason=reason):
@@ -126,8 +128,7 @@ class _Run:
     def context(self, **extra: Any) -> dict[str, Any]:
         state = self.state
         ctx: dict[str, Any] = {**state.workload, **state.variables}
-        for name, result in state.results.items():
-            ctx[name] = ResultView(result) if isinstance(result, dict) else result
+        ctx.update(state.results)
         ctx.update(
             workload=state.workload,
             ctx=state.variables,
@@ -194,23 +195,26 @@ class _Run:
             self.complete_step(step.name, _loop_result(loop), "loop.done")
 
     def issue(self, step: Step, run: int, iteration: int | None = None) -> None:
+        st = self.step_state(step.name)
         extra: dict[str, Any] = {}
+        if st.came_from and "result" not in self.state.workload | self.state.results:
+            extra["result"] = self.state.results.get(st.came_from)  # the upstream's result
         command_id = f"{self.state.execution_id}:{step.name}" + (f"#{run}" if run > 1 else "")
         if iteration is not None:
             loop = self.step_state(step.name).loop
             assert loop is not None and step.loop is not None
             item = loop.items[iteration]
-            extra = {
+            extra |= {
                 step.loop.iterator: item,
                 "iter": {step.loop.iterator: item, "_index": iteration},
                 "loop_index": iteration,
             }
             command_id += f"[{iteration}]"
-        if len(step.tools) > 1:
-            self.fail_step(step.name, "pipelines of several tools are not supported yet")
-            return
         try:
-            tool, tool_input = self.render_tool(step, step.tool, self.context(**extra))
+            if _runs_on_worker(step):
+                tool, tool_input = self.pipeline(step, self.context(**extra))
+            else:
+                tool, tool_input = self.render_tool(step, step.tool, self.context(**extra))
         except TemplateError as exc:
             self.fail_step(step.name, f"template error: {exc}")
             return
@@ -234,25 +238,55 @@ class _Run:
             )
         )
 
+    def pipeline(self, step: Step, ctx: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A command the worker renders item by item: policies and `set` run between items.
+
+        It carries the raw items and only the part of the context their templates read.
+        """
+        items = []
+        for index, raw in enumerate(step.tools):
+            tool, config = self.resolve(raw)
+            items.append(
+                {
+                    "label": raw.name or f"item{index}",
+                    "kind": tool.kind,
+                    "config": config,
+                    "set": dict(raw.set),
+                    "policy": [dict(rule) for rule in raw.policy or tool.policy],
+                }
+            )
+        names = _names_read(self.playbook, step.name)
+        context = {name: ctx[name] for name in names if name in ctx}
+        return (
+            {"kind": "pipeline", "items": plain(items)},
+            {"step": plain(dict(step.input)), "context": plain(context)},
+        )
+
+    def resolve(self, tool: Tool) -> tuple[Tool, dict[str, Any]]:
+        """A workbook reference becomes the named tool, its input merged under the caller's."""
+        config = dict(tool.config)
+        if tool.kind != "workbook":
+            return tool, config
+        entry = self.playbook.workbook[str(config["name"])]
+        merged_input = {**entry.config.get("input", {}), **config.get("input", {})}
+        return entry, {**entry.config, "input": merged_input}
+
     def render_tool(
         self, step: Step, tool: Tool, ctx: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        config = dict(tool.config)
-        if tool.kind == "workbook":
-            entry = self.playbook.workbook[str(config["name"])]
-            merged_input = {**entry.config.get("input", {}), **config.get("input", {})}
-            config = {**entry.config, "input": merged_input}
-            tool = entry
+        tool, config = self.resolve(tool)
         raw_input = {**step.input, **(config.pop("input", None) or {})}
         rendered = {k: v if k in UNRENDERED else render(v, ctx) for k, v in config.items()}
         return {"kind": tool.kind, **plain(rendered)}, plain(render(raw_input, ctx))
 
     # -- outcomes -----------------------------------------------------------------------
 
-    def command_completed(self, command_id: str, result: Any) -> None:
+    def command_completed(self, command_id: str, result: Any, variables: Mapping[str, Any]) -> None:
         ref = self.state.commands.pop(command_id, None)
         if ref is None:  # unknown or already settled: a duplicate changes nothing
             return
+        if variables:
+            self.state.variables = {**self.state.variables, **variables}
         st = self.step_state(ref.step)
         if ref.iteration is None:
             self.complete_step(ref.step, result, "command.completed")
@@ -280,11 +314,10 @@ class _Run:
         st = self.step_state(name)
         st.status = COMPLETED
         self.state.results[name] = result
-        output = {"status": "ok", "data": result, "error": None}
+        output = {"status": "ok", "data": result, "error": None, "response": result}
         ctx = self.context(output=output, event={"name": event_name})
-        problems = [
-            p for p in (self.apply_set(step.tool.set, ctx), self.apply_set(step.set, ctx)) if p
-        ]
+        item_set = {} if _runs_on_worker(step) else step.tool.set
+        problems = [p for p in (self.apply_set(item_set, ctx), self.apply_set(step.set, ctx)) if p]
         fired: list[str] = []
         for arc in step.next.arcs if step.next else ():
             ok, problem = evaluate_condition(arc.when, ctx)
@@ -309,6 +342,7 @@ class _Run:
             if not self.running:
                 return
             if target in fired:
+                self.step_state(target).came_from = name
                 if (name, target) in back:
                     self.enter(target)
                 else:
@@ -362,6 +396,43 @@ class _Run:
             last = self.state.last_step
             self.state.result = self.state.results.get(last) if last else None
             self.finish(ExecutionStatus.COMPLETED)
+
+
+def _runs_on_worker(step: Step) -> bool:
+    """Pipelines, policies and item `set` need the worker to render between tool runs."""
+    return len(step.tools) > 1 or any(tool.policy or tool.set for tool in step.tools)
+
+
+@lru_cache(maxsize=1024)
+def _names_read(playbook: Playbook, step_name: str) -> frozenset[str]:
+    """Every top-level name the templates of a step's tools (and workbook targets) read."""
+    step = playbook.step(step_name)
+    sources: list[Any] = [step.input]
+    for tool in step.tools:
+        target = (
+            playbook.workbook.get(str(tool.config.get("name"))) if tool.kind == "workbook" else None
+        )
+        for item in (tool, target) if target else (tool,):
+            sources += [
+                {k: v for k, v in item.config.items() if k not in UNRENDERED},
+                item.set,
+                list(item.policy),
+            ]
+    names: set[str] = set()
+    for source in sources:
+        for text in _template_strings(source):
+            names |= referenced_names(text)
+    return frozenset(names)
+
+
+def _template_strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value] if is_template(value) else []
+    if isinstance(value, Mapping):
+        return [text for item in value.values() for text in _template_strings(item)]
+    if isinstance(value, list | tuple):
+        return [text for item in value for text in _template_strings(item)]
+    return []
 
 
 def _collection(value: Any) -> list[Any]:

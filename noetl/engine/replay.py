@@ -24,7 +24,8 @@ def incoming(event: Mapping[str, Any]) -> Incoming | None:
     if kind == "playbook.initialized":
         return Started(dict(event["payload"]["workload"]))
     if kind == "command.completed":
-        return CommandCompleted(str(event["command_id"]), event["result"])
+        variables = (event.get("payload") or {}).get("variables") or {}
+        return CommandCompleted(str(event["command_id"]), event["result"], variables)
     if kind == "command.failed":
         return CommandFailed(str(event["command_id"]), str(event["error"]))
     if kind == "playbook.cancelled":

@@ -42,6 +42,7 @@ class StepState:
     arrived: list[str] = field(default_factory=list)  # upstreams that fired into this step
     dead: list[str] = field(default_factory=list)  # upstreams that settled without firing into it
     loop: LoopState | None = None
+    came_from: str | None = None  # the upstream whose arc fired it last: `{{ result }}`
 
     def copy(self) -> StepState:
         return replace(
@@ -58,6 +59,7 @@ class StepState:
             "arrived": self.arrived,
             "dead": self.dead,
             "loop": asdict(self.loop) if self.loop else None,
+            "came_from": self.came_from,
         }
 
 
@@ -119,6 +121,7 @@ class ExecutionState:
                 arrived=list(raw["arrived"]),
                 dead=list(raw["dead"]),
                 loop=LoopState(**loop) if loop else None,
+                came_from=raw.get("came_from"),
             )
         return cls(
             execution_id=int(data["execution_id"]),

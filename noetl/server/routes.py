@@ -191,6 +191,7 @@ async def post_event(request: Request, body: EventRequest) -> Response:
             result=body.result,
             error=body.error,
             duration=body.duration,
+            variables=body.variables or {},
         )
     )
     return _json(outcome)

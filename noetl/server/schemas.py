@@ -53,6 +53,9 @@ class EventRequest(Body):
     result: Any = None
     error: str | None = None
     duration: float | None = None
+    variables: dict[str, Any] | None = Field(
+        default=None, description="Execution variables set by pipeline items on the worker"
+    )
 
 
 class CancelRequest(Body):

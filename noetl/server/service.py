@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -53,6 +53,7 @@ class Report:
     result: Any = None
     error: str | None = None
     duration: float | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
 
 
 class Orchestrator:
@@ -250,11 +251,12 @@ class Orchestrator:
                 result=None if failed else report.result,
                 error=report.error,
                 duration=report.duration,
+                payload={"variables": report.variables} if report.variables else None,
             )
             incoming: Incoming = (
                 CommandFailed(report.command_id, report.error or "failed")
                 if failed
-                else CommandCompleted(report.command_id, report.result)
+                else CommandCompleted(report.command_id, report.result, report.variables)
             )
             decision = await self._decide_on(conn, execution, incoming, [outcome])
             await commands.set_status(

@@ -74,8 +74,9 @@ class PythonTool:
         if call.config.get("env"):
             logger.warning("python step %s: env is not applied to in-process code", call.step)
         inputs = dict(call.input)
+        context = {"execution_id": call.execution_id, "step": call.step, "input": inputs}
         future = _in_daemon_thread(
-            lambda: execute_python(code, inputs, step=call.step, libs=libs),
+            lambda: execute_python(code, inputs, step=call.step, libs=libs, context=context),
             name=f"noetl-python-{call.step}",
         )
         try:
@@ -95,6 +96,7 @@ def execute_python(
     *,
     step: str = "python",
     libs: Mapping[str, str] | None = None,
+    context: Mapping[str, Any] | None = None,
 ) -> PythonRun:
     """Run code synchronously with captured stdio; raise ToolError on failure."""
     filename = f"<python step {step} #{next(_call_ids)}>"
@@ -104,7 +106,7 @@ def execute_python(
     try:
         with captured_stdio() as (stdout, stderr):
             try:
-                value = to_json(_evaluate(code, inputs, filename, libs or {}))
+                value = to_json(_evaluate(code, inputs, filename, libs or {}, context or {}))
             except ToolError as exc:
                 error = exc
             except BaseException as exc:  # user code may raise anything
@@ -159,9 +161,19 @@ def _json_container(value: Any, active: set[int]) -> Any:
         active.discard(id(value))
 
 
-def _evaluate(code: str, inputs: Mapping[str, Any], filename: str, libs: Mapping[str, str]) -> Any:
+def _evaluate(
+    code: str,
+    inputs: Mapping[str, Any],
+    filename: str,
+    libs: Mapping[str, str],
+    context: Mapping[str, Any],
+) -> Any:
     tree = ast.parse(code, filename=filename)
-    namespace: dict[str, Any] = {"__name__": STEP_MODULE, "input_data": dict(inputs)}
+    namespace: dict[str, Any] = {
+        "__name__": STEP_MODULE,
+        "input_data": dict(inputs),
+        "context": dict(context),  # execution_id, step, input: what the step runs in
+    }
     namespace.update(_import_libs(libs))
     namespace.update(inputs)
     top_level = list(_top_level_nodes(tree))

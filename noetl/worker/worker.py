@@ -15,7 +15,7 @@ import json
 import logging
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -26,6 +26,7 @@ from noetl.protocol.message import CommandMessage
 from noetl.tools import get_tool
 from noetl.tools.base import ToolCall, ToolError
 from noetl.worker.client import Reply, ServerClient, ServerUnreachable
+from noetl.worker.pipeline import run_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Outcome:
     result: Any = None
     error: str | None = None
     duration: float = 0.0
+    variables: dict[str, Any] = field(default_factory=dict)  # set by pipeline items
 
 
 class Worker:
@@ -219,14 +221,23 @@ class Worker:
         return response.status < 300 and bool(response.body.get("continue"))
 
     async def execute(self, ref: CommandMessage, command: dict[str, Any]) -> Outcome:
-        """Run the command's tool; every failure becomes an Outcome, never an exception."""
-        tool_spec = dict(command["tool"])
-        kind = str(tool_spec.pop("kind", ""))
+        """Run the command's tool or pipeline; every failure becomes an Outcome."""
+        spec = dict(command["tool"])
+        kind = str(spec.pop("kind", ""))
         started = time.perf_counter()
+
+        async def call(kind: str, config: dict[str, Any], tool_input: dict[str, Any]) -> Any:
+            call = ToolCall(kind, config, tool_input, ref.execution_id, ref.step)
+            return await get_tool(kind).run(call)
+
         try:
-            tool = get_tool(kind)
-            call = ToolCall(kind, tool_spec, command.get("input") or {}, ref.execution_id, ref.step)
-            result = await tool.run(call)
+            if kind == "pipeline":
+                run = await run_pipeline(spec["items"], command.get("input") or {}, call)
+                if not run.ok:
+                    raise ToolError(run.error or "failed")
+                result, variables = run.data, run.variables
+            else:
+                result, variables = await call(kind, spec, command.get("input") or {}), {}
             self._check_size(result)
         except ToolError as exc:
             return Outcome(False, error=str(exc), duration=time.perf_counter() - started)
@@ -235,7 +246,7 @@ class Worker:
             return Outcome(
                 False, error=f"{type(exc).__name__}: {exc}", duration=time.perf_counter() - started
             )
-        return Outcome(True, result=result, duration=time.perf_counter() - started)
+        return Outcome(True, result, None, time.perf_counter() - started, variables)
 
     def _check_size(self, result: Any) -> None:
         size = len(json.dumps(result, default=str))
@@ -257,6 +268,7 @@ class Worker:
             "result": outcome.result if outcome.ok else None,
             "error": outcome.error,
             "duration": outcome.duration,
+            "variables": outcome.variables or None,
         }
         delay = 0.2
         for _ in range(REPORT_TRIES):

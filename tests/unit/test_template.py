@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from noetl.dsl.template import ResultView, evaluate_condition, render, truthy
+from noetl.dsl.template import evaluate_condition, render, truthy
 from noetl.errors import TemplateError
 
 
@@ -31,10 +31,16 @@ def test_default_filter_covers_undefined_names() -> None:
     assert render("{{ ctx.x | default(5) }}", {"ctx": {}}) == 5
 
 
-def test_result_view_exposes_fields_directly_and_under_data() -> None:
-    ctx = {"start": ResultView({"echo": "hi"})}
+def test_data_is_transparent_in_lookups() -> None:
+    ctx = {"start": {"echo": "hi"}, "out": {"status": "ok", "data": {"id": 7}}}
     assert render("{{ start.echo }}", ctx) == "hi"
     assert render("{{ start.data.echo }}", ctx) == "hi"
+    assert render("{{ start['data']['echo'] }}", ctx) == "hi"
+    assert render("{{ out.id }}", ctx) == 7
+    assert render("{{ out.data.id }}", ctx) == 7
+    assert render("{{ out.status }}", ctx) == "ok"
+    with pytest.raises(TemplateError, match="missing"):
+        render("{{ out.missing }}", ctx)
 
 
 def test_the_sandbox_blocks_python_internals() -> None:

@@ -1,0 +1,167 @@
+"""Every case of shared/conformance/manifest.yaml through the real server and workers.
+
+Register, execute (payload merged over the workload), wait for a terminal status, check the
+expectation. Cases whose playbooks need a tool kind the workers cannot run yet are strict
+xfails naming the tool: they turn into failures the moment they start passing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import yaml
+
+from noetl.config import Settings
+from noetl.embedded.runtime import running
+from noetl.tools import KNOWN_KINDS
+from tests.conftest import Services, _delete_stream, _unique, wait_for_end
+
+ROOT = Path(
+    os.environ.get("NOETL_CONFORMANCE_DIR")
+    or Path(__file__).resolve().parents[3] / "shared" / "conformance"
+)
+MANIFEST = ROOT / "manifest.yaml"
+SERVER_SIDE_KINDS = {"workbook", "playbook"}
+
+
+def _manifest() -> dict[str, Any]:
+    if not MANIFEST.exists():
+        return {"cases": []}
+    data: dict[str, Any] = yaml.safe_load(MANIFEST.read_text())
+    return data
+
+
+def _kinds(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        found = {value["kind"]} if isinstance(value.get("kind"), str) else set()
+        return found | {k for item in value.values() for k in _kinds(item)}
+    if isinstance(value, list):
+        return {k for item in value for k in _kinds(item)}
+    return set()
+
+
+def _cases() -> list[Any]:
+    manifest = _manifest()
+    defaults = manifest.get("defaults", {})
+    first = [ROOT / "playbooks" / f for f in manifest.get("register_first", [])]
+    params = []
+    for case in manifest["cases"]:
+        file = ROOT / "playbooks" / case["file"]
+        kinds = _kinds(yaml.safe_load(file.read_text()).get("workflow"))
+        if case["file"].startswith("save_storage_test/save_simple"):
+            kinds |= {
+                k for f in first for k in _kinds(yaml.safe_load(f.read_text()).get("workflow"))
+            }
+        missing = sorted(kinds - KNOWN_KINDS - SERVER_SIDE_KINDS)
+        if {**defaults, **case}["expect"]["status"] == "REJECTED_OR_FAILED":
+            missing = []  # rejected at registration whatever its tools
+        marks = (
+            [pytest.mark.xfail(strict=True, reason=f"needs the {', '.join(missing)} tool")]
+            if missing
+            else []
+        )
+        params.append(pytest.param({**defaults, **case}, id=case["file"], marks=marks))
+    return params
+
+
+pytestmark = pytest.mark.skipif(
+    not MANIFEST.exists(), reason=f"no conformance manifest at {MANIFEST}"
+)
+
+
+@pytest.fixture(scope="module")
+async def conformance_api(
+    services: Services, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[httpx.AsyncClient]:
+    """One server and two workers for the whole suite, on their own database and stream."""
+    suffix = _unique()
+    database = f"noetl_conformance_{suffix}"
+    with psycopg.connect(services.admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+    settings = Settings.from_env(
+        {},
+        database_url=services.database_url(database),
+        nats_url=services.nats_url,
+        stream=f"NOETL_CONF_{suffix}",
+        subject=f"noetl_conf.{suffix}",
+        consumer=f"noetl-conf-{suffix}",
+        worker_id=f"conformance-{suffix}",
+        relay_interval=0.5,
+        home=tmp_path_factory.mktemp("conformance"),
+    )
+    async with (
+        running(settings, workers=2) as runtime,
+        httpx.AsyncClient(base_url=runtime.url, timeout=30) as client,
+    ):
+        for file in _manifest().get("register_first", []):
+            response = await client.post(
+                "/api/catalog/register", content=(ROOT / "playbooks" / file).read_text()
+            )
+            assert response.status_code == 201, response.text
+        yield client
+    await _delete_stream(services.nats_url, settings.stream)
+    with psycopg.connect(services.admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def _substitute(value: Any, server_url: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("${SERVER_URL}", server_url)
+    if isinstance(value, dict):
+        return {k: _substitute(v, server_url) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("case", _cases())
+async def test_conformance_case(conformance_api: httpx.AsyncClient, case: dict[str, Any]) -> None:
+    api = conformance_api
+    expect = case["expect"]
+    text = (ROOT / "playbooks" / case["file"]).read_text()
+    registered = await api.post("/api/catalog/register", content=text)
+    if registered.status_code == 422:
+        assert expect["status"] == "REJECTED_OR_FAILED", registered.text
+        assert expect.get("error_contains", "") in registered.json()["message"]
+        return
+    assert registered.status_code == 201, registered.text
+    payload = _substitute(case.get("payload") or {}, str(api.base_url).rstrip("/"))
+    started = await api.post(
+        "/api/execute", json={"catalog_id": registered.json()["catalog_id"], "payload": payload}
+    )
+    assert started.status_code == 201, started.text
+    execution = await wait_for_end(api, started.json()["execution_id"], timeout=120)
+    print(
+        f"RESULT {case['file']}: {execution['status']} {execution['result']} {execution['error']}"
+    )
+    events = (
+        await api.get(
+            f"/api/executions/{execution['execution_id']}/events", params={"limit": 10000}
+        )
+    ).json()["items"]
+    wanted = expect["status"]
+    if wanted == "REJECTED_OR_FAILED":
+        wanted = "FAILED"
+    assert execution["status"] == wanted, f"{execution['status']}: {execution['error']}"
+    if "error_contains" in expect:
+        assert expect["error_contains"] in (execution["error"] or "")
+    completed = {
+        e["step"] for e in events if e["event_type"] == "step.exit" and e["status"] == "completed"
+    }
+    for step in expect.get("steps_completed", []):
+        assert step in completed, f"{step} did not complete"
+    for step, count in expect.get("step_enter_count", {}).items():
+        entered = [e for e in events if e["event_type"] == "step.enter" and e["step"] == step]
+        assert len(entered) == count, f"{step} entered {len(entered)} times"
+    order = [(e["step"], e["event_type"]) for e in events]
+    for step, before in expect.get("completed_after", {}).items():
+        at = order.index((step, "command.completed"))
+        for other in before:
+            assert order.index((other, "command.completed")) < at, (
+                f"{step} completed before {other}"
+            )

@@ -1,0 +1,79 @@
+"""Language features through the real server and worker: pipelines, policies, data flow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import event_log, run_playbook
+
+HEAD = "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: lang, path: tests/lang}\n"
+
+
+async def test_a_pipeline_passes_data_between_items_and_retries_a_flaky_one(
+    api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    execution = await run_playbook(
+        api,
+        HEAD
+        + """
+workload: {base: 20}
+workflow:
+  - step: start
+    tool:
+      - name: generate
+        kind: python
+        input: {base: "{{ base }}"}
+        code: "result = {'status': 'ok', 'data': {'value': base + 1}}"
+        set: {generated: "{{ output }}"}
+      - name: flaky
+        kind: python
+        input: {value: "{{ generated.data.value }}", marker: "{{ marker }}"}
+        code: |
+          import os
+          if not os.path.exists(marker):
+              open(marker, "w").close()
+              raise RuntimeError("first try fails")
+          result = {"doubled": value * 2}
+        spec:
+          policy:
+            rules:
+              - when: "{{ output.status == 'error' }}"
+                then: {do: retry, attempts: 3, delay: 0.05}
+              - else: {then: {do: continue, set: {ctx.total: "{{ output.data.doubled }}"}}}
+    next: [end]
+  - step: end
+    tool:
+      kind: python
+      input: {total: "{{ ctx.total }}", prev: "{{ result }}"}
+      code: "result = [total, prev]"
+""",
+        {"marker": str(tmp_path / "flaky")},
+    )
+    assert execution["status"] == "COMPLETED", execution["error"]
+    assert execution["result"] == [42, {"doubled": 42}]
+    events = await event_log(api, execution["execution_id"])
+    claims = [e for e in events if e["event_type"] == "command.claimed" and e["step"] == "start"]
+    assert len(claims) == 1  # the retry ran inside the same command, on the same worker
+
+
+async def test_a_policy_can_fail_the_step_with_the_tool_error(api: httpx.AsyncClient) -> None:
+    execution = await run_playbook(
+        api,
+        HEAD
+        + """
+workflow:
+  - step: start
+    tool:
+      kind: python
+      code: "raise ValueError('bad row')"
+      spec:
+        policy:
+          rules:
+            - when: "{{ output.status == 'error' }}"
+              then: {do: retry, attempts: 2, delay: 0.01}
+""",
+    )
+    assert execution["status"] == "FAILED"
+    assert "ValueError: bad row" in execution["error"]
