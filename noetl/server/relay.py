@@ -13,9 +13,9 @@ import uuid
 
 from noetl.protocol.events import CommandStatus
 from noetl.protocol.message import CommandMessage
-from noetl.server import metrics
+from noetl.server import metrics, subplaybooks
 from noetl.server.service import Orchestrator
-from noetl.store import commands, workers
+from noetl.store import commands, executions, workers
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,9 @@ class Relay:
         """One pass; returns how many commands were republished."""
         async with self.orchestrator.pool.connection() as conn:
             rows = await commands.due_for_relay(conn, self.settings.relay_after)
+            unsettled = await executions.unsettled(conn, self.settings.relay_after)
+        for execution_id in unsettled:
+            await subplaybooks.settle(self.orchestrator, execution_id)
         sent: list[int] = []
         for row in rows:
             if (

@@ -35,7 +35,7 @@ from noetl.errors import ConflictError, NotFoundError, RequestError
 from noetl.protocol.events import CommandStatus, EventType, ExecutionStatus
 from noetl.protocol.message import CommandMessage
 from noetl.protocol.records import CommandRecord, EventRecord
-from noetl.server import metrics
+from noetl.server import metrics, subplaybooks
 from noetl.store import catalog, commands, events, executions
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,20 @@ class Report:
     error: str | None = None
     duration: float | None = None
     variables: dict[str, Any] = field(default_factory=dict)
+
+
+SERVER_WORKER = "noetl-server"  # the claimant of the commands the server runs itself
+
+
+@dataclass
+class Effects:
+    """What a transaction leaves to do after its commit: NATS publishes, parents to tell of
+    finished sub-playbooks, children to cancel, and outcomes to report on the server's own
+    commands. Done after commit; the relay repairs any of it a crash interrupts."""
+
+    publish: list[CommandRecord] = field(default_factory=list)
+    finished: list[int] = field(default_factory=list)  # executions that reached a terminal state
+    reports: list[Report] = field(default_factory=list)
 
 
 class Orchestrator:
@@ -124,8 +138,28 @@ class Orchestrator:
         *,
         parent_execution_id: int | None = None,
     ) -> int:
+        effects = Effects()
+        async with self._transaction() as conn:
+            execution_id = await self.start(
+                conn, entry, payload or {}, effects, parent_execution_id=parent_execution_id
+            )
+        await self.after_commit(effects)
+        return execution_id
+
+    async def start(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        entry: dict[str, Any],
+        payload: dict[str, Any],
+        effects: Effects,
+        *,
+        parent_execution_id: int | None = None,
+        parent_command_id: str | None = None,
+        depth: int = 0,
+    ) -> int:
+        """Create an execution and its first decision inside the caller's transaction."""
         playbook = await self.playbook(entry["catalog_id"])
-        workload = {**playbook.workload, **(payload or {})}
+        workload = {**playbook.workload, **payload}
         execution_id = self.new_id()
         initialized = EventRecord(
             execution_id,
@@ -138,28 +172,29 @@ class Orchestrator:
         decision = decide(
             playbook, ExecutionState(execution_id), Started(workload), new_id=self.new_id
         )
-        async with self._transaction() as conn:
-            await executions.insert_execution(
-                conn,
-                execution_id,
-                entry["catalog_id"],
-                entry["path"],
-                entry["version"],
-                decision.state.to_json(),
-                parent_execution_id,
-            )
-            await self._write(conn, decision, [initialized])
+        await executions.insert_execution(
+            conn,
+            execution_id,
+            entry["catalog_id"],
+            entry["path"],
+            entry["version"],
+            decision.state.to_json(),
+            parent_execution_id,
+            parent_command_id,
+        )
+        await self._write(conn, decision, [initialized], effects, depth)
         metrics.EXECUTIONS_STARTED.inc()
-        self._observe(decision)
-        await self.publish(decision.commands)
         return execution_id
 
     async def cancel(self, execution_id: int, reason: str) -> str:
+        effects = Effects()
         async with self._transaction() as conn:
-            decision = await self._decide_locked(conn, execution_id, CancelRequested(reason))
+            decision = await self._decide_locked(
+                conn, execution_id, CancelRequested(reason), effects
+            )
         if decision is None:
             raise ConflictError(f"execution {execution_id} has already finished")
-        self._observe(decision)
+        await self.after_commit(effects)
         return decision.state.status
 
     # -- the worker protocol ------------------------------------------------------------
@@ -222,6 +257,7 @@ class Orchestrator:
 
     async def report(self, report: Report) -> dict[str, Any]:
         """Record a worker's outcome and decide what runs next, in one transaction."""
+        effects = Effects()
         async with self._transaction() as conn:
             execution, row = await commands.lock_with_execution(
                 conn, report.execution_id, report.command_id
@@ -258,19 +294,19 @@ class Orchestrator:
                 if failed
                 else CommandCompleted(report.command_id, report.result, report.variables)
             )
-            decision = await self._decide_on(conn, execution, incoming, [outcome])
+            decision = await self._decide_on(conn, execution, incoming, [outcome], effects)
             await commands.set_status(
                 conn, report.execution_id, [report.command_id], outcome.status or ""
             )
         metrics.EVENTS.labels(report.event_type.value).inc()
+        await self.after_commit(effects)
         if decision is None:
             return {"status": execution["status"], "issued": 0}
-        self._observe(decision)
-        await self.publish(decision.commands)
         return {"status": decision.state.status, "issued": len(decision.commands)}
 
     async def fail_lost(self, event_id: int) -> None:
         """A command whose every attempt was lost fails with `worker_lost`."""
+        effects = Effects()
         async with self.pool.connection() as conn, conn.transaction():
             probe = await commands.get_by_event(conn, event_id)
             if probe is None:
@@ -293,16 +329,14 @@ class Orchestrator:
                 status=CommandStatus.FAILED.value,
                 error=error,
             )
-            decision = await self._decide_on(
-                conn, execution, CommandFailed(row["command_id"], error), [outcome]
+            await self._decide_on(
+                conn, execution, CommandFailed(row["command_id"], error), [outcome], effects
             )
             await commands.set_status(
                 conn, row["execution_id"], [row["command_id"]], CommandStatus.FAILED.value
             )
         log.warning("command %s failed: %s", row["command_id"], error)
-        if decision is not None:
-            self._observe(decision)
-            await self.publish(decision.commands)
+        await self.after_commit(effects)
 
     # -- shared steps -------------------------------------------------------------------
 
@@ -320,12 +354,16 @@ class Orchestrator:
             raise ConflictError(f"already recorded: {exc.diag.constraint_name}") from None
 
     async def _decide_locked(
-        self, conn: psycopg.AsyncConnection[Any], execution_id: int, incoming: Incoming
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        execution_id: int,
+        incoming: Incoming,
+        effects: Effects,
     ) -> Decision | None:
         execution = await executions.lock_execution(conn, execution_id)
         if execution is None:
             raise NotFoundError(f"execution {execution_id} does not exist")
-        return await self._decide_on(conn, execution, incoming, [])
+        return await self._decide_on(conn, execution, incoming, [], effects)
 
     async def _decide_on(
         self,
@@ -333,6 +371,7 @@ class Orchestrator:
         execution: dict[str, Any],
         incoming: Incoming,
         recorded: Sequence[EventRecord],
+        effects: Effects,
     ) -> Decision | None:
         """Append `recorded`, run the engine unless the execution has ended, write it all."""
         if execution["status"] != ExecutionStatus.RUNNING:
@@ -341,7 +380,7 @@ class Orchestrator:
         playbook = await self.playbook(execution["catalog_id"])
         state = ExecutionState.from_json(execution["state"])
         decision = decide(playbook, state, incoming, new_id=self.new_id)
-        await self._write(conn, decision, recorded)
+        await self._write(conn, decision, recorded, effects)
         return decision
 
     async def _write(
@@ -349,6 +388,8 @@ class Orchestrator:
         conn: psycopg.AsyncConnection[Any],
         decision: Decision,
         recorded: Sequence[EventRecord],
+        effects: Effects,
+        depth: int = 0,
     ) -> None:
         state = decision.state
         await events.insert_events(conn, [*recorded, *decision.events])
@@ -359,17 +400,32 @@ class Orchestrator:
         await executions.save_state(
             conn, state.execution_id, state.to_json(), state.status, state.result, state.error
         )
-
-    def _observe(self, decision: Decision) -> None:
+        for command in decision.commands:
+            if command.tool.get("kind") == "playbook":
+                await subplaybooks.start_child(self, conn, command, effects, depth)
+            else:
+                effects.publish.append(command)
         metrics.COMMANDS_ISSUED.inc(len(decision.commands))
         if decision.finished:
-            metrics.EXECUTIONS_FINISHED.labels(decision.state.status).inc()
+            effects.finished.append(state.execution_id)
+            metrics.EXECUTIONS_FINISHED.labels(state.status).inc()
             log.info(
                 "execution %s %s%s",
-                decision.state.execution_id,
-                decision.state.status,
-                f": {decision.state.error}" if decision.state.error else "",
+                state.execution_id,
+                state.status,
+                f": {state.error}" if state.error else "",
             )
+
+    async def after_commit(self, effects: Effects) -> None:
+        """Publish, then tell parents and children; each failure is left to the relay."""
+        await self.publish(effects.publish)
+        for execution_id in effects.finished:
+            await subplaybooks.settle(self, execution_id)
+        for report in effects.reports:
+            try:
+                await self.report(report)
+            except (ConflictError, NotFoundError) as exc:
+                log.info("outcome of %s not recorded: %s", report.command_id, exc)
 
     async def publish(self, issued: Sequence[CommandRecord], attempt: int = 1) -> int:
         """Tell the workers; a failure is logged and left to the relay."""

@@ -18,6 +18,7 @@ def execution_summary(row: dict[str, Any]) -> dict[str, Any]:
         "version": row["version"],
         "catalog_id": str(row["catalog_id"]),
         "parent_execution_id": _id(row["parent_execution_id"]),
+        "parent_command_id": row.get("parent_command_id"),
         "status": row["status"],
         "created_at": _iso(created),
         "ended_at": _iso(ended),

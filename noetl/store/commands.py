@@ -55,7 +55,7 @@ async def lock_with_execution(
     """Lock the execution row, then the command row: both queries in one round trip when the
     connection is in pipeline mode. Always execution first, so lockers never deadlock."""
     execution = await conn.execute(
-        "SELECT execution_id, catalog_id, status, state, parent_execution_id"
+        "SELECT execution_id, catalog_id, status, state, parent_execution_id, parent_command_id"
         " FROM noetl.execution WHERE execution_id = %s FOR UPDATE",
         (execution_id,),
     )
@@ -109,6 +109,20 @@ async def claim(
         },
     )
     return await cur.fetchone()
+
+
+async def claim_for_server(
+    conn: AsyncConnection[Any], execution_id: int, command_ids: Sequence[str], holder: str
+) -> None:
+    """Commands the server runs itself (sub-playbooks): claimed with no lease, so neither
+    workers nor the relay ever take them."""
+    if command_ids:
+        await conn.execute(
+            "UPDATE noetl.command SET status = 'CLAIMED', attempt = 1, worker_id = %s,"
+            " lease_until = NULL, notified_at = now() WHERE execution_id = %s"
+            " AND command_id = ANY(%s)",
+            (holder, execution_id, list(command_ids)),
+        )
 
 
 async def renew_lease(

@@ -8,8 +8,8 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Json
 
 _SUMMARY = (
-    "execution_id, catalog_id, path, version, parent_execution_id, status, result, error,"
-    " created_at, updated_at, ended_at"
+    "execution_id, catalog_id, path, version, parent_execution_id, parent_command_id, status,"
+    " result, error, created_at, updated_at, ended_at"
 )
 
 
@@ -21,18 +21,28 @@ async def insert_execution(
     version: int,
     state: dict[str, Any],
     parent_execution_id: int | None = None,
+    parent_command_id: str | None = None,
 ) -> None:
     await conn.execute(
         "INSERT INTO noetl.execution (execution_id, catalog_id, path, version,"
-        " parent_execution_id, status, state) VALUES (%s, %s, %s, %s, %s, 'RUNNING', %s)",
-        (execution_id, catalog_id, path, version, parent_execution_id, Json(state)),
+        " parent_execution_id, parent_command_id, status, state)"
+        " VALUES (%s, %s, %s, %s, %s, %s, 'RUNNING', %s)",
+        (
+            execution_id,
+            catalog_id,
+            path,
+            version,
+            parent_execution_id,
+            parent_command_id,
+            Json(state),
+        ),
     )
 
 
 async def lock_execution(conn: AsyncConnection[Any], execution_id: int) -> dict[str, Any] | None:
     """The row with its state, locked until the transaction ends: one engine at a time."""
     cur = await conn.execute(
-        "SELECT execution_id, catalog_id, status, state, parent_execution_id"
+        "SELECT execution_id, catalog_id, status, state, parent_execution_id, parent_command_id"
         " FROM noetl.execution WHERE execution_id = %s FOR UPDATE",
         (execution_id,),
     )
@@ -61,6 +71,34 @@ async def get_execution(conn: AsyncConnection[Any], execution_id: int) -> dict[s
         f"SELECT {_SUMMARY}, state FROM noetl.execution WHERE execution_id = %s", (execution_id,)
     )
     return await cur.fetchone()
+
+
+async def running_children(conn: AsyncConnection[Any], execution_id: int) -> list[int]:
+    cur = await conn.execute(
+        "SELECT execution_id FROM noetl.execution"
+        " WHERE parent_execution_id = %s AND status = 'RUNNING'",
+        (execution_id,),
+    )
+    return [row["execution_id"] for row in await cur.fetchall()]
+
+
+async def unsettled(conn: AsyncConnection[Any], settle_after: float) -> list[int]:
+    """Executions to settle again after a crash between two transactions: children that ended
+    without their parent being told, and parents that ended with children still running."""
+    cur = await conn.execute(
+        "SELECT CASE WHEN child.status <> 'RUNNING' THEN child.execution_id"
+        " ELSE parent.execution_id END AS execution_id FROM noetl.execution child"
+        " JOIN noetl.execution parent ON parent.execution_id = child.parent_execution_id"
+        " LEFT JOIN noetl.command c ON c.execution_id = child.parent_execution_id"
+        "  AND c.command_id = child.parent_command_id"
+        " WHERE child.parent_command_id IS NOT NULL"
+        " AND child.updated_at < now() - make_interval(secs => %s)"
+        " AND ((child.status <> 'RUNNING' AND c.status = 'CLAIMED')"
+        "  OR (child.status = 'RUNNING' AND parent.status <> 'RUNNING'))"
+        " LIMIT 100",
+        (settle_after,),
+    )
+    return [row["execution_id"] for row in await cur.fetchall()]
 
 
 async def list_executions(
