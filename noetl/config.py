@@ -74,6 +74,9 @@ def _env(name: str, parse: Callable[[str], Any], doc: str) -> Any:
     return field(metadata={"env": name, "parse": parse, "doc": doc})
 
 
+_OPTIONAL = {"database_url", "nats_url", "encryption_key", "api_token", "worker_token"}
+
+
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -124,6 +127,19 @@ class Settings:
     consumer: str = _env("NOETL_NATS_CONSUMER", str, "Durable pull consumer of the worker pool.")
     home: Path = _env("NOETL_HOME", Path, "Data folder of the embedded PostgreSQL and NATS.")  # noqa: RUF009
     log_level: str = _env("NOETL_LOG_LEVEL", _log_level, "DEBUG, INFO, WARNING or ERROR.")
+    encryption_key: str | None = _env(
+        "NOETL_ENCRYPTION_KEY",
+        _optional(str),
+        "Key for credential data (32 bytes, urlsafe base64). Unset: a key file in NOETL_HOME.",
+    )
+    api_token: str | None = _env(
+        "NOETL_API_TOKEN", _optional(str), "Bearer token for the whole API. Unset: no auth."
+    )
+    worker_token: str | None = _env(
+        "NOETL_WORKER_TOKEN",
+        _optional(str),
+        "Bearer token for the worker routes (claim, lease, events, credentials).",
+    )
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
@@ -146,6 +162,9 @@ class Settings:
             "consumer": "noetl-worker-pool",
             "home": Path.home() / ".noetl",
             "log_level": "INFO",
+            "encryption_key": None,
+            "api_token": None,
+            "worker_token": None,
         }
 
     @classmethod
@@ -156,7 +175,7 @@ class Settings:
         for f in fields(cls):
             name = f.metadata["env"]
             raw = source.get(name)
-            if raw is None or (raw == "" and f.name not in {"database_url", "nats_url"}):
+            if raw is None or (raw == "" and f.name not in _OPTIONAL):
                 continue
             try:
                 values[f.name] = f.metadata["parse"](raw.strip())

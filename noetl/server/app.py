@@ -29,7 +29,9 @@ from noetl.errors import (
     TemplateError,
 )
 from noetl.ids import SnowflakeGenerator
-from noetl.server import metrics
+from noetl.secrets import Cipher
+from noetl.server import credential_routes, metrics
+from noetl.server.access import BearerAuth
 from noetl.server.relay import Relay
 from noetl.server.routes import router
 from noetl.server.service import Orchestrator
@@ -109,6 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
             await publisher.start(wait=False)
         orchestrator = Orchestrator(pool, publisher, settings, SnowflakeGenerator(settings.node_id))
         app.state.orchestrator = orchestrator
+        app.state.cipher = Cipher.from_settings(settings.encryption_key, settings.home)
         relay = asyncio.create_task(Relay(orchestrator).run())
         log.info("NoETL server ready (node %s)", settings.node_id)
         try:
@@ -128,7 +131,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.add_middleware(BodyLimit, limit=settings.max_payload_bytes)
+    app.add_middleware(BearerAuth, api_token=settings.api_token, worker_token=settings.worker_token)
     app.include_router(router)
+    app.include_router(credential_routes.router)
 
     @app.exception_handler(NoetlError)
     async def noetl_error(request: Request, exc: NoetlError) -> JSONResponse:

@@ -31,8 +31,9 @@ class Reply:
 
 
 class ServerClient:
-    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 30.0, token: str | None = None) -> None:
         self._base_url = base_url
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -42,13 +43,14 @@ class ServerClient:
                 base_url=self._base_url,
                 timeout=self._timeout,
                 json_serialize=lambda value: json.dumps(value, default=str),
+                headers=self._headers,
                 connector=aiohttp.TCPConnector(limit=64),
             )
         return self._session
 
-    async def _post(self, path: str, body: dict[str, Any]) -> Reply:
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None) -> Reply:
         try:
-            async with self._http().post(path, json=body) as response:
+            async with self._http().request(method, path, json=body) as response:
                 text = await response.text()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ServerUnreachable(f"{type(exc).__name__}: {exc}") from exc
@@ -57,6 +59,12 @@ class ServerClient:
         except json.JSONDecodeError:
             parsed = text
         return Reply(response.status, parsed)
+
+    async def _post(self, path: str, body: dict[str, Any]) -> Reply:
+        return await self._request("POST", path, body)
+
+    async def credential(self, name: str) -> Reply:
+        return await self._request("GET", f"/api/credentials/{name}?include_data=true", None)
 
     async def claim(self, event_id: int, worker_id: str) -> Reply:
         return await self._post(f"/api/commands/{event_id}/claim", {"worker_id": worker_id})

@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 from noetl.bus.nats_client import NATSCommandSubscriber, Topology
 from noetl.config import Settings
 from noetl.protocol.message import CommandMessage
-from noetl.tools import get_tool
+from noetl.tools import close_tools, get_tool
 from noetl.tools.base import ToolCall, ToolError
 from noetl.worker.client import Reply, ServerClient, ServerUnreachable
 from noetl.worker.pipeline import run_pipeline
@@ -58,7 +58,9 @@ class Worker:
             Topology.from_settings(settings),
             name=f"noetl-worker-{settings.worker_id}",
         )
-        self.client = client or ServerClient(settings.server_url)
+        self.client = client or ServerClient(
+            settings.server_url, token=settings.worker_token or settings.api_token
+        )
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set once subscribed to the consumer
         self.running: set[asyncio.Task[None]] = set()
@@ -89,6 +91,7 @@ class Worker:
             await self._send_heartbeat("stopped")
             await self.subscriber.close()
             await self.client.close()
+            await close_tools()
             log.info("worker %s stopped", self.worker_id)
 
     async def _subscribe(self) -> bool:
@@ -227,7 +230,8 @@ class Worker:
         started = time.perf_counter()
 
         async def call(kind: str, config: dict[str, Any], tool_input: dict[str, Any]) -> Any:
-            call = ToolCall(kind, config, tool_input, ref.execution_id, ref.step)
+            auth = await self._credential(config.get("auth"))
+            call = ToolCall(kind, config, tool_input, ref.execution_id, ref.step, auth)
             return await get_tool(kind).run(call)
 
         try:
@@ -247,6 +251,25 @@ class Worker:
                 False, error=f"{type(exc).__name__}: {exc}", duration=time.perf_counter() - started
             )
         return Outcome(True, result, None, time.perf_counter() - started, variables)
+
+    async def _credential(self, auth: Any) -> dict[str, Any] | None:
+        """The data of the credential a tool names in `auth`, fetched right before the run."""
+        if auth is None or auth == "":
+            return None
+        if isinstance(auth, dict):
+            return auth  # connection fields given inline
+        try:
+            reply = await self.client.credential(str(auth))
+        except ServerUnreachable as exc:
+            raise ToolError(
+                f"credential {auth!r}: server unreachable ({exc})", retryable=True
+            ) from None
+        if reply.status == 404:
+            raise ToolError(f"credential {auth!r} does not exist")
+        if reply.status != 200:
+            raise ToolError(f"credential {auth!r}: HTTP {reply.status} {reply.message}")
+        data: dict[str, Any] = reply.body["data"]
+        return data
 
     def _check_size(self, result: Any) -> None:
         size = len(json.dumps(result, default=str))

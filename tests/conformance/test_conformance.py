@@ -99,6 +99,10 @@ async def conformance_api(
         running(settings, workers=2) as runtime,
         httpx.AsyncClient(base_url=runtime.url, timeout=30) as client,
     ):
+        for name in _manifest().get("credentials", []):
+            credential = {"name": name, "type": "postgres", "data": {"dsn": settings.database_url}}
+            response = await client.post("/api/credentials", json=credential)
+            assert response.status_code == 201, response.text
         for file in _manifest().get("register_first", []):
             response = await client.post(
                 "/api/catalog/register", content=(ROOT / "playbooks" / file).read_text()

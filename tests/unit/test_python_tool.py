@@ -346,15 +346,17 @@ async def test_noop_without_config_returns_an_empty_dict() -> None:
     assert await get_tool("noop").run(ToolCall("noop", {}, {}, 1, "step")) == {}
 
 
-def test_known_kinds_are_python_and_noop() -> None:
-    assert frozenset({"python", "noop"}) == KNOWN_KINDS
+def test_every_worker_tool_kind_of_the_language_is_known() -> None:
+    assert frozenset({"python", "noop", "http", "postgres", "duckdb", "shell"}) == KNOWN_KINDS
     assert {get_tool(kind).kind for kind in KNOWN_KINDS} == KNOWN_KINDS
 
 
 def test_unknown_kind_names_known_kinds() -> None:
     with pytest.raises(UnknownToolError) as caught:
         get_tool("fortran")
-    assert str(caught.value) == "unknown tool kind 'fortran'; known kinds: noop, python"
+    assert str(caught.value) == (
+        "unknown tool kind 'fortran'; known kinds: duckdb, http, noop, postgres, python, shell"
+    )
     assert isinstance(caught.value, ToolError)
 
 
