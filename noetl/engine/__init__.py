@@ -8,6 +8,7 @@ from noetl.engine.decide import (
     Incoming,
     Started,
     decide,
+    decide_all,
 )
 from noetl.engine.state import ExecutionState
 
@@ -20,4 +21,5 @@ __all__ = [
     "Incoming",
     "Started",
     "decide",
+    "decide_all",
 ]

@@ -12,7 +12,7 @@ forever.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -82,19 +82,32 @@ def decide(
     playbook: Playbook, state: ExecutionState, event: Incoming, *, new_id: Callable[[], int]
 ) -> Decision:
     """Apply one incoming event. `state` is not modified; the new state is in the decision."""
+    return decide_all(playbook, state, [event], new_id=new_id)
+
+
+def decide_all(
+    playbook: Playbook,
+    state: ExecutionState,
+    incoming: Sequence[Incoming],
+    *,
+    new_id: Callable[[], int],
+) -> Decision:
+    """Apply events in order, as `decide` would one after the other, copying the state once:
+    the server hands a batch of concurrent reports for one execution to one transaction."""
     run = _Run(playbook, state.copy(), new_id)
-    if state.status != ExecutionStatus.RUNNING:
-        return Decision(state=run.state)
-    match event:
-        case Started(workload=workload):
-            run.start(workload)
-        case CommandCompleted(command_id=command_id, result=result, variables=variables):
-            run.command_completed(command_id, result, variables)
-        case CommandFailed(command_id=command_id, error=error):
-            run.command_failed(command_id, error)
-        case CancelRequested(reason=reason):
-            run.finish(ExecutionStatus.CANCELLED, error=reason)
-    run.maybe_complete()
+    for event in incoming:
+        if not run.running:
+            break
+        match event:
+            case Started(workload=workload):
+                run.start(workload)
+            case CommandCompleted(command_id=command_id, result=result, variables=variables):
+                run.command_completed(command_id, result, variables)
+            case CommandFailed(command_id=command_id, error=error):
+                run.command_failed(command_id, error)
+            case CancelRequested(reason=reason):
+                run.finish(ExecutionStatus.CANCELLED, error=reason)
+        run.maybe_complete()
     return Decision(run.state, tuple(run.events), tuple(run.commands), tuple(run.cancelled))
 
 

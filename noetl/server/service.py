@@ -7,10 +7,11 @@ fails the relay republishes later. NATS is a wake-up signal; PostgreSQL is the t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,12 +31,14 @@ from noetl.engine import (
     Incoming,
     Started,
     decide,
+    decide_all,
 )
 from noetl.errors import ConflictError, NotFoundError, RequestError
 from noetl.protocol.events import CommandStatus, EventType, ExecutionStatus
 from noetl.protocol.message import CommandMessage
 from noetl.protocol.records import CommandRecord, EventRecord
 from noetl.server import metrics, subplaybooks
+from noetl.server.batching import KeyedBatcher
 from noetl.store import catalog, commands, events, executions
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,7 @@ class Orchestrator:
         self.settings = settings
         self.new_id = new_id
         self._playbooks: dict[int, Playbook] = {}
+        self._reports: KeyedBatcher[Report, dict[str, Any]] = KeyedBatcher(self._report_batch)
 
     # -- catalog ------------------------------------------------------------------------
 
@@ -256,53 +260,74 @@ class Orchestrator:
         return status
 
     async def report(self, report: Report) -> dict[str, Any]:
-        """Record a worker's outcome and decide what runs next, in one transaction."""
+        """Record a worker's outcome and decide what runs next. Reports that arrive while a
+        transaction of the same execution runs are decided together in the next one."""
+        return await self._reports.submit(report.execution_id, report)
+
+    async def _report_batch(self, reports: Sequence[Report]) -> list[dict[str, Any] | Exception]:
+        try:
+            return await self._report_together(reports)
+        except ConflictError:
+            if len(reports) == 1:
+                raise
+        # a unique-index conflict spoiled the batch: decide each report on its own
+        return [await _outcome_of(self._report_together([report])) for report in reports]
+
+    async def _report_together(self, reports: Sequence[Report]) -> list[dict[str, Any] | Exception]:
+        execution_id = reports[0].execution_id
+        answers: list[dict[str, Any] | Exception] = []
         effects = Effects()
         async with self._transaction() as conn:
-            execution, row = await commands.lock_with_execution(
-                conn, report.execution_id, report.command_id
+            execution, rows = await commands.lock_with_execution(
+                conn, execution_id, [r.command_id for r in reports]
             )
-            if execution is None:
-                raise NotFoundError(f"execution {report.execution_id} does not exist")
-            if row is None:
-                raise NotFoundError(f"command {report.command_id} does not exist")
-            status = CommandStatus(row["status"])
-            if status.terminal:
-                raise ConflictError(f"command {report.command_id} is already {status.value}")
-            if status is not CommandStatus.CLAIMED or row["attempt"] != report.attempt:
-                raise ConflictError(
-                    f"attempt {report.attempt} of {report.command_id} is stale"
-                    f" (current attempt {row['attempt']})"
-                )
-            failed = report.event_type is EventType.COMMAND_FAILED
-            outcome = EventRecord(
-                report.execution_id,
-                self.new_id(),
-                report.event_type,
-                step=row["step"],
-                command_id=report.command_id,
-                attempt=report.attempt,
-                worker_id=report.worker_id,
-                status=(CommandStatus.FAILED if failed else CommandStatus.COMPLETED).value,
-                result=None if failed else report.result,
-                error=report.error,
-                duration=report.duration,
-                payload={"variables": report.variables} if report.variables else None,
-            )
-            incoming: Incoming = (
-                CommandFailed(report.command_id, report.error or "failed")
-                if failed
-                else CommandCompleted(report.command_id, report.result, report.variables)
-            )
-            decision = await self._decide_on(conn, execution, incoming, [outcome], effects)
-            await commands.set_status(
-                conn, report.execution_id, [report.command_id], outcome.status or ""
-            )
-        metrics.EVENTS.labels(report.event_type.value).inc()
+            recorded: list[EventRecord] = []
+            incoming: list[Incoming] = []
+            settled: dict[str, list[str]] = {"COMPLETED": [], "FAILED": []}
+            for report in reports:
+                problem = _check_report(execution, rows.get(report.command_id), report, settled)
+                answers.append(problem or {})
+                if problem is None:
+                    outcome, change = self._outcome(report, rows[report.command_id])
+                    recorded.append(outcome)
+                    incoming.append(change)
+                    settled[outcome.status or ""].append(report.command_id)
+            decision = None
+            if recorded and execution is not None:
+                decision = await self._decide_on(conn, execution, incoming, recorded, effects)
+                for status, done in settled.items():
+                    await commands.set_status(conn, execution_id, done, status)
+        for report in reports:
+            metrics.EVENTS.labels(report.event_type.value).inc()
         await self.after_commit(effects)
-        if decision is None:
-            return {"status": execution["status"], "issued": 0}
-        return {"status": decision.state.status, "issued": len(decision.commands)}
+        status = str(decision.state.status if decision else (execution or {}).get("status"))
+        issued = len(decision.commands) if decision else 0
+        return [
+            a if isinstance(a, Exception) else {"status": status, "issued": issued} for a in answers
+        ]
+
+    def _outcome(self, report: Report, row: dict[str, Any]) -> tuple[EventRecord, Incoming]:
+        failed = report.event_type is EventType.COMMAND_FAILED
+        outcome = EventRecord(
+            report.execution_id,
+            self.new_id(),
+            report.event_type,
+            step=row["step"],
+            command_id=report.command_id,
+            attempt=report.attempt,
+            worker_id=report.worker_id,
+            status=(CommandStatus.FAILED if failed else CommandStatus.COMPLETED).value,
+            result=None if failed else report.result,
+            error=report.error,
+            duration=report.duration,
+            payload={"variables": report.variables} if report.variables else None,
+        )
+        change: Incoming = (
+            CommandFailed(report.command_id, report.error or "failed")
+            if failed
+            else CommandCompleted(report.command_id, report.result, report.variables)
+        )
+        return outcome, change
 
     async def fail_lost(self, event_id: int) -> None:
         """A command whose every attempt was lost fails with `worker_lost`."""
@@ -330,7 +355,7 @@ class Orchestrator:
                 error=error,
             )
             await self._decide_on(
-                conn, execution, CommandFailed(row["command_id"], error), [outcome], effects
+                conn, execution, [CommandFailed(row["command_id"], error)], [outcome], effects
             )
             await commands.set_status(
                 conn, row["execution_id"], [row["command_id"]], CommandStatus.FAILED.value
@@ -363,13 +388,13 @@ class Orchestrator:
         execution = await executions.lock_execution(conn, execution_id)
         if execution is None:
             raise NotFoundError(f"execution {execution_id} does not exist")
-        return await self._decide_on(conn, execution, incoming, [], effects)
+        return await self._decide_on(conn, execution, [incoming], [], effects)
 
     async def _decide_on(
         self,
         conn: psycopg.AsyncConnection[Any],
         execution: dict[str, Any],
-        incoming: Incoming,
+        incoming: Sequence[Incoming],
         recorded: Sequence[EventRecord],
         effects: Effects,
     ) -> Decision | None:
@@ -379,7 +404,7 @@ class Orchestrator:
             return None
         playbook = await self.playbook(execution["catalog_id"])
         state = ExecutionState.from_json(execution["state"])
-        decision = decide(playbook, state, incoming, new_id=self.new_id)
+        decision = decide_all(playbook, state, incoming, new_id=self.new_id)
         await self._write(conn, decision, recorded, effects)
         return decision
 
@@ -400,7 +425,10 @@ class Orchestrator:
         await executions.save_state(
             conn, state.execution_id, state.to_json(), state.status, state.result, state.error
         )
+        cancelled = set(decision.cancelled)
         for command in decision.commands:
+            if command.command_id in cancelled:
+                continue
             if command.tool.get("kind") == "playbook":
                 await subplaybooks.start_child(self, conn, command, effects, depth)
             else:
@@ -427,25 +455,63 @@ class Orchestrator:
             except (ConflictError, NotFoundError) as exc:
                 log.info("outcome of %s not recorded: %s", report.command_id, exc)
 
-    async def publish(self, issued: Sequence[CommandRecord], attempt: int = 1) -> int:
-        """Tell the workers; a failure is logged and left to the relay."""
-        published = 0
-        for command in issued:
-            message = CommandMessage(
-                command.execution_id,
-                command.event_id,
-                command.command_id,
-                command.step,
-                self.settings.server_url,
-            )
-            try:
-                await self.publisher.publish(message, f"{command.event_id}:{attempt}")
-                published += 1
-            except Exception as exc:
-                log.warning("publish of %s deferred to the relay: %s", command.command_id, exc)
-                metrics.PUBLISH_FAILURES.inc()
-                break
-        return published
+    async def publish(self, issued: Sequence[CommandRecord]) -> int:
+        """Tell the workers, all at once; a failure is logged and left to the relay."""
+        if not issued:
+            return 0
+        outcomes = await asyncio.gather(
+            *(
+                self.publisher.publish(
+                    CommandMessage(
+                        command.execution_id,
+                        command.event_id,
+                        command.command_id,
+                        command.step,
+                        self.settings.server_url,
+                    ),
+                    f"{command.event_id}:1",
+                )
+                for command in issued
+            ),
+            return_exceptions=True,
+        )
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:
+            log.warning("%d publish(es) deferred to the relay: %s", len(failed), failed[0])
+            metrics.PUBLISH_FAILURES.inc(len(failed))
+        return len(outcomes) - len(failed)
+
+
+def _check_report(
+    execution: dict[str, Any] | None,
+    row: dict[str, Any] | None,
+    report: Report,
+    settled: dict[str, list[str]],
+) -> Exception | None:
+    """Why a report cannot be recorded (404 or 409), or None when it can."""
+    if execution is None:
+        return NotFoundError(f"execution {report.execution_id} does not exist")
+    if row is None:
+        return NotFoundError(f"command {report.command_id} does not exist")
+    status = CommandStatus(row["status"])
+    if status.terminal or any(report.command_id in done for done in settled.values()):
+        shown = status.value if status.terminal else "reported"
+        return ConflictError(f"command {report.command_id} is already {shown}")
+    if status is not CommandStatus.CLAIMED or row["attempt"] != report.attempt:
+        return ConflictError(
+            f"attempt {report.attempt} of {report.command_id} is stale"
+            f" (current attempt {row['attempt']})"
+        )
+    return None
+
+
+async def _outcome_of(
+    answer: Awaitable[list[dict[str, Any] | Exception]],
+) -> dict[str, Any] | Exception:
+    try:
+        return (await answer)[0]
+    except (ConflictError, NotFoundError) as exc:
+        return exc
 
 
 def _command_view(row: dict[str, Any]) -> dict[str, Any]:

@@ -50,20 +50,23 @@ async def get_by_event(
 
 
 async def lock_with_execution(
-    conn: AsyncConnection[Any], execution_id: int, command_id: str
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """Lock the execution row, then the command row: both queries in one round trip when the
-    connection is in pipeline mode. Always execution first, so lockers never deadlock."""
+    conn: AsyncConnection[Any], execution_id: int, command_ids: Sequence[str]
+) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
+    """Lock the execution row, then its command rows (in command_id order): both queries in
+    one round trip when the connection is in pipeline mode. Always the execution first, so
+    lockers never deadlock."""
     execution = await conn.execute(
         "SELECT execution_id, catalog_id, status, state, parent_execution_id, parent_command_id"
         " FROM noetl.execution WHERE execution_id = %s FOR UPDATE",
         (execution_id,),
     )
     command = await conn.execute(
-        f"{_SELECT} WHERE execution_id = %s AND command_id = %s FOR UPDATE",
-        (execution_id, command_id),
+        f"{_SELECT} WHERE execution_id = %s AND command_id = ANY(%s)"
+        " ORDER BY command_id FOR UPDATE",
+        (execution_id, list(command_ids)),
     )
-    return await execution.fetchone(), await command.fetchone()
+    found = await execution.fetchone()
+    return found, {row["command_id"]: row for row in await command.fetchall()}
 
 
 async def get_by_command_id(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from noetl.engine import CommandCompleted, CommandFailed
+from noetl.engine import CommandCompleted, CommandFailed, decide_all
 from tests.unit.engine_harness import Harness
 
 HEAD = "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: t}\n"
@@ -247,3 +247,28 @@ def test_nothing_is_decided_after_the_execution_ended() -> None:
     h.run(lambda c: (False, "x"))
     decision = h.apply(CommandCompleted("7:start", 1))
     assert decision.events == () and decision.state.status == "FAILED"
+
+
+def test_deciding_a_batch_equals_deciding_its_events_one_by_one() -> None:
+    text = (
+        HEAD
+        + """
+workload: {items: [1, 2, 3, 4]}
+workflow:
+  - step: start
+    loop: {in: "{{ items }}", iterator: x, spec: {mode: parallel, max_in_flight: 4}}
+    tool: {kind: noop}
+    next: [end]
+  - {step: end, tool: {kind: noop, result: done}}
+"""
+    )
+    one, many = Harness(text), Harness(text)
+    one.start()
+    many.start()
+    started = len(one.events)
+    completions = [CommandCompleted(c.command_id, i) for i, c in enumerate(one.pending)]
+    for completion in completions:
+        one.apply(completion)
+    batch = decide_all(many.playbook, many.state, completions, new_id=lambda: next(many.ids))
+    assert batch.state.to_json() == one.state.to_json()
+    assert [e.event_type for e in batch.events] == [e.event_type for e in one.events[started:]]
