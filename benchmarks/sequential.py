@@ -16,7 +16,7 @@ import httpx
 from benchmarks.common import cluster, run_to_end
 
 
-def playbook(steps: int) -> str:
+def playbook(steps: int, isolated: bool = True) -> str:
     lines = [
         "apiVersion: noetl.io/v2",
         "kind: Playbook",
@@ -26,7 +26,8 @@ def playbook(steps: int) -> str:
     for i in range(steps):
         name = "start" if i == 0 else f"s{i}"
         lines.append(f"  - step: {name}")
-        lines.append("    tool: {kind: python, code: 'result = 1'}")
+        flag = "true" if isolated else "false"
+        lines.append(f"    tool: {{kind: python, isolated: {flag}, code: 'result = 1'}}")
         if i < steps - 1:
             lines.append(f"    next: [s{i + 1}]")
     return "\n".join(lines) + "\n"
@@ -65,8 +66,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--in-process", action="store_true", help="python steps with isolated: false (threads)"
+    )
     args = parser.parse_args()
-    text = playbook(args.steps)
+    text = playbook(args.steps, isolated=not args.in_process)
     with cluster(workers=1) as url, httpx.Client(base_url=url, timeout=60) as client:
         entry = client.post("/api/catalog/register", content=text).json()
         run_to_end(client, {"catalog_id": entry["catalog_id"]})  # warm-up

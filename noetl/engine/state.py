@@ -6,7 +6,7 @@ latest snapshot and a replay test proves fold(events) equals it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 WAITING = "waiting"
@@ -34,6 +34,17 @@ class LoopState:
         """`items` is never changed in place, so it is shared; `results` is copied."""
         return replace(self, results=list(self.results))
 
+    def to_json(self) -> dict[str, Any]:
+        """The lists are shared, not copied: the snapshot is serialised right away."""
+        return {
+            "items": self.items,
+            "next_index": self.next_index,
+            "in_flight": self.in_flight,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "results": self.results,
+        }
+
 
 @dataclass
 class StepState:
@@ -58,7 +69,7 @@ class StepState:
             "runs": self.runs,
             "arrived": self.arrived,
             "dead": self.dead,
-            "loop": asdict(self.loop) if self.loop else None,
+            "loop": self.loop.to_json() if self.loop else None,
             "came_from": self.came_from,
         }
 

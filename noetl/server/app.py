@@ -9,7 +9,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,18 +19,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from noetl.bus.nats_client import NATSCommandPublisher, Topology
 from noetl.config import Settings
 from noetl.errors import (
-    ConflictError,
     NoetlError,
-    NotFoundError,
     PayloadTooLargeError,
-    PlaybookError,
     RequestError,
-    TemplateError,
 )
 from noetl.ids import SnowflakeGenerator
 from noetl.secrets import Cipher
 from noetl.server import credential_routes, metrics
 from noetl.server.access import BearerAuth
+from noetl.server.problems import body_of, status_of
 from noetl.server.relay import Relay
 from noetl.server.routes import router
 from noetl.server.service import Orchestrator
@@ -39,22 +35,9 @@ from noetl.store.database import migrate, open_pool
 
 log = logging.getLogger(__name__)
 
-STATUS_OF: dict[type[NoetlError], int] = {
-    NotFoundError: 404,
-    ConflictError: 409,
-    PayloadTooLargeError: 413,
-    PlaybookError: 422,
-    RequestError: 422,
-    TemplateError: 422,
-}
-
 
 def _error_response(exc: NoetlError) -> JSONResponse:
-    status = next((code for kind, code in STATUS_OF.items() if isinstance(exc, kind)), 500)
-    body: dict[str, Any] = {"error": type(exc).__name__, "message": str(exc)}
-    if isinstance(exc, PlaybookError):
-        body["problems"] = [problem.as_dict() for problem in exc.problems]
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body_of(exc), status_code=status_of(exc))
 
 
 class BodyLimit:

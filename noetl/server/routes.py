@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any
 
@@ -9,12 +10,15 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import ValidationError
 
 from noetl import jsonfast
-from noetl.errors import NotFoundError, RequestError
+from noetl.errors import NoetlError, NotFoundError, RequestError
 from noetl.protocol.events import EventType
 from noetl.server import views
+from noetl.server.problems import body_of, status_of
 from noetl.server.schemas import (
     CancelRequest,
+    ClaimManyRequest,
     ClaimRequest,
+    EventBatchRequest,
     EventRequest,
     ExecuteRequest,
     LeaseRequest,
@@ -156,6 +160,22 @@ async def get_command(request: Request, event_id: str) -> Response:
     return _json(await _orchestrator(request).get_command(_parse_id(event_id, "command")))
 
 
+@router.post("/api/commands/claim")
+async def claim_many(request: Request, body: ClaimManyRequest) -> Response:
+    """Claim several commands in one round trip (a worker that fetched a batch).
+
+    `claimed`: the commands now held, as `/claim` returns them; `refused`: by event id, the
+    HTTP status and message each would have had alone (404 unknown, 409 held or ended)."""
+    answers = await _orchestrator(request).claim_many(body.event_ids, body.worker_id)
+    claimed = [a for a in answers.values() if not isinstance(a, Exception)]
+    refused = {
+        str(event_id): {"status": status_of(a), **body_of(a)}
+        for event_id, a in answers.items()
+        if isinstance(a, Exception)
+    }
+    return _json({"claimed": claimed, "refused": refused})
+
+
 @router.post("/api/commands/{event_id}/claim")
 async def claim(request: Request, event_id: str, body: ClaimRequest) -> Response:
     """Claim + fetch in one round trip. 409: another live attempt holds it, or it ended."""
@@ -172,16 +192,39 @@ async def renew_lease(request: Request, event_id: str, body: LeaseRequest) -> di
 
 @router.post("/api/events")
 async def post_event(request: Request, body: EventRequest) -> Response:
+    """A worker's event. `command.claimed` is the seed's claim; the outcome events record the
+    result and let the engine decide what runs next."""
+    return _json(await _apply_event(_orchestrator(request), body))
+
+
+@router.post("/api/events/batch")
+async def post_events(request: Request, body: EventBatchRequest) -> Response:
+    """Several worker events in one round trip; each answered as `/api/events` would."""
     orchestrator = _orchestrator(request)
+    answers = await asyncio.gather(
+        *(_apply_event(orchestrator, event) for event in body.events), return_exceptions=True
+    )
+    results = []
+    for answer in answers:
+        if isinstance(answer, NoetlError):
+            results.append({"status": status_of(answer), "body": body_of(answer)})
+        elif isinstance(answer, BaseException):
+            raise answer
+        else:
+            results.append({"status": 200, "body": answer})
+    return _json({"results": results})
+
+
+async def _apply_event(orchestrator: Orchestrator, body: EventRequest) -> dict[str, Any]:
     if body.event_type == EventType.COMMAND_CLAIMED.value:
         if body.event_id is None:
             raise RequestError("command.claimed needs `event_id` (the command.issued event)")
-        return _json(await orchestrator.claim(body.event_id, body.worker_id))
+        return await orchestrator.claim(body.event_id, body.worker_id)
     if body.command_id is None or body.attempt is None:
         raise RequestError(f"{body.event_type} needs `command_id` and `attempt`")
     if body.event_type == EventType.COMMAND_FAILED.value and not body.error:
         raise RequestError("command.failed needs `error`")
-    outcome = await orchestrator.report(
+    return await orchestrator.report(
         Report(
             execution_id=body.execution_id,
             command_id=body.command_id,
@@ -194,7 +237,6 @@ async def post_event(request: Request, body: EventRequest) -> Response:
             variables=body.variables or {},
         )
     )
-    return _json(outcome)
 
 
 @router.post("/api/workers/heartbeat")

@@ -58,6 +58,15 @@ class EventRequest(Body):
     )
 
 
+class ClaimManyRequest(Body):
+    worker_id: str = Field(min_length=1, max_length=200)
+    event_ids: list[Id] = Field(min_length=1, max_length=1000)
+
+
+class EventBatchRequest(Body):
+    events: list[EventRequest] = Field(min_length=1, max_length=1000)
+
+
 class CancelRequest(Body):
     reason: str = "cancelled by request"
 

@@ -38,7 +38,7 @@ from noetl.protocol.events import CommandStatus, EventType, ExecutionStatus
 from noetl.protocol.message import CommandMessage
 from noetl.protocol.records import CommandRecord, EventRecord
 from noetl.server import metrics, subplaybooks
-from noetl.server.batching import KeyedBatcher
+from noetl.batching import KeyedBatcher
 from noetl.store import catalog, commands, events, executions
 
 log = logging.getLogger(__name__)
@@ -205,38 +205,58 @@ class Orchestrator:
 
     async def claim(self, event_id: int, worker_id: str) -> dict[str, Any]:
         """Claim a command for a new attempt; 409 while another live attempt holds it."""
+        answer = (await self.claim_many([event_id], worker_id))[event_id]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def claim_many(
+        self, event_ids: Sequence[int], worker_id: str
+    ) -> dict[int, dict[str, Any] | Exception]:
+        """Claim several commands in one statement; each gets its command or its 404/409."""
         settings = self.settings
+        wanted = list(dict.fromkeys(event_ids))
         async with self.pool.connection() as conn:
-            row = await commands.claim(
+            claimed = await commands.claim(
                 conn,
-                event_id,
-                self.new_id(),
+                wanted,
+                [self.new_id() for _ in wanted],
                 worker_id,
                 settings.lease_seconds,
                 settings.max_attempts,
             )
-            if row is None:
-                row = await commands.get_by_event(conn, event_id)
+            refused = {
+                event_id: await commands.get_by_event(conn, event_id)
+                for event_id in wanted
+                if event_id not in claimed
+            }
+        answers: dict[int, dict[str, Any] | Exception] = {}
+        for event_id, row in claimed.items():
+            answers[event_id] = {
+                **_command_view(row),
+                "attempt": row["attempt"],
+                "worker_id": worker_id,
+                "lease_seconds": settings.lease_seconds,
+            }
+        for event_id, found in refused.items():
+            answers[event_id] = await self._refusal(event_id, found)
+        metrics.EVENTS.labels(EventType.COMMAND_CLAIMED.value).inc(len(claimed))
+        return answers
+
+    async def _refusal(self, event_id: int, row: dict[str, Any] | None) -> Exception:
+        """Why a command could not be claimed; a command out of attempts fails here."""
         if row is None:
-            raise NotFoundError(f"command {event_id} does not exist")
-        if "status" in row:  # the claim did not happen: say why
-            status = CommandStatus(row["status"])
-            name = row["command_id"]
-            if status.terminal:
-                raise ConflictError(f"command {name} is already {status.value}")
-            if status is CommandStatus.CLAIMED and not row["lease_expired"]:
-                raise ConflictError(
-                    f"command {name} is claimed by {row['worker_id']} (attempt {row['attempt']})"
-                )
-            await self.fail_lost(event_id)
-            raise ConflictError(f"command {name} has no attempts left")
-        metrics.EVENTS.labels(EventType.COMMAND_CLAIMED.value).inc()
-        return {
-            **_command_view(row),
-            "attempt": row["attempt"],
-            "worker_id": worker_id,
-            "lease_seconds": settings.lease_seconds,
-        }
+            return NotFoundError(f"command {event_id} does not exist")
+        status = CommandStatus(row["status"])
+        name = row["command_id"]
+        if status.terminal:
+            return ConflictError(f"command {name} is already {status.value}")
+        if status is CommandStatus.CLAIMED and not row["lease_expired"]:
+            return ConflictError(
+                f"command {name} is claimed by {row['worker_id']} (attempt {row['attempt']})"
+            )
+        await self.fail_lost(event_id)
+        return ConflictError(f"command {name} has no attempts left")
 
     async def get_command(self, event_id: int) -> dict[str, Any]:
         async with self.pool.connection() as conn:

@@ -79,39 +79,43 @@ async def get_by_command_id(
 
 async def claim(
     conn: AsyncConnection[Any],
-    event_id: int,
-    claim_event_id: int,
+    event_ids: Sequence[int],
+    claim_event_ids: Sequence[int],
     worker_id: str,
     lease_seconds: float,
     max_attempts: int,
-) -> dict[str, Any] | None:
-    """Take the next attempt of a command and append its `command.claimed`, in one statement.
-
-    Succeeds only when the command is PENDING, or CLAIMED by an attempt whose lease expired,
-    and attempts remain. None otherwise: the caller asks `get_by_event` why.
+) -> dict[int, dict[str, Any]]:
+    """Take the next attempt of each command and append its `command.claimed`, all in one
+    statement. A command is taken only when PENDING, or CLAIMED by an attempt whose lease
+    expired, and attempts remain; the caller asks `get_by_event` why the others were not.
+    Returns the claimed rows by event id.
     """
     cur = await conn.execute(
-        "WITH claimed AS ("
-        " UPDATE noetl.command SET status = 'CLAIMED', attempt = attempt + 1, worker_id = %(w)s,"
-        "  lease_until = now() + make_interval(secs => %(lease)s), updated_at = now()"
-        " WHERE event_id = %(e)s AND attempt < %(max)s"
-        "  AND (status = 'PENDING' OR (status = 'CLAIMED' AND lease_until < now()))"
-        " RETURNING event_id, execution_id, command_id, step, iteration, tool, input, attempt"
+        "WITH wanted AS ("
+        " SELECT * FROM unnest(%(e)s::bigint[], %(ids)s::bigint[]) AS w(event_id, claim_id)"
+        "), claimed AS ("
+        " UPDATE noetl.command c SET status = 'CLAIMED', attempt = c.attempt + 1,"
+        "  worker_id = %(w)s, lease_until = now() + make_interval(secs => %(lease)s),"
+        "  updated_at = now()"
+        " FROM wanted WHERE c.event_id = wanted.event_id AND c.attempt < %(max)s"
+        "  AND (c.status = 'PENDING' OR (c.status = 'CLAIMED' AND c.lease_until < now()))"
+        " RETURNING c.event_id, c.execution_id, c.command_id, c.step, c.iteration, c.tool,"
+        "  c.input, c.attempt, wanted.claim_id"
         "), appended AS ("
         " INSERT INTO noetl.event (execution_id, event_id, event_type, step, command_id,"
         "  attempt, worker_id, status)"
-        " SELECT execution_id, %(id)s, 'command.claimed', step, command_id, attempt, %(w)s,"
+        " SELECT execution_id, claim_id, 'command.claimed', step, command_id, attempt, %(w)s,"
         "  'CLAIMED' FROM claimed"
         ") SELECT * FROM claimed",
         {
             "w": worker_id,
             "lease": lease_seconds,
-            "e": event_id,
+            "e": list(event_ids),
             "max": max_attempts,
-            "id": claim_event_id,
+            "ids": list(claim_event_ids),
         },
     )
-    return await cur.fetchone()
+    return {row["event_id"]: row for row in await cur.fetchall()}
 
 
 async def claim_for_server(

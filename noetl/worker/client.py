@@ -69,6 +69,14 @@ class ServerClient:
     async def claim(self, event_id: int, worker_id: str) -> Reply:
         return await self._post(f"/api/commands/{event_id}/claim", {"worker_id": worker_id})
 
+    async def claim_many(self, event_ids: list[int], worker_id: str) -> Reply:
+        return await self._post(
+            "/api/commands/claim", {"worker_id": worker_id, "event_ids": event_ids}
+        )
+
+    async def report_many(self, bodies: list[dict[str, Any]]) -> Reply:
+        return await self._post("/api/events/batch", {"events": bodies})
+
     async def renew_lease(self, event_id: int, attempt: int) -> Reply:
         return await self._post(f"/api/commands/{event_id}/lease", {"attempt": attempt})
 

@@ -15,11 +15,13 @@ import json
 import logging
 import socket
 import time
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.msg import Msg
 
+from noetl.batching import KeyedBatcher
 from noetl.bus.nats_client import NATSCommandSubscriber, Topology
 from noetl.config import Settings
 from noetl.protocol.message import CommandMessage
@@ -64,6 +66,9 @@ class Worker:
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set once subscribed to the consumer
         self.running: set[asyncio.Task[None]] = set()
+        self.held = 0  # messages fetched and not yet acked, naked or terminated
+        self.released = asyncio.Event()
+        self.reports: KeyedBatcher[dict[str, Any], Reply] = KeyedBatcher(self._send_reports)
         self.keepalive = min(Topology().ack_wait, settings.lease_seconds) / 3
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -105,10 +110,10 @@ class Worker:
                 await self.subscriber.close()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), delay)
+                delay = min(delay * 2, 5.0)
             else:
                 self.ready.set()
                 return True
-                delay = min(delay * 2, 5.0)
         return False
 
     def stop(self) -> None:
@@ -117,14 +122,20 @@ class Worker:
     async def _pull_loop(self) -> None:
         limit = self.settings.worker_concurrency
         while not self.stopping.is_set():
-            free = limit - len(self.running)
+            free = limit - self.held
             if free <= 0:
-                await asyncio.wait(self.running, return_when=asyncio.FIRST_COMPLETED)
+                self.released.clear()
+                await self.released.wait()
                 continue
-            for msg in await self._fetch_unless_stopped(free):
-                task = asyncio.create_task(self.handle(msg))
-                self.running.add(task)
-                task.add_done_callback(self.running.discard)
+            msgs = await self._fetch_unless_stopped(free)
+            if msgs:
+                self.held += len(msgs)
+                self._spawn(self.take(msgs))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
 
     async def _fetch_unless_stopped(self, batch: int) -> list[Msg]:
         """Fetch, but give up at once when stop() is called (an idle worker stops quickly)."""
@@ -150,52 +161,101 @@ class Worker:
             "hostname": socket.gethostname(),
             "concurrency": self.settings.worker_concurrency,
             "status": status,
-            "running": len(self.running),
+            "running": self.held,
         }
         try:
             await self.client.heartbeat(body)
         except ServerUnreachable as exc:
             log.debug("heartbeat failed: %s", exc)
 
-    # -- one message --------------------------------------------------------------------
+    # -- messages -----------------------------------------------------------------------
 
-    async def handle(self, msg: Msg) -> None:
-        try:
-            ref = CommandMessage.decode(msg.data)
-        except ValueError as exc:
-            log.error("dropping malformed message: %s", exc)  # noqa: TRY400 - no traceback needed
-            await msg.term()
+    async def take(self, msgs: list[Msg]) -> None:
+        """Claim a fetched batch in one request, then run each claimed command."""
+        refs: list[tuple[Msg, CommandMessage]] = []
+        for msg in msgs:
+            try:
+                refs.append((msg, CommandMessage.decode(msg.data)))
+            except ValueError as exc:
+                log.error("dropping malformed message: %s", exc)  # noqa: TRY400 - no traceback needed
+                await self._answer(msg, 404, "malformed message")
+        if not refs:
             return
         try:
-            response = await self.client.claim(ref.event_id, self.worker_id)
+            reply = await self.client.claim_many([ref.event_id for _, ref in refs], self.worker_id)
         except ServerUnreachable as exc:
-            log.warning("claim of %s failed (%s); nak", ref.command_id, exc)
-            await msg.nak(delay=NAK_DELAY)
+            log.warning("claim of %d command(s) failed (%s); nak", len(refs), exc)
+            reply = Reply(503, {"message": str(exc)})
+        if reply.status >= 300:
+            for msg, _ in refs:
+                await self._answer(msg, reply.status, reply.message)
             return
-        if not await self._settle(msg, response, ref, "claim"):
-            return
-        command = response.body
+        claimed = {int(command["event_id"]): command for command in reply.body["claimed"]}
+        refused = reply.body["refused"]
+        for msg, ref in refs:
+            command = claimed.pop(ref.event_id, None)  # a duplicate in the batch gets nothing
+            if command is not None:
+                self._spawn(self.work(msg, ref, command))
+            else:
+                answer = refused.get(str(ref.event_id)) or {"status": 409, "message": "duplicate"}
+                log.debug("claim of %s: %s", ref.command_id, answer.get("message"))
+                await self._answer(msg, int(answer["status"]), str(answer.get("message")))
+
+    async def work(self, msg: Msg, ref: CommandMessage, command: dict[str, Any]) -> None:
         outcome = await self._run_with_keepalive(msg, ref, command)
         if outcome is None:  # cancelled or superseded while running: nothing to report
-            await msg.ack()
+            await self._answer(msg, 409, "cancelled or superseded")
             return
-        await self._report(msg, ref, command, outcome)
+        body = {
+            "execution_id": ref.execution_id,
+            "event_type": "command.completed" if outcome.ok else "command.failed",
+            "command_id": ref.command_id,
+            "attempt": command["attempt"],
+            "worker_id": self.worker_id,
+            "result": outcome.result if outcome.ok else None,
+            "error": outcome.error,
+            "duration": outcome.duration,
+            "variables": outcome.variables or None,
+        }
+        reply = await self.reports.submit("reports", body)
+        if reply.status >= 300:
+            log.warning("report of %s: HTTP %d %s", ref.command_id, reply.status, reply.message)
+        await self._answer(msg, reply.status, reply.message)
 
-    async def _settle(self, msg: Msg, response: Reply, ref: CommandMessage, what: str) -> bool:
-        """Apply the HTTP status to the message; True when the work should go on."""
-        status = response.status
-        if status < 300:
-            return True
-        if status == 409:
-            log.debug("%s of %s: %s", what, ref.command_id, response.message)
-            await msg.ack()
-        elif status == 404:
-            log.warning("%s of %s: %s; terminating message", what, ref.command_id, response.message)
-            await msg.term()
-        else:
-            log.warning("%s of %s: HTTP %d %s; nak", what, ref.command_id, status, response.message)
-            await msg.nak(delay=NAK_DELAY)
-        return False
+    async def _answer(self, msg: Msg, status: int, message: str) -> None:
+        """What an HTTP status means for the NATS message: 2xx and 409 ack (done, or someone
+        else's), 404 term (nothing to do, ever), anything else nak (try again later)."""
+        try:
+            if status < 300 or status == 409:
+                await msg.ack()
+            elif status == 404:
+                log.warning("terminating message: %s", message)
+                await msg.term()
+            else:
+                await msg.nak(delay=NAK_DELAY)
+        except Exception as exc:  # NATS away: the message is redelivered after the ack wait
+            log.warning("could not answer NATS: %s", exc)
+        finally:
+            self.held -= 1
+            self.released.set()
+
+    async def _send_reports(self, bodies: Sequence[dict[str, Any]]) -> list[Reply | Exception]:
+        """Outcomes that finished together go in one request, retried while the server is down."""
+        delay = 0.2
+        for _ in range(REPORT_TRIES):
+            try:
+                reply = await self.client.report_many(list(bodies))
+            except ServerUnreachable as exc:
+                log.warning("report of %d outcome(s) failed (%s); retrying", len(bodies), exc)
+            else:
+                if reply.status < 300:
+                    return [Reply(r["status"], r["body"]) for r in reply.body["results"]]
+                if reply.status < 500:
+                    return [reply] * len(bodies)
+                log.warning("report of %d outcome(s): HTTP %d; retrying", len(bodies), reply.status)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        return [Reply(503, {"message": "server unreachable"})] * len(bodies)
 
     async def _run_with_keepalive(
         self, msg: Msg, ref: CommandMessage, command: dict[str, Any]
@@ -278,34 +338,3 @@ class Worker:
                 f"result is {size} bytes; the limit is {self.settings.max_payload_bytes}"
                 " (NOETL_MAX_PAYLOAD_BYTES)"
             )
-
-    async def _report(
-        self, msg: Msg, ref: CommandMessage, command: dict[str, Any], outcome: Outcome
-    ) -> None:
-        body = {
-            "execution_id": ref.execution_id,
-            "event_type": "command.completed" if outcome.ok else "command.failed",
-            "command_id": ref.command_id,
-            "attempt": command["attempt"],
-            "worker_id": self.worker_id,
-            "result": outcome.result if outcome.ok else None,
-            "error": outcome.error,
-            "duration": outcome.duration,
-            "variables": outcome.variables or None,
-        }
-        delay = 0.2
-        for _ in range(REPORT_TRIES):
-            try:
-                response = await self.client.report(body)
-            except ServerUnreachable as exc:
-                log.warning("report of %s failed (%s); retrying", ref.command_id, exc)
-            else:
-                if response.status < 500:
-                    await self._settle(msg, response, ref, "report")
-                    if response.status < 300:
-                        await msg.ack()
-                    return
-                log.warning("report of %s: HTTP %d; retrying", ref.command_id, response.status)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-        await msg.nak(delay=NAK_DELAY)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from noetl.server.batching import KeyedBatcher
+from noetl.batching import KeyedBatcher
 
 
 async def test_concurrent_items_of_one_key_are_handled_together_in_order() -> None:
