@@ -177,6 +177,14 @@ def validate(file: Annotated[Path, typer.Argument(help="Playbook YAML file")]) -
     out.print(f"[green]ok[/] {file}")
 
 
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of a playbook (for editors: yaml-language-server, IDEs)."""
+    from noetl.dsl.schema import playbook_schema
+
+    print(json.dumps(playbook_schema(), indent=2))
+
+
 # -- processes ----------------------------------------------------------------------------
 
 

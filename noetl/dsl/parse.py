@@ -103,10 +103,7 @@ class _Parser:
             self.error(("workload",), f"expected a mapping, got {_kind(workload)}")
             workload = {}
         self.templates(workload, ("workload",))
-        keychain = root.get("keychain") or []
-        if not isinstance(keychain, list):
-            self.error(("keychain",), f"expected a list, got {_kind(keychain)}")
-            keychain = []
+        keychain = self.keychain(root.get("keychain") or [])
         workbook = self.workbook(root.get("workbook") or [])
         steps = self.steps(root.get("workflow"), workbook)
         entry = self.entry(root, steps)
@@ -140,6 +137,21 @@ class _Parser:
                     return None
                 return str(entry)
         return next(iter(steps))
+
+    def keychain(self, entries: Any) -> list[dict[str, str]]:
+        """`- {name, credential}`: templates read the credential's data as keychain.<name>."""
+        if not isinstance(entries, list):
+            self.error(("keychain",), f"expected a list, got {_kind(entries)}")
+            return []
+        found: list[dict[str, str]] = []
+        for index, entry in enumerate(entries):
+            path: Path = ("keychain", index)
+            data = self.mapping(entry, path, frozenset({"name", "credential"}))
+            name = self.text(data.get("name"), (*path, "name")) if data else None
+            credential = self.text(data.get("credential"), (*path, "credential")) if data else None
+            if name and credential:
+                found.append({"name": name, "credential": credential})
+        return found
 
     def workbook(self, items: Any) -> dict[str, Tool]:
         if not isinstance(items, list):

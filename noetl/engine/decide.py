@@ -224,7 +224,7 @@ class _Run:
             }
             command_id += f"[{iteration}]"
         try:
-            if _runs_on_worker(step):
+            if _runs_on_worker(step) or "keychain" in _names_read(self.playbook, step.name):
                 tool, tool_input = self.pipeline(step, self.context(**extra))
             else:
                 tool, tool_input = self.render_tool(step, step.tool, self.context(**extra))
@@ -270,9 +270,14 @@ class _Run:
             )
         names = _names_read(self.playbook, step.name)
         context = {name: ctx[name] for name in names if name in ctx}
+        keychain = (
+            {e["name"]: e["credential"] for e in self.playbook.keychain}
+            if ("keychain" in names)
+            else {}
+        )
         return (
             {"kind": "pipeline", "items": plain(items)},
-            {"step": plain(dict(step.input)), "context": plain(context)},
+            {"step": plain(dict(step.input)), "context": plain(context), "keychain": keychain},
         )
 
     def resolve(self, tool: Tool) -> tuple[Tool, dict[str, Any]]:

@@ -57,8 +57,12 @@ def envelope(ok: bool, data: Any = None, error: ToolError | str | None = None) -
 
 
 class _Run:
-    def __init__(self, payload: Mapping[str, Any], call: CallTool) -> None:
+    def __init__(
+        self, payload: Mapping[str, Any], call: CallTool, keychain: Mapping[str, Any]
+    ) -> None:
         self.ctx: dict[str, Any] = dict(payload.get("context") or {})
+        if keychain:
+            self.ctx["keychain"] = dict(keychain)
         self.ctx["ctx"] = dict(self.ctx.get("ctx") or {})
         self.step_input: dict[str, Any] = dict(payload.get("step") or {})
         self.call = call
@@ -131,9 +135,13 @@ class _Run:
 
 
 async def run_pipeline(
-    items: Sequence[Mapping[str, Any]], payload: Mapping[str, Any], call: CallTool
+    items: Sequence[Mapping[str, Any]],
+    payload: Mapping[str, Any],
+    call: CallTool,
+    keychain: Mapping[str, Any] | None = None,
 ) -> PipelineResult:
-    run = _Run(payload, call)
+    """`keychain`: the data of the playbook's keychain credentials, by keychain name."""
+    run = _Run(payload, call, keychain or {})
     labels = {str(item["label"]): index for index, item in enumerate(items)}
     index, jumps, last = 0, 0, envelope(True)
     while index < len(items):

@@ -296,7 +296,12 @@ class Worker:
 
         try:
             if kind == "pipeline":
-                run = await run_pipeline(spec["items"], command.get("input") or {}, call)
+                payload = command.get("input") or {}
+                keychain = {
+                    name: await self._credential(credential)
+                    for name, credential in (payload.get("keychain") or {}).items()
+                }
+                run = await run_pipeline(spec["items"], payload, call, keychain)
                 if not run.ok:
                     raise ToolError(run.error or "failed")
                 result, variables = run.data, run.variables

@@ -147,3 +147,40 @@ workflow:
 """,
             )
             assert execution["status"] == "COMPLETED"  # the worker used the worker token
+
+
+async def test_keychain_entries_are_resolved_on_the_worker_only(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    secret = f"token-{uuid.uuid4().hex}"
+    await api.post(
+        "/api/credentials", json={"name": "api_cred", "type": "bearer", "data": {"token": secret}}
+    )
+    execution = await run_playbook(
+        api,
+        """
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: keyed, path: tests/keyed}
+keychain:
+  - {name: api, credential: api_cred}
+workflow:
+  - step: start
+    tool:
+      kind: python
+      input: {header: "Bearer {{ keychain.api.token }}"}
+      code: |
+        import hashlib
+        result = {"length": len(header), "sha": hashlib.sha256(header.encode()).hexdigest()}
+""",
+    )
+    assert execution["status"] == "COMPLETED", execution["error"]
+    import hashlib
+
+    expected = f"Bearer {secret}"
+    assert execution["result"] == {
+        "length": len(expected),
+        "sha": hashlib.sha256(expected.encode()).hexdigest(),
+    }
+    events = await event_log(api, execution["execution_id"])
+    assert secret not in json.dumps(events)

@@ -100,3 +100,26 @@ def test_every_conformance_playbook_parses_except_the_broken_one() -> None:
                 parse_playbook(file.read_text(), str(file))
         else:
             parse_playbook(file.read_text(), str(file))
+
+
+@pytest.mark.skipif(not CONFORMANCE.exists(), reason="shared conformance playbooks not present")
+def test_the_json_schema_accepts_the_conformance_playbooks_and_flags_unknown_keys() -> None:
+    import jsonschema
+    import yaml
+
+    from noetl.dsl.schema import playbook_schema
+
+    validator = jsonschema.Draft202012Validator(playbook_schema())
+    for file in sorted(CONFORMANCE.rglob("*.yaml")):
+        errors = list(validator.iter_errors(yaml.safe_load(file.read_text())))
+        if "broken_playbooks" in file.parts:
+            assert errors, file
+        else:
+            assert errors == [], (file, [e.message for e in errors])
+    broken = {
+        "apiVersion": "noetl.io/v2",
+        "kind": "Playbook",
+        "metadata": {"name": "x"},
+        "workflow": [{"step": "start", "tool": {"kind": "noop"}, "colour": "red"}],
+    }
+    assert any("colour" in e.message for e in validator.iter_errors(broken))
