@@ -31,7 +31,7 @@ workflow:
     tool: {tool}
     next: [end]
   - step: end
-    tool: {{kind: python, isolated: false, input: {{r: "{{{{ start.count }}}}"}}, code: "result = r"}}
+    tool: {{kind: noop, result: "{{{{ start.count }}}}"}}
 """
 
 

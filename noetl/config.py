@@ -38,6 +38,13 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _int_at_least_0(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("expected an integer >= 0")
+    return number
+
+
 def _port(value: str) -> int:
     number = int(value)
     if not 0 <= number <= 65535:
@@ -74,7 +81,14 @@ def _env(name: str, parse: Callable[[str], Any], doc: str) -> Any:
     return field(metadata={"env": name, "parse": parse, "doc": doc})
 
 
-_OPTIONAL = {"database_url", "nats_url", "encryption_key", "api_token", "worker_token"}
+_OPTIONAL = {
+    "database_url",
+    "nats_url",
+    "encryption_key",
+    "api_token",
+    "worker_token",
+    "python_processes",
+}
 
 
 def _default_worker_id() -> str:
@@ -127,6 +141,16 @@ class Settings:
     consumer: str = _env("NOETL_NATS_CONSUMER", str, "Durable pull consumer of the worker pool.")
     home: Path = _env("NOETL_HOME", Path, "Data folder of the embedded PostgreSQL and NATS.")  # noqa: RUF009
     log_level: str = _env("NOETL_LOG_LEVEL", _log_level, "DEBUG, INFO, WARNING or ERROR.")
+    python_processes: int | None = _env(
+        "NOETL_PYTHON_PROCESSES",
+        _optional(_positive_int),
+        "Warm processes for isolated python steps. Unset: the worker concurrency.",
+    )
+    python_memory_mb: int = _env(
+        "NOETL_PYTHON_MEMORY_MB",
+        _int_at_least_0,
+        "Address-space limit per python process (0: none).",
+    )
     encryption_key: str | None = _env(
         "NOETL_ENCRYPTION_KEY",
         _optional(str),
@@ -162,6 +186,8 @@ class Settings:
             "consumer": "noetl-worker-pool",
             "home": Path.home() / ".noetl",
             "log_level": "INFO",
+            "python_processes": None,
+            "python_memory_mb": 1024,
             "encryption_key": None,
             "api_token": None,
             "worker_token": None,

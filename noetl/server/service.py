@@ -19,6 +19,7 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import AsyncConnectionPool
 
+from noetl.batching import KeyedBatcher
 from noetl.bus.nats_client import NATSCommandPublisher
 from noetl.config import Settings
 from noetl.dsl import Playbook, parse_playbook
@@ -38,7 +39,6 @@ from noetl.protocol.events import CommandStatus, EventType, ExecutionStatus
 from noetl.protocol.message import CommandMessage
 from noetl.protocol.records import CommandRecord, EventRecord
 from noetl.server import metrics, subplaybooks
-from noetl.batching import KeyedBatcher
 from noetl.store import catalog, commands, events, executions
 
 log = logging.getLogger(__name__)

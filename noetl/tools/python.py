@@ -1,56 +1,65 @@
-"""The ``python`` tool: run user code on a thread so the event loop stays free.
+"""The ``python`` tool: run user code in a child process, or on a thread of the worker.
 
-Config: ``code`` (alias ``script``), ``timeout_seconds``, ``libs`` (alias ->
-module to import). Inputs are global variables, and ``input_data`` holds them
-all. The result is, in this order: the value of a top-level ``return``; the
-return of ``main(...)`` called with the inputs matching its parameters; the
-global ``result``; else None.
+Config: ``code`` (alias ``script``), ``timeout_seconds`` (default 300), ``libs`` (alias ->
+module to import), ``isolated`` (default true). Inputs are global variables, and
+``input_data`` holds them all; ``context`` holds ``execution_id``, ``step`` and ``input``.
+The result is, in this order: the value of a top-level ``return``; the return of
+``main(...)`` called with the inputs matching its parameters; the global ``result``; else
+None. It is made JSON-ready (see ``python_exec.to_json``).
 
-The code runs in-process on a daemon thread. A thread cannot be killed, so a
-timed-out call fails the step but its code keeps running until it returns;
-process isolation comes later. For the same reason ``env`` is not applied.
+Isolated (the default): the code runs in a warm, reused child process (``python_pool``):
+a timeout kills the child and its process group; a child that exits, crashes or is killed
+fails only its step; each child's memory is limited (``configure(memory_mb=...)``, default
+1024 MiB). A child's working directory and environment are put back after each call; its
+imported modules stay (a warm child imports ``libs`` once). Inputs are pickled to the child,
+so they must be picklable (the engine's JSON values are). The timeout counts from the start
+of the run in a child, not the wait for a free one (``configure(pool_size=...)``).
 
-stdout/stderr: on first use sys.stdout and sys.stderr are replaced by routers
-that send a running call's writes to that call's buffer (per thread) and pass
-every other write through. Output is logged at DEBUG and, on failure, put in
-the error's details; it is never part of the result.
+``isolated: false``: the code runs in-process on a daemon thread (faster; for trusted code).
+A thread cannot be killed, so a timed-out call fails the step but its code keeps running
+until it returns. Both modes run the same ``python_exec.run_code``.
+
+``env`` is not applied in either mode.
+
+stdout/stderr of the code are captured per call (in-process: sys.stdout and sys.stderr are
+replaced by routers that send a running call's writes to that call's buffer and pass every
+other write through). Output is logged at DEBUG and, on failure, put in the error's
+details; it is never part of the result.
 """
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import contextvars
-import importlib
-import inspect
-import itertools
-import json
-import keyword
-import linecache
 import logging
 import math
 import queue
-import sys
 import textwrap
 import threading
-import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TextIO, TypeVar, cast
+from typing import Any, TypeVar
 
+from noetl.tools import python_pool
 from noetl.tools.base import ToolCall, ToolError
+from noetl.tools.python_exec import STEP_MODULE, Reply, ResultError, run_code
+from noetl.tools.python_exec import to_json as _to_json
+from noetl.tools.python_pool import configure
 
 logger = logging.getLogger(__name__)
 
-STEP_MODULE = "noetl_step"
-"""``__name__`` seen by user code (not ``__main__``, so a main guard does not call main twice)."""
-
-_ENTRY = "__noetl_step__"
-_call_ids = itertools.count(1)
+DEFAULT_TIMEOUT = 300.0
 _T = TypeVar("_T")
-_MAX_CAPTURED_CHARS = 1_000_000
-_NEW_SCOPE = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "STEP_MODULE",
+    "PythonRun",
+    "PythonTool",
+    "configure",
+    "execute_python",
+    "to_json",
+]
 
 
 @dataclass(frozen=True)
@@ -71,23 +80,34 @@ class PythonTool:
         code = _source(call.config)
         timeout = _timeout(call.config.get("timeout_seconds"))
         libs = _libs(call.config.get("libs"))
+        isolated = _isolated(call.config.get("isolated", True))
         if call.config.get("env"):
-            logger.warning("python step %s: env is not applied to in-process code", call.step)
+            logger.warning("python step %s: env is not applied to python code", call.step)
         inputs = dict(call.input)
         context = {"execution_id": call.execution_id, "step": call.step, "input": inputs}
-        future = _in_daemon_thread(
-            lambda: execute_python(code, inputs, step=call.step, libs=libs, context=context),
-            name=f"noetl-python-{call.step}",
-        )
+        if isolated:
+            reply = await python_pool.run(
+                code, inputs, step=call.step, libs=libs, context=context, limit_seconds=timeout
+            )
+        else:
+            future = _in_daemon_thread(
+                lambda: run_code(code, inputs, step=call.step, libs=libs, context=context),
+                name=f"noetl-python-{call.step}",
+            )
+            try:
+                reply = await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                raise ToolError(
+                    f"python step timed out after {timeout:g} s", retryable=True
+                ) from None
         try:
-            outcome = await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise ToolError(f"python step timed out after {timeout:g} s", retryable=True) from None
-        except ToolError as exc:
-            _log_output(call.step, exc.details.get("stdout", ""), exc.details.get("stderr", ""))
-            raise
-        _log_output(call.step, outcome.stdout, outcome.stderr)
-        return outcome.value
+            return _outcome(reply).value
+        finally:
+            _log_output(call.step, reply)
+
+    async def close(self) -> None:
+        """Stop the child processes (``close_tools`` calls this); the next call starts anew."""
+        await python_pool.close()
 
 
 def execute_python(
@@ -98,192 +118,26 @@ def execute_python(
     libs: Mapping[str, str] | None = None,
     context: Mapping[str, Any] | None = None,
 ) -> PythonRun:
-    """Run code synchronously with captured stdio; raise ToolError on failure."""
-    filename = f"<python step {step} #{next(_call_ids)}>"
-    linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
-    error: ToolError | None = None
-    value: Any = None
-    try:
-        with captured_stdio() as (stdout, stderr):
-            try:
-                value = to_json(_evaluate(code, inputs, filename, libs or {}, context or {}))
-            except ToolError as exc:
-                error = exc
-            except BaseException as exc:  # user code may raise anything
-                error = _tool_error(exc, filename)
-    finally:
-        linecache.cache.pop(filename, None)
-    if error is not None:
-        error.details.update(stdout=stdout.text(), stderr=stderr.text())
-        raise error
-    return PythonRun(value, stdout.text(), stderr.text())
+    """Run code synchronously in this thread with captured stdio; raise ToolError on failure."""
+    return _outcome(run_code(code, inputs, step=step, libs=libs, context=context))
 
 
 def to_json(value: Any) -> Any:
-    """Make a result JSON-serialisable.
-
-    Tuples and sets become lists (sets sorted by their JSON text), mapping
-    keys become strings, and anything else JSON cannot hold (datetime,
-    Decimal, NaN, objects) becomes ``str(value)``.
-    """
-    return _json_ready(value, set())
-
-
-def _json_ready(value: Any, active: set[int]) -> Any:
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float) and math.isfinite(value):
-        return float(value)
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, Mapping | list | tuple | set | frozenset):
-        return _json_container(value, active)
-    return str(value)
-
-
-def _json_container(value: Any, active: set[int]) -> Any:
-    if id(value) in active:
-        raise ToolError("python step result is not JSON-serialisable: circular reference")
-    active.add(id(value))
+    """Make a result JSON-serialisable (see ``python_exec.to_json``); ToolError if circular."""
     try:
-        if isinstance(value, Mapping):
-            return {
-                key if isinstance(key, str) else str(key): _json_ready(item, active)
-                for key, item in value.items()
-            }
-        items = [_json_ready(item, active) for item in value]
-        if isinstance(value, set | frozenset):
-            items.sort(key=lambda item: json.dumps(item, sort_keys=True))
-        return items
-    finally:
-        active.discard(id(value))
+        return _to_json(value)
+    except ResultError as exc:
+        raise ToolError(str(exc)) from None
 
 
-def _evaluate(
-    code: str,
-    inputs: Mapping[str, Any],
-    filename: str,
-    libs: Mapping[str, str],
-    context: Mapping[str, Any],
-) -> Any:
-    tree = ast.parse(code, filename=filename)
-    namespace: dict[str, Any] = {
-        "__name__": STEP_MODULE,
-        "input_data": dict(inputs),
-        "context": dict(context),  # execution_id, step, input: what the step runs in
-    }
-    namespace.update(_import_libs(libs))
-    namespace.update(inputs)
-    top_level = list(_top_level_nodes(tree))
-    if any(isinstance(node, ast.Return) for node in top_level):
-        declared_global = {
-            name for node in top_level if isinstance(node, ast.Global) for name in node.names
-        }
-        return _run_as_function(tree, filename, namespace, inputs, declared_global)
-    exec(compile(tree, filename, "exec"), namespace)
-    main = namespace.get("main")
-    if callable(main):
-        return _call_main(main, inputs)
-    return namespace.get("result")
-
-
-def _top_level_nodes(node: ast.AST) -> Iterator[ast.AST]:
-    """Nodes in the module's own scope (not inside def, class or lambda)."""
-    for child in ast.iter_child_nodes(node):
-        yield child
-        if not isinstance(child, _NEW_SCOPE):
-            yield from _top_level_nodes(child)
-
-
-def _run_as_function(
-    tree: ast.Module,
-    filename: str,
-    namespace: dict[str, Any],
-    inputs: Mapping[str, Any],
-    declared_global: set[str],
-) -> Any:
-    """Wrap the module body in a function; inputs are its keyword parameters.
-
-    Parameters (not just globals) let the code rebind an input, e.g.
-    ``count = count + 1``.
-    """
-    names = [
-        name
-        for name in dict.fromkeys(["input_data", *inputs])
-        if name.isidentifier() and not keyword.iskeyword(name) and name not in declared_global
-    ]
-    arguments = ast.arguments(
-        posonlyargs=[],
-        args=[],
-        vararg=None,
-        kwonlyargs=[ast.arg(arg=name) for name in names],
-        kw_defaults=[None] * len(names),
-        kwarg=None,
-        defaults=[],
+def _outcome(reply: Reply) -> PythonRun:
+    if reply.get("ok"):
+        return PythonRun(reply.get("value"), reply.get("stdout", ""), reply.get("stderr", ""))
+    raise ToolError(
+        str(reply.get("message")),
+        retryable=bool(reply.get("retryable")),
+        details=reply.get("details") or {},
     )
-    function = ast.FunctionDef(
-        name=_ENTRY, args=arguments, body=tree.body, decorator_list=[], returns=None
-    )
-    module = ast.Module(body=[function], type_ignores=[])
-    ast.copy_location(function, tree.body[0])
-    ast.fix_missing_locations(module)
-    exec(compile(module, filename, "exec"), namespace)
-    entry = namespace.pop(_ENTRY)
-    return entry(**{name: namespace[name] for name in names})
-
-
-def _call_main(main: Callable[..., Any], inputs: Mapping[str, Any]) -> Any:
-    """Call main with the inputs its parameters name; ``input_data`` gets them all."""
-    args: list[Any] = []
-    kwargs: dict[str, Any] = {}
-    takes_all = False
-    positional_gap = False
-    for parameter in inspect.signature(main).parameters.values():
-        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
-            takes_all = True
-            continue
-        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
-            continue
-        if parameter.name in inputs:
-            value = inputs[parameter.name]
-        elif parameter.name == "input_data":
-            value = dict(inputs)
-        else:
-            positional_gap |= parameter.kind is inspect.Parameter.POSITIONAL_ONLY
-            continue
-        if parameter.kind is not inspect.Parameter.POSITIONAL_ONLY:
-            kwargs[parameter.name] = value
-        elif not positional_gap:
-            args.append(value)
-    if takes_all:
-        kwargs.update({name: value for name, value in inputs.items() if name not in kwargs})
-    value = main(*args, **kwargs)
-    if inspect.iscoroutine(value):
-        return asyncio.run(value)
-    return value
-
-
-def _import_libs(libs: Mapping[str, str]) -> dict[str, Any]:
-    return {alias: importlib.import_module(module) for alias, module in libs.items()}
-
-
-def _tool_error(exc: BaseException, filename: str) -> ToolError:
-    """A ToolError whose message is the traceback's last line."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
-        tb = tb.tb_next
-    if isinstance(exc, SyntaxError):
-        message = f"{type(exc).__name__}: {exc.msg} (line {exc.lineno})"
-    else:
-        message = traceback.format_exception_only(type(exc), exc)[0].strip()
-        message = message.removeprefix(f"{STEP_MODULE}.")
-    details = {
-        "error_type": type(exc).__name__,
-        "traceback": "".join(traceback.format_exception(type(exc), exc, tb)),
-    }
-    return ToolError(message, details=details)
 
 
 def _source(config: Mapping[str, Any]) -> str:
@@ -299,9 +153,9 @@ def _source(config: Mapping[str, Any]) -> str:
     return textwrap.dedent(raw)
 
 
-def _timeout(raw: Any) -> float | None:
+def _timeout(raw: Any) -> float:
     if raw is None:
-        return None
+        return DEFAULT_TIMEOUT
     try:
         value = float(raw)
     except (TypeError, ValueError):
@@ -309,6 +163,14 @@ def _timeout(raw: Any) -> float | None:
     if isinstance(raw, bool) or not math.isfinite(value) or value <= 0:
         raise ToolError(f"timeout_seconds must be a positive number, got {raw!r}")
     return value
+
+
+def _isolated(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in {"true", "false"}:
+        return raw.strip().lower() == "true"
+    raise ToolError(f"isolated must be true or false, got {raw!r}")
 
 
 def _libs(raw: Any) -> dict[str, str]:
@@ -322,7 +184,10 @@ def _libs(raw: Any) -> dict[str, str]:
     raise ToolError(f"libs must map names to modules, got {raw!r}")
 
 
-def _log_output(step: str, stdout: str, stderr: str) -> None:
+def _log_output(step: str, reply: Reply) -> None:
+    details = reply.get("details") or {}
+    stdout = reply.get("stdout", details.get("stdout", ""))
+    stderr = reply.get("stderr", details.get("stderr", ""))
     if stdout:
         logger.debug("python step %s stdout:\n%s", step, stdout)
     if stderr:
@@ -355,7 +220,7 @@ def _in_daemon_thread(func: Callable[[], _T], *, name: str) -> asyncio.Future[_T
         except RuntimeError:  # the loop closed while the code ran
             logger.debug("python step thread %s finished after its event loop closed", name)
 
-    _POOL.submit(target)
+    _THREADS.submit(target)
     return future
 
 
@@ -390,77 +255,4 @@ class _DaemonPool:
                 self._idle += 1
 
 
-_POOL = _DaemonPool()
-
-
-class _Capture:
-    """One call's stdout or stderr, kept up to a size limit."""
-
-    def __init__(self, limit: int = _MAX_CAPTURED_CHARS) -> None:
-        self._parts: list[str] = []
-        self._room = limit
-        self._dropped = 0
-
-    def write(self, text: str) -> int:
-        kept = text[: max(self._room, 0)]
-        self._parts.append(kept)
-        self._room -= len(kept)
-        self._dropped += len(text) - len(kept)
-        return len(text)
-
-    def text(self) -> str:
-        text = "".join(self._parts)
-        if self._dropped:
-            text += f"\n[{self._dropped} more characters not captured]"
-        return text
-
-
-_capturing = threading.local()
-_install_lock = threading.Lock()
-
-
-class _StreamRouter:
-    """Stands in for sys.stdout/sys.stderr: a capturing thread writes to its capture."""
-
-    def __init__(self, name: str, fallback: TextIO) -> None:
-        self._name = name
-        self._fallback = fallback
-
-    def write(self, text: str) -> int:
-        capture: _Capture | None = getattr(_capturing, self._name, None)
-        if capture is not None:
-            return capture.write(text)
-        return self._fallback.write(text)
-
-    def writelines(self, lines: Iterable[str]) -> None:
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> None:
-        if getattr(_capturing, self._name, None) is None:
-            self._fallback.flush()
-
-    def __getattr__(self, attribute: str) -> Any:
-        return getattr(self._fallback, attribute)
-
-
-def _install_routers() -> None:
-    """Put routers on sys.stdout/sys.stderr (again, if something replaced them)."""
-    with _install_lock:
-        if not isinstance(sys.stdout, _StreamRouter):
-            sys.stdout = cast(TextIO, _StreamRouter("stdout", sys.stdout))
-        if not isinstance(sys.stderr, _StreamRouter):
-            sys.stderr = cast(TextIO, _StreamRouter("stderr", sys.stderr))
-
-
-@contextmanager
-def captured_stdio() -> Iterator[tuple[_Capture, _Capture]]:
-    """Capture this thread's writes to sys.stdout and sys.stderr."""
-    _install_routers()
-    stdout, stderr = _Capture(), _Capture()
-    previous = (getattr(_capturing, "stdout", None), getattr(_capturing, "stderr", None))
-    _capturing.stdout, _capturing.stderr = stdout, stderr
-    try:
-        yield stdout, stderr
-    finally:
-        _capturing.stdout, _capturing.stderr = previous
+_THREADS = _DaemonPool()

@@ -27,6 +27,7 @@ from noetl.config import Settings
 from noetl.protocol.message import CommandMessage
 from noetl.tools import close_tools, get_tool
 from noetl.tools.base import ToolCall, ToolError
+from noetl.tools.python import configure as configure_python
 from noetl.worker.client import Reply, ServerClient, ServerUnreachable
 from noetl.worker.pipeline import run_pipeline
 
@@ -75,6 +76,10 @@ class Worker:
 
     async def run(self) -> None:
         """Work until `stop()`; then finish what is held and return."""
+        configure_python(
+            pool_size=self.settings.python_processes or self.settings.worker_concurrency,
+            memory_mb=self.settings.python_memory_mb,
+        )
         if not await self._subscribe():
             await self.client.close()
             return

@@ -1,20 +1,27 @@
-"""The python and noop tools and the tool registry."""
+"""The python and noop tools and the tool registry.
+
+Calls run in the default isolated mode (a child process) unless a test passes in-process
+objects (an Event, a Barrier) as inputs: those say ``isolated=False``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
 import decimal
+import inspect
 import logging
+import os
 import sys
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from noetl.tools import KNOWN_KINDS, ToolCall, ToolError, UnknownToolError, get_tool
-from noetl.tools.python import execute_python
+from noetl.tools.python import DEFAULT_TIMEOUT, PythonTool, configure, execute_python
 
 
 def python_call(code: str, inputs: Mapping[str, Any] | None = None, **config: Any) -> ToolCall:
@@ -251,7 +258,9 @@ async def test_stdout_of_concurrent_calls_does_not_mix() -> None:
     code = (
         "print(name, 'first')\nbarrier.wait(5)\nprint(name, 'second')\nraise RuntimeError(name)\n"
     )
-    calls = [run_python(code, {"name": name, "barrier": barrier}) for name in ("a", "b")]
+    calls = [
+        run_python(code, {"name": name, "barrier": barrier}, isolated=False) for name in ("a", "b")
+    ]
     errors = await asyncio.gather(*calls, return_exceptions=True)
     assert [error.details["stdout"] for error in errors if isinstance(error, ToolError)] == [
         "a first\na second\n",
@@ -281,9 +290,24 @@ async def test_tuples_and_sets_become_lists() -> None:
 
 @pytest.mark.asyncio
 async def test_values_json_cannot_hold_become_strings() -> None:
+    code = (
+        "import datetime, decimal\n"
+        "return [datetime.date(2024, 1, 2), decimal.Decimal('1.10'), float('nan'), {1: 'a'}]"
+    )
+    assert await run_python(code) == ["2024-01-02", "1.10", "nan", {"1": "a"}]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.asyncio
+async def test_in_process_values_json_cannot_hold_become_strings() -> None:
     inputs = {"datetime": datetime, "decimal": decimal}
     code = "return [datetime.date(2024, 1, 2), decimal.Decimal('1.10'), float('nan'), {1: 'a'}]"
-    assert await run_python(code, inputs) == ["2024-01-02", "1.10", "nan", {"1": "a"}]
+    assert await run_python(code, inputs, isolated=False) == [
+        "2024-01-02",
+        "1.10",
+        "nan",
+        {"1": "a"},
+    ]
 
 
 @pytest.mark.asyncio
@@ -299,7 +323,9 @@ async def test_a_circular_result_is_a_tool_error() -> None:
 async def test_timeout_raises_a_retryable_tool_error() -> None:
     release = threading.Event()
     try:
-        error = await python_error("release.wait(10)", {"release": release}, timeout_seconds=0.1)
+        error = await python_error(
+            "release.wait(10)", {"release": release}, timeout_seconds=0.1, isolated=False
+        )
     finally:
         release.set()
     assert error.message == "python step timed out after 0.1 s"
@@ -321,9 +347,88 @@ async def test_event_loop_stays_free_while_code_runs() -> None:
         release.set()
 
     result, _ = await asyncio.gather(
-        run_python("return release.wait(5)", {"release": release}), release_soon()
+        run_python("return release.wait(5)", {"release": release}, isolated=False),
+        release_soon(),
     )
     assert result is True
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.asyncio
+async def test_event_loop_stays_free_while_isolated_code_runs(tmp_path: Path) -> None:
+    flag = tmp_path / "released"
+
+    async def release_soon() -> None:
+        await asyncio.sleep(0.05)
+        flag.write_text("go")
+
+    code = (
+        "import pathlib, time\n"
+        "flag = pathlib.Path(path)\n"
+        "deadline = time.monotonic() + 5\n"
+        "while not flag.exists() and time.monotonic() < deadline:\n"
+        "    time.sleep(0.005)\n"
+        "return flag.exists()\n"
+    )
+    result, _ = await asyncio.gather(run_python(code, {"path": str(flag)}), release_soon())
+    assert result is True
+
+
+@pytest.mark.timeout(30)
+def test_the_default_timeout_is_five_minutes() -> None:
+    assert DEFAULT_TIMEOUT == 300
+
+
+# -- isolation config -----------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.asyncio
+async def test_isolated_must_be_a_boolean() -> None:
+    error = await python_error("result = 1", isolated="sometimes")
+    assert error.message == "isolated must be true or false, got 'sometimes'"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.asyncio
+async def test_isolated_code_runs_in_another_process() -> None:
+    code = "import os\nreturn os.getpid()"
+    assert await run_python(code) != os.getpid()
+    assert await run_python(code, isolated=False) == os.getpid()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.asyncio
+async def test_an_input_that_cannot_be_pickled_is_a_tool_error() -> None:
+    error = await python_error("result = 1", {"lock": threading.Lock()})
+    assert error.message == (
+        "python step input cannot be sent to an isolated process: "
+        "cannot pickle '_thread.lock' object"
+    )
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.asyncio
+@pytest.mark.parametrize("isolated", [True, False])
+async def test_a_tool_error_raised_by_the_code_keeps_its_message_and_retryable(
+    isolated: bool,
+) -> None:
+    code = "from noetl.tools.base import ToolError\nraise ToolError('try later', retryable=True)\n"
+    error = await python_error(code, isolated=isolated)
+    assert (error.message, error.retryable) == ("try later", True)
+
+
+@pytest.mark.timeout(30)
+def test_configure_rejects_a_pool_without_processes() -> None:
+    with pytest.raises(ValueError, match="pool_size must be a positive integer"):
+        configure(pool_size=0)
+    with pytest.raises(ValueError, match="memory_mb must be a non-negative integer"):
+        configure(memory_mb=-1)
+
+
+@pytest.mark.timeout(30)
+def test_python_tool_has_an_async_close_for_close_tools() -> None:
+    assert inspect.iscoroutinefunction(PythonTool().close)
 
 
 # -- noop and the registry ------------------------------------------------------------------
