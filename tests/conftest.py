@@ -8,6 +8,7 @@ gets its own database and its own stream, subject and consumer names, and remove
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -61,31 +62,45 @@ def _unique() -> str:
     return uuid.uuid4().hex[:12]
 
 
-@pytest.fixture
-async def settings(services: Services, tmp_path: Path) -> AsyncIterator[Settings]:
-    """Settings for one test: a fresh database and fresh NATS names, removed afterwards."""
+@contextlib.asynccontextmanager
+async def isolated_settings(
+    services: Services, home: Path, **overrides: Any
+) -> AsyncIterator[Settings]:
+    """A fresh database and fresh stream, subject and consumer names; removed afterwards."""
     suffix = _unique()
     database = f"noetl_test_{suffix}"
     with psycopg.connect(services.admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{database}"')
     value = Settings.from_env(
         {},
-        database_url=services.database_url(database),
-        nats_url=services.nats_url,
-        stream=f"NOETL_TEST_{suffix}",
-        subject=f"noetl_test.{suffix}",
-        consumer=f"noetl-test-{suffix}",
-        worker_id=f"test-worker-{suffix}",
-        relay_interval=0.2,
-        relay_after=1.0,
-        lease_seconds=5.0,
-        worker_concurrency=4,
-        home=tmp_path / "home",
+        **{
+            "database_url": services.database_url(database),
+            "nats_url": services.nats_url,
+            "stream": f"NOETL_TEST_{suffix}",
+            "subject": f"noetl_test.{suffix}",
+            "consumer": f"noetl-test-{suffix}",
+            "worker_id": f"test-worker-{suffix}",
+            "relay_interval": 0.2,
+            "relay_after": 1.0,
+            "lease_seconds": 5.0,
+            "worker_concurrency": 4,
+            "home": home,
+            **overrides,
+        },
     )
-    yield value
-    await _delete_stream(services.nats_url, value.stream)
-    with psycopg.connect(services.admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    try:
+        yield value
+    finally:
+        await _delete_stream(services.nats_url, value.stream)
+        with psycopg.connect(services.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def settings(services: Services, tmp_path: Path) -> AsyncIterator[Settings]:
+    """Settings for one test: see `isolated_settings`."""
+    async with isolated_settings(services, tmp_path / "home") as value:
+        yield value
 
 
 async def _delete_stream(url: str, stream: str) -> None:

@@ -8,6 +8,7 @@ Errors::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -65,3 +66,17 @@ class Tool(Protocol):
     async def run(self, call: ToolCall) -> Any:
         """Return a JSON-serialisable result or raise ToolError."""
         ...
+
+
+def timeout_seconds(config: Mapping[str, Any], default: float) -> float:
+    """A tool's ``timeout_seconds`` (alias ``timeout``) as a positive number of seconds."""
+    raw = config.get("timeout_seconds", config.get("timeout"))
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(raw, bool) or not math.isfinite(value) or value <= 0:
+        raise ToolError(f"timeout_seconds must be a positive number, got {raw!r}")
+    return value

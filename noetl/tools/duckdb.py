@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from noetl.tools.base import ToolCall, ToolError
-from noetl.tools.sql import Params, affected_result, rows_result, seconds, sql_params, sql_text
+from noetl.tools.base import ToolCall, ToolError, timeout_seconds
+from noetl.tools.sql import Params, affected_result, rows_result, sql_params, sql_text
 
 if TYPE_CHECKING:
     import duckdb as duckdb_module
@@ -43,7 +43,7 @@ class DuckDBTool:
     async def run(self, call: ToolCall) -> Any:
         query = sql_text(call.config, self.kind)
         params = sql_params(call.config)
-        timeout = seconds(call.config, DEFAULT_TIMEOUT)
+        timeout = timeout_seconds(call.config, DEFAULT_TIMEOUT)
         path = _db_path(call.config)
         import duckdb
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -28,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from noetl.tools.base import ToolCall, ToolError
+from noetl.tools.base import ToolCall, ToolError, timeout_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ class HttpTool:
         url = _url(config.get("url"))
         method = str(config.get("method") or "GET").upper()
         shown = safe_url(url)
-        timeout = _seconds(config)
+        timeout = timeout_seconds(config, DEFAULT_TIMEOUT)
         headers = httpx.Headers(_headers(config.get("headers")))
         auth = _apply_auth(call.auth, headers)
         client = self._client(_verify(config.get("verify")))
@@ -227,19 +226,6 @@ def _data(response: httpx.Response) -> Any:
         except ValueError:
             return text
     return text
-
-
-def _seconds(config: Mapping[str, Any]) -> float:
-    raw = config.get("timeout_seconds", config.get("timeout"))
-    if raw is None:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        value = math.nan
-    if isinstance(raw, bool) or not math.isfinite(value) or value <= 0:
-        raise ToolError(f"timeout_seconds must be a positive number, got {raw!r}")
-    return value
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -27,8 +27,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from noetl.tools.base import ToolCall, ToolError
-from noetl.tools.sql import affected_result, rows_result, seconds, sql_params, sql_text
+from noetl.tools.base import ToolCall, ToolError, timeout_seconds
+from noetl.tools.sql import affected_result, rows_result, sql_params, sql_text
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class PostgresTool:
         target = connection_target(call.auth, call.config)
         query = sql_text(call.config, self.kind)
         params = sql_params(call.config)
-        timeout = seconds(call.config, DEFAULT_TIMEOUT)
+        timeout = timeout_seconds(call.config, DEFAULT_TIMEOUT)
         pool = await self._pool(target)
         try:
             async with pool.connection(timeout=CHECKOUT_TIMEOUT) as conn, conn.cursor() as cur:

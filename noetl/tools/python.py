@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import math
 import queue
 import textwrap
 import threading
@@ -41,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from noetl.tools import python_pool
-from noetl.tools.base import ToolCall, ToolError
+from noetl.tools.base import ToolCall, ToolError, timeout_seconds
 from noetl.tools.python_exec import STEP_MODULE, Reply, ResultError, run_code
 from noetl.tools.python_exec import to_json as _to_json
 from noetl.tools.python_pool import configure
@@ -78,7 +77,7 @@ class PythonTool:
 
     async def run(self, call: ToolCall) -> Any:
         code = _source(call.config)
-        timeout = _timeout(call.config.get("timeout_seconds"))
+        timeout = timeout_seconds(call.config, DEFAULT_TIMEOUT)
         libs = _libs(call.config.get("libs"))
         isolated = _isolated(call.config.get("isolated", True))
         if call.config.get("env"):
@@ -151,18 +150,6 @@ def _source(config: Mapping[str, Any]) -> str:
     if not isinstance(raw, str) or not raw.strip():
         raise ToolError("python tool needs `code` (or `script`) with the source to run")
     return textwrap.dedent(raw)
-
-
-def _timeout(raw: Any) -> float:
-    if raw is None:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        value = math.nan
-    if isinstance(raw, bool) or not math.isfinite(value) or value <= 0:
-        raise ToolError(f"timeout_seconds must be a positive number, got {raw!r}")
-    return value
 
 
 def _isolated(raw: Any) -> bool:

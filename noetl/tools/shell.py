@@ -16,14 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import signal
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from noetl.tools.base import ToolCall, ToolError
+from noetl.tools.base import ToolCall, ToolError, timeout_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ class ShellTool:
         commands, several = _commands(call.config)
         cwd = _cwd(call.config.get("cwd"))
         env = _env(call.config.get("env"))
-        timeout = _seconds(call.config)
+        timeout = timeout_seconds(call.config, DEFAULT_TIMEOUT)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         steps: list[dict[str, Any]] = []
@@ -217,16 +216,3 @@ def _env(raw: Any) -> dict[str, str]:
         else:
             env[str(name)] = str(value)
     return env
-
-
-def _seconds(config: Mapping[str, Any]) -> float:
-    raw = config.get("timeout_seconds", config.get("timeout"))
-    if raw is None:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        value = math.nan
-    if isinstance(raw, bool) or not math.isfinite(value) or value <= 0:
-        raise ToolError(f"timeout_seconds must be a positive number, got {raw!r}")
-    return value

@@ -45,20 +45,6 @@ def sql_params(config: Mapping[str, Any]) -> Params | None:
     raise ToolError(f"params must be a list or a mapping, got {type(raw).__name__}")
 
 
-def seconds(config: Mapping[str, Any], default: float) -> float:
-    """``timeout_seconds`` (alias ``timeout``) as a positive number of seconds."""
-    raw = config.get("timeout_seconds", config.get("timeout"))
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        value = math.nan
-    if isinstance(raw, bool) or not math.isfinite(value) or value <= 0:
-        raise ToolError(f"timeout_seconds must be a positive number, got {raw!r}")
-    return value
-
-
 def rows_result(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> dict[str, Any]:
     """Rows as objects keyed by column; repeated column names get ``_2``, ``_3``, ... suffixes."""
     names = unique_columns(columns)

@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 import yaml
 
-from noetl.config import Settings
 from noetl.embedded.runtime import running
 from noetl.tools import KNOWN_KINDS
-from tests.conftest import Services, _delete_stream, _unique, wait_for_end
+from tests.conftest import Services, isolated_settings, wait_for_end
 
 ROOT = Path(
     os.environ.get("NOETL_CONFORMANCE_DIR")
@@ -80,22 +78,9 @@ async def conformance_api(
     services: Services, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[httpx.AsyncClient]:
     """One server and two workers for the whole suite, on their own database and stream."""
-    suffix = _unique()
-    database = f"noetl_conformance_{suffix}"
-    with psycopg.connect(services.admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{database}"')
-    settings = Settings.from_env(
-        {},
-        database_url=services.database_url(database),
-        nats_url=services.nats_url,
-        stream=f"NOETL_CONF_{suffix}",
-        subject=f"noetl_conf.{suffix}",
-        consumer=f"noetl-conf-{suffix}",
-        worker_id=f"conformance-{suffix}",
-        relay_interval=0.5,
-        home=tmp_path_factory.mktemp("conformance"),
-    )
+    home = tmp_path_factory.mktemp("conformance")
     async with (
+        isolated_settings(services, home, relay_interval=0.5, lease_seconds=30.0) as settings,
         running(settings, workers=2) as runtime,
         httpx.AsyncClient(base_url=runtime.url, timeout=30) as client,
     ):
@@ -104,14 +89,10 @@ async def conformance_api(
             response = await client.post("/api/credentials", json=credential)
             assert response.status_code == 201, response.text
         for file in _manifest().get("register_first", []):
-            response = await client.post(
-                "/api/catalog/register", content=(ROOT / "playbooks" / file).read_text()
-            )
+            text = (ROOT / "playbooks" / file).read_text()
+            response = await client.post("/api/catalog/register", content=text)
             assert response.status_code == 201, response.text
         yield client
-    await _delete_stream(services.nats_url, settings.stream)
-    with psycopg.connect(services.admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 def _substitute(value: Any, server_url: str) -> Any:
