@@ -15,9 +15,10 @@ import psutil
 from benchmarks.common import cluster, run_to_end
 
 
-def playbook(kind: str, cap: int) -> str:
+def playbook(kind: str, cap: int, isolated: bool = False) -> str:
+    flag = "true" if isolated else "false"
     tool = (
-        "{kind: python, isolated: false, input: {x: '{{ x }}'}, code: 'result = x * 2'}"
+        f"{{kind: python, isolated: {flag}, input: {{x: '{{{{ x }}}}'}}, code: 'result = x * 2'}}"
         if kind == "python"
         else "{kind: noop, result: '{{ x }}'}"
     )
@@ -53,7 +54,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--kind", choices=["python", "noop"], default="python")
     parser.add_argument("--max-in-flight", type=int, default=100)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=50, help="per worker")
+    parser.add_argument("--isolated", action="store_true", help="python steps in child processes")
     args = parser.parse_args()
     with (
         cluster(workers=2, concurrency=args.concurrency) as url,
@@ -65,7 +67,7 @@ def main() -> None:
             if "server" in p.cmdline() and "noetl.cli.main" in " ".join(p.cmdline())
         )
         entry = client.post(
-            "/api/catalog/register", content=playbook(args.kind, args.max_in_flight)
+            "/api/catalog/register", content=playbook(args.kind, args.max_in_flight, args.isolated)
         ).json()
         run_to_end(client, {"catalog_id": entry["catalog_id"], "payload": {"n": 50}})  # warm-up
         for items in args.items:
@@ -80,7 +82,8 @@ def main() -> None:
             assert execution["result"] == items
             seconds = float(str(execution["duration_seconds"]))
             print(
-                f"{items} items ({args.kind}, max_in_flight {args.max_in_flight}, 2 workers x"
+                f"{items} items ({args.kind}{' isolated' if args.isolated else ''},"
+                f" max_in_flight {args.max_in_flight}, 2 workers x"
                 f" {args.concurrency}): {seconds:.2f} s = {items / seconds:.0f} items/s;"
                 f" server peak RSS {watcher.peak / 2**20:.0f} MiB"
             )
