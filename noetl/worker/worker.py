@@ -177,13 +177,22 @@ class Worker:
 
     async def take(self, msgs: list[Msg]) -> None:
         """Claim a fetched batch in one request, then run each claimed command."""
+        pending = {id(msg): msg for msg in msgs}  # answered or handed over to work()
+        try:
+            await self._take(msgs, pending)
+        except Exception:  # a bug or a malformed reply must not leak the slots
+            log.exception("could not handle %d message(s); nak", len(pending))
+            for msg in pending.values():
+                await self._answer(msg, 503, "worker error")
+
+    async def _take(self, msgs: list[Msg], pending: dict[int, Msg]) -> None:
         refs: list[tuple[Msg, CommandMessage]] = []
         for msg in msgs:
             try:
                 refs.append((msg, CommandMessage.decode(msg.data)))
             except ValueError as exc:
                 log.error("dropping malformed message: %s", exc)  # noqa: TRY400 - no traceback needed
-                await self._answer(msg, 404, "malformed message")
+                await self._answer(pending.pop(id(msg)), 404, "malformed message")
         if not refs:
             return
         try:
@@ -193,12 +202,13 @@ class Worker:
             reply = Reply(503, {"message": str(exc)})
         if reply.status >= 300:
             for msg, _ in refs:
-                await self._answer(msg, reply.status, reply.message)
+                await self._answer(pending.pop(id(msg)), reply.status, reply.message)
             return
         claimed = {int(command["event_id"]): command for command in reply.body["claimed"]}
         refused = reply.body["refused"]
         for msg, ref in refs:
             command = claimed.pop(ref.event_id, None)  # a duplicate in the batch gets nothing
+            pending.pop(id(msg))
             if command is not None:
                 self._spawn(self.work(msg, ref, command))
             else:
@@ -207,10 +217,19 @@ class Worker:
                 await self._answer(msg, int(answer["status"]), str(answer.get("message")))
 
     async def work(self, msg: Msg, ref: CommandMessage, command: dict[str, Any]) -> None:
+        try:
+            status, message = await self._work(msg, ref, command)
+        except Exception:  # a bug must not leak the slot; NATS redelivers after a nak
+            log.exception("command %s: worker error", ref.command_id)
+            status, message = 503, "worker error"
+        await self._answer(msg, status, message)
+
+    async def _work(
+        self, msg: Msg, ref: CommandMessage, command: dict[str, Any]
+    ) -> tuple[int, str]:
         outcome = await self._run_with_keepalive(msg, ref, command)
         if outcome is None:  # cancelled or superseded while running: nothing to report
-            await self._answer(msg, 409, "cancelled or superseded")
-            return
+            return 409, "cancelled or superseded"
         body = {
             "execution_id": ref.execution_id,
             "event_type": "command.completed" if outcome.ok else "command.failed",
@@ -225,7 +244,7 @@ class Worker:
         reply = await self.reports.submit("reports", body)
         if reply.status >= 300:
             log.warning("report of %s: HTTP %d %s", ref.command_id, reply.status, reply.message)
-        await self._answer(msg, reply.status, reply.message)
+        return reply.status, reply.message
 
     async def _answer(self, msg: Msg, status: int, message: str) -> None:
         """What an HTTP status means for the NATS message: 2xx and 409 ack (done, or someone
@@ -286,7 +305,8 @@ class Worker:
             return True  # the server is unreachable: keep working, report later
         if response.status >= 500:
             return True
-        return response.status < 300 and bool(response.body.get("continue"))
+        body = response.body if isinstance(response.body, dict) else {}
+        return response.status < 300 and bool(body.get("continue"))
 
     async def execute(self, ref: CommandMessage, command: dict[str, Any]) -> Outcome:
         """Run the command's tool or pipeline; every failure becomes an Outcome."""

@@ -1,0 +1,54 @@
+"""A bug while handling one command costs that command a redelivery, never a worker slot."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from noetl.config import Settings
+from noetl.embedded.runtime import running
+from noetl.protocol.message import CommandMessage
+from noetl.worker.worker import Outcome, Worker
+from tests.conftest import wait_for_end
+
+ONE_STEP = """
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: one, path: tests/one}
+workflow:
+  - step: start
+    tool: {kind: noop, result: {ok: true}}
+"""
+
+
+class BuggyOnce(Worker):
+    """Fails inside its own handling code the first time, as a bug would."""
+
+    crashed = False
+
+    async def _run_with_keepalive(
+        self, msg: Any, ref: CommandMessage, command: dict[str, Any]
+    ) -> Outcome | None:
+        if not BuggyOnce.crashed:
+            BuggyOnce.crashed = True
+            raise RuntimeError("a bug in the worker")
+        return await super()._run_with_keepalive(msg, ref, command)
+
+
+async def test_a_worker_bug_naks_the_message_and_keeps_the_slot(settings: Settings) -> None:
+    settings = settings.with_(worker_concurrency=1, lease_seconds=1.0)
+    async with running(settings, workers=0) as rt, httpx.AsyncClient(base_url=rt.url) as api:
+        worker = BuggyOnce(rt.settings.with_(worker_id="buggy"))
+        working = asyncio.create_task(worker.run())
+        try:
+            first = (await api.post("/api/execute", json={"playbook": ONE_STEP})).json()
+            second = (await api.post("/api/execute", json={"playbook": ONE_STEP})).json()
+            done = [await wait_for_end(api, e["execution_id"], timeout=60) for e in (first, second)]
+        finally:
+            worker.stop()
+            await working
+    assert BuggyOnce.crashed
+    assert [e["status"] for e in done] == ["COMPLETED", "COMPLETED"]
+    assert worker.held == 0
