@@ -140,7 +140,8 @@ def run(
         )
         if execution.get("error"):
             out.print(f"[red]error:[/] {execution['error']}", highlight=False)
-        out.print_json(data=execution.get("result"))
+        if status == "COMPLETED":
+            out.print_json(data=execution.get("result"))
     raise typer.Exit(0 if status == "COMPLETED" else 1)
 
 
