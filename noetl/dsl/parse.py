@@ -89,7 +89,7 @@ class _Parser:
                 self.error((), "the document is empty")
             return None
         api = root.get("apiVersion")
-        if api not in API_VERSIONS:
+        if not isinstance(api, str) or api not in API_VERSIONS:
             self.error(
                 ("apiVersion",), f"expected {' or '.join(sorted(API_VERSIONS))}, got {api!r}"
             )
@@ -187,7 +187,7 @@ class _Parser:
         for index, raw in enumerate(workflow):
             name = raw.get("step") if isinstance(raw, dict) else None
             step = steps.get(name) if isinstance(name, str) else None
-            if step is None or step.next is None:
+            if step is None or step.next is None or "next" not in raw:
                 continue
             for arc_index, arc in enumerate(step.next.arcs):
                 if arc.step not in declared:

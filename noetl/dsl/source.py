@@ -46,9 +46,10 @@ class Located:
 
 def load_yaml(text: str, file: str | None = None) -> Located:
     """Parse one YAML document; syntax errors become a `PlaybookError` with the line."""
-    loader = yaml.SafeLoader(text)
     located = Located(None, file)
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
         if node is not None:
             located.data = _construct(loader, node, (), located)
@@ -63,7 +64,8 @@ def load_yaml(text: str, file: str | None = None) -> Located:
     except yaml.YAMLError as exc:
         raise PlaybookError([Problem(f"invalid YAML: {exc}", "", None, None, file)]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return located
 
 

@@ -453,7 +453,13 @@ def _template_strings(value: Any) -> list[str]:
     return []
 
 
+MAX_LOOP_ITEMS = 1_000_000
+
+
 def _collection(value: Any) -> list[Any]:
+    size = len(value) if isinstance(value, list | dict) else value
+    if isinstance(size, int) and not isinstance(size, bool) and size > MAX_LOOP_ITEMS:
+        raise TypeError(f"{size} items is more than a loop takes ({MAX_LOOP_ITEMS})")
     if isinstance(value, list):
         return value
     if isinstance(value, dict):

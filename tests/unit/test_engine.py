@@ -272,3 +272,13 @@ workflow:
     batch = decide_all(many.playbook, many.state, completions, new_id=lambda: next(many.ids))
     assert batch.state.to_json() == one.state.to_json()
     assert [e.event_type for e in batch.events] == [e.event_type for e in one.events[started:]]
+
+
+def test_a_loop_over_too_many_items_fails_the_step_instead_of_exhausting_memory() -> None:
+    h = Harness(
+        HEAD + "workflow:\n  - step: start\n    loop: {in: 1000000000, iterator: i}\n"
+        "    tool: {kind: noop}\n"
+    )
+    state = h.run()
+    assert state.status == "FAILED"
+    assert "more than a loop takes" in (state.error or "")
