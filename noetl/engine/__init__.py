@@ -9,6 +9,7 @@ from noetl.engine.decide import (
     Started,
     decide,
     decide_all,
+    give_up,
 )
 from noetl.engine.state import ExecutionState
 
@@ -22,4 +23,5 @@ __all__ = [
     "Started",
     "decide",
     "decide_all",
+    "give_up",
 ]

@@ -111,6 +111,17 @@ def decide_all(
     return Decision(run.state, tuple(run.events), tuple(run.commands), tuple(run.cancelled))
 
 
+def give_up(
+    playbook: Playbook, state: ExecutionState, error: str, *, new_id: Callable[[], int]
+) -> Decision:
+    """Fail the execution outright (the engine itself could not decide): nothing is left
+    RUNNING, and pending commands are cancelled."""
+    run = _Run(playbook, state.copy(), new_id)
+    if run.running:
+        run.finish(ExecutionStatus.FAILED, error=error)
+    return Decision(run.state, tuple(run.events), tuple(run.commands), tuple(run.cancelled))
+
+
 def new_state(execution_id: int) -> ExecutionState:
     return ExecutionState(execution_id=execution_id)
 

@@ -33,6 +33,7 @@ from noetl.engine import (
     Started,
     decide,
     decide_all,
+    give_up,
 )
 from noetl.errors import ConflictError, NotFoundError, RequestError
 from noetl.protocol.events import CommandStatus, EventType, ExecutionStatus
@@ -424,7 +425,15 @@ class Orchestrator:
             return None
         playbook = await self.playbook(execution["catalog_id"])
         state = ExecutionState.from_json(execution["state"])
-        decision = decide_all(playbook, state, incoming, new_id=self.new_id)
+        try:
+            decision = decide_all(playbook, state, incoming, new_id=self.new_id)
+        except Exception as exc:  # an engine bug must not leave the execution RUNNING forever
+            log.exception("engine failed on execution %s", state.execution_id)
+            error = f"internal error in the engine: {type(exc).__name__}: {exc}"
+            for change in incoming:  # their outcomes are recorded: nothing left to cancel
+                if isinstance(change, CommandCompleted | CommandFailed):
+                    state.commands.pop(change.command_id, None)
+            decision = give_up(playbook, state, error, new_id=self.new_id)
         await self._write(conn, decision, recorded, effects)
         return decision
 

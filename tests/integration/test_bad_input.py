@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import event_log, run_playbook
 
@@ -173,3 +174,23 @@ async def test_cancel_ends_a_running_execution_and_its_commands(api: httpx.Async
     assert command["status"] == "CANCELLED"
     claim = await api.post(f"/api/commands/{issued['event_id']}/claim", json={"worker_id": "w"})
     assert claim.status_code == 409
+
+
+async def test_an_engine_bug_fails_the_execution_instead_of_leaving_it_running(
+    api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from noetl.engine import CommandCompleted, decide_all
+
+    real = decide_all
+
+    def broken(playbook: Any, state: Any, incoming: Any, **kwargs: Any) -> Any:
+        if any(isinstance(event, CommandCompleted) for event in incoming):
+            raise KeyError("simulated engine bug")
+        return real(playbook, state, incoming, **kwargs)
+
+    monkeypatch.setattr("noetl.server.service.decide_all", broken)
+    execution = await run_playbook(
+        api, HEADER + "workflow:\n  - step: start\n    tool: {kind: noop}\n"
+    )
+    assert execution["status"] == "FAILED"
+    assert "internal error in the engine: KeyError" in execution["error"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from noetl.engine import CommandCompleted, CommandFailed, decide_all
+from noetl.engine import CommandCompleted, CommandFailed, decide_all, give_up
 from tests.unit.engine_harness import Harness
 
 HEAD = "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: t}\n"
@@ -282,3 +282,12 @@ def test_a_loop_over_too_many_items_fails_the_step_instead_of_exhausting_memory(
     state = h.run()
     assert state.status == "FAILED"
     assert "more than a loop takes" in (state.error or "")
+
+
+def test_giving_up_fails_the_execution_and_cancels_what_is_pending() -> None:
+    h = Harness(HEAD + "workflow:\n  - {step: start, tool: {kind: noop}}\n")
+    h.start()
+    decision = give_up(h.playbook, h.state, "internal error", new_id=lambda: next(h.ids))
+    assert decision.state.status == "FAILED" and decision.state.error == "internal error"
+    assert decision.cancelled == (h.pending[0].command_id,)
+    assert [e.event_type for e in decision.events][-1] == "playbook.failed"
