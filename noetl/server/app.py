@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import psycopg.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -132,6 +133,11 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse(
             {"error": "RequestError", "message": message, "problems": problems}, status_code=422
         )
+
+    @app.exception_handler(psycopg.errors.DataError)
+    async def unstorable(request: Request, exc: psycopg.errors.DataError) -> JSONResponse:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return _error_response(RequestError(f"a value cannot be stored: {message}"))
 
     @app.exception_handler(json.JSONDecodeError)
     async def invalid_json(request: Request, exc: json.JSONDecodeError) -> JSONResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import ValidationError
@@ -109,7 +109,9 @@ async def execute(request: Request, body: ExecuteRequest) -> dict[str, Any]:
 @router.get("/api/executions")
 async def list_executions(
     request: Request,
-    status: Annotated[str | None, Query()] = None,
+    status: Annotated[
+        Literal["RUNNING", "COMPLETED", "FAILED", "CANCELLED"] | None, Query()
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     async with _orchestrator(request).pool.connection() as conn:

@@ -74,6 +74,6 @@ class CancelRequest(Body):
 class WorkerHeartbeat(Body):
     worker_id: str = Field(min_length=1, max_length=200)
     hostname: str = ""
-    concurrency: int = 1
+    concurrency: int = Field(default=1, ge=1, le=1_000_000)
     status: Literal["ready", "stopping", "stopped"] = "ready"
-    running: int = 0
+    running: int = Field(default=0, ge=0, le=1_000_000)

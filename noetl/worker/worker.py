@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 from noetl.batching import KeyedBatcher
 from noetl.bus.nats_client import NATSCommandSubscriber, Topology
 from noetl.config import Settings
+from noetl.jsonfast import clean_text
 from noetl.protocol.message import CommandMessage
 from noetl.tools import close_tools, get_tool
 from noetl.tools.base import ToolCall, ToolError
@@ -237,7 +238,7 @@ class Worker:
             "attempt": command["attempt"],
             "worker_id": self.worker_id,
             "result": outcome.result if outcome.ok else None,
-            "error": outcome.error,
+            "error": clean_text(outcome.error) if outcome.error else None,
             "duration": outcome.duration,
             "variables": outcome.variables or None,
         }

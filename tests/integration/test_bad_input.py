@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -194,3 +195,25 @@ async def test_an_engine_bug_fails_the_execution_instead_of_leaving_it_running(
     )
     assert execution["status"] == "FAILED"
     assert "internal error in the engine: KeyError" in execution["error"]
+
+
+async def test_text_postgres_cannot_store_is_replaced_not_refused(api: httpx.AsyncClient) -> None:
+    execution = await run_playbook(
+        api,
+        HEADER + 'workflow:\n  - step: start\n    tool: {kind: python, code: "result = '
+        "{'bytes': 'a\\\\x00b', 'broken': 'x\\\\udc80y'}\"}\n",
+    )
+    assert execution["status"] == "COMPLETED", execution["error"]
+    assert execution["result"] == {"bytes": "a\ufffdb", "broken": "x\ufffdy"}
+
+
+async def test_out_of_range_and_unstorable_request_values_are_422(api: httpx.AsyncClient) -> None:
+    beat = await api.post("/api/workers/heartbeat", json={"worker_id": "w", "running": 10**12})
+    assert beat.status_code == 422
+    listed = await api.get("/api/executions", params={"status": "\x16bogus"})
+    assert listed.status_code == 422
+    body = {"name": "odd", "type": "x\x00y", "data": {"k": "\ud800"}, "tags": ["\x00"]}
+    credential = await api.post(
+        "/api/credentials", content=json.dumps(body), headers={"content-type": "application/json"}
+    )
+    assert credential.status_code in {201, 422}, credential.text

@@ -69,3 +69,12 @@ def test_node_ids_keep_generators_apart() -> None:
 def test_node_id_out_of_range_is_refused() -> None:
     with pytest.raises(ValueError, match="node id"):
         SnowflakeGenerator(1024)
+
+
+def test_json_for_postgres_replaces_nul_and_lone_surrogates() -> None:
+    import json
+
+    from noetl.jsonfast import dumps
+
+    assert json.loads(dumps({"a\x00": ["x\x00", "ok?"]})) == {"a\ufffd": ["x\ufffd", "ok?"]}
+    assert json.loads(dumps({"s": "\udc80!", "big": 2**70})) == {"s": "\ufffd!", "big": 2**70}
