@@ -115,15 +115,24 @@ def run(
         bool, typer.Option("--json", help="Print one JSON object as the last line")
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    register_: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--register", help="Register this playbook first (a sub-playbook; repeatable)"
+        ),
+    ] = None,
 ) -> None:
     """Run a playbook to the end on an embedded (or configured) PostgreSQL and NATS."""
     settings = _settings()
     content = _read(file)
     _validate_or_exit(content, str(file))
+    others = [_read(path) for path in register_ or []]
+    for path, text in zip(register_ or [], others, strict=True):
+        _validate_or_exit(text, str(path))
     logs.setup("INFO" if verbose else "WARNING")
     data = _payload(payload, set_)
     console = None if as_json else out
-    execution = _event_loop_run(_run(settings, content, data, console))
+    execution = _event_loop_run(_run(settings, content, data, console, others))
     status = execution["status"]
     if as_json:
         print(
@@ -146,7 +155,11 @@ def run(
 
 
 async def _run(
-    settings: Settings, content: str, payload: dict[str, Any], console: Console | None
+    settings: Settings,
+    content: str,
+    payload: dict[str, Any],
+    console: Console | None,
+    register_first: list[str],
 ) -> dict[str, Any]:
     from noetl.embedded.runtime import embedded_services, running
 
@@ -155,6 +168,8 @@ async def _run(
         running(live) as runtime,
         httpx.AsyncClient(base_url=runtime.url, timeout=30) as client,
     ):
+        for text in register_first:
+            _check(await client.post("/api/catalog/register", json={"content": text}))
         response = await client.post("/api/execute", json={"playbook": content, "payload": payload})
         started = _check(response)
         return await follow(client, started["execution_id"], console)

@@ -14,6 +14,8 @@ EXPECTED = {
     "hello.yaml": {"greeting": "HELLO world", "route": "greeted"},
     "fanout.yaml": {"cities": 4, "longest": "Reykjavik"},
     "retry.yaml": {"answer": 42},
+    "child.yaml": {"squares": [0, 1, 4]},
+    "parent.yaml": {"sum_of_squares": 30},
 }
 
 
@@ -22,6 +24,9 @@ async def test_example_completes_with_its_documented_result(
     api: httpx.AsyncClient, example: Path, tmp_path: Path
 ) -> None:
     payload = {"marker": str(tmp_path / "marker")} if example.name == "retry.yaml" else {}
+    if example.name == "parent.yaml":  # as `noetl run parent.yaml --register child.yaml`
+        child = (example.parent / "child.yaml").read_text()
+        assert (await api.post("/api/catalog/register", content=child)).status_code == 201
     execution = await run_playbook(api, example.read_text(), payload)
     assert execution["status"] == "COMPLETED", execution["error"]
     assert execution["result"] == EXPECTED[example.name]
