@@ -77,3 +77,47 @@ workflow:
     )
     assert execution["status"] == "FAILED"
     assert "ValueError: bad row" in execution["error"]
+
+
+async def test_an_http_500_is_retried_by_policy_until_it_succeeds(api: httpx.AsyncClient) -> None:
+    from aiohttp import web
+
+    calls: list[str] = []
+
+    async def flaky(request: web.Request) -> web.Response:
+        calls.append(request.method)
+        if len(calls) < 3:
+            return web.json_response({"error": "busy"}, status=500)
+        return web.json_response({"total": 7})
+
+    app = web.Application()
+    app.router.add_get("/data", flaky)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        execution = await run_playbook(
+            api,
+            HEAD
+            + f"""
+workflow:
+  - step: start
+    tool:
+      kind: http
+      url: "http://127.0.0.1:{port}/data"
+      spec:
+        policy:
+          rules:
+            - when: "{{{{ output.status == 'error' and output.error.retryable }}}}"
+              then: {{do: retry, attempts: 5, delay: 0.05, backoff: linear}}
+            - else: {{then: {{do: continue}}}}
+""",
+        )
+    finally:
+        await runner.cleanup()
+    assert execution["status"] == "COMPLETED", execution["error"]
+    assert execution["result"]["status_code"] == 200
+    assert execution["result"]["data"] == {"total": 7}
+    assert calls == ["GET", "GET", "GET"]
