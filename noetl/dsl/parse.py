@@ -6,7 +6,7 @@ raised together as one `PlaybookError`. Legacy spellings are normalised here and
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from noetl.dsl.model import Arc, Loop, Next, Playbook, Step, Tool
@@ -48,6 +48,7 @@ class _Parser:
     def __init__(self, located: Located) -> None:
         self.src = located
         self.problems: list[Problem] = []
+        self.arc_paths: dict[int, list[Path]] = {}
 
     def error(self, path: Path, message: str) -> None:
         self.problems.append(self.src.problem(path, message))
@@ -132,7 +133,7 @@ class _Parser:
         if isinstance(executor, dict) and isinstance(executor.get("spec"), dict):
             entry = executor["spec"].get("entry_step")
             if entry is not None:
-                if entry not in steps:
+                if not _one_of(entry, steps):
                     self.error(("executor", "spec", "entry_step"), f"unknown step {entry!r}")
                     return None
                 return str(entry)
@@ -183,17 +184,21 @@ class _Parser:
             if step.name in steps:
                 self.error(("workflow", index, "step"), f"duplicate step name {step.name!r}")
             steps[step.name] = step
-        declared = {raw.get("step") for raw in workflow if isinstance(raw, dict)}
-        for index, raw in enumerate(workflow):
-            name = raw.get("step") if isinstance(raw, dict) else None
-            step = steps.get(name) if isinstance(name, str) else None
-            if step is None or step.next is None or "next" not in raw:
-                continue
-            for arc_index, arc in enumerate(step.next.arcs):
+        declared = {
+            raw["step"]
+            for raw in workflow
+            if isinstance(raw, dict) and isinstance(raw.get("step"), str)
+        }
+        for step in steps.values():
+            for arc, path in zip(
+                step.next.arcs if step.next else (),
+                self.arc_paths.get(id(step.next), []),
+                strict=False,
+            ):
                 if arc.step not in declared:
-                    self.error(
-                        ("workflow", index, "next", *_arc_path(raw["next"], arc_index)),
-                        f"unknown step {arc.step!r}; steps are {', '.join(steps)}",
+                    known = ", ".join(name for name in steps)
+                    self.problems.append(
+                        self.src.problem(path, f"unknown step {arc.step!r}; steps are {known}")
                     )
         return steps
 
@@ -274,7 +279,7 @@ class _Parser:
         if not data:
             return None
         kind = data.get("kind")
-        if kind not in TOOL_KINDS:
+        if not isinstance(kind, str) or kind not in TOOL_KINDS:
             got = "nothing" if kind is None else repr(kind)
             self.error(
                 (*path, "kind"), f"expected one of {', '.join(sorted(TOOL_KINDS))}; got {got}"
@@ -285,7 +290,7 @@ class _Parser:
             label = str(config.pop("name"))
         if kind == "workbook":
             target = config.get("name")
-            if target not in workbook and path[0] != "workbook":
+            if not _one_of(target, workbook) and path[0] != "workbook":
                 self.error((*path, "name"), f"unknown workbook entry {target!r}")
         self.templates({k: v for k, v in config.items() if k not in UNRENDERED}, path)
         return Tool(
@@ -316,7 +321,7 @@ class _Parser:
             else:
                 then_path = (*rule_path, "then")
             then = self.mapping(entry.get("then", {}), then_path, None)
-            if then.get("do") not in POLICY_ACTIONS:
+            if not _one_of(then.get("do"), POLICY_ACTIONS):
                 self.error(
                     (*then_path, "do"), f"expected one of {', '.join(sorted(POLICY_ACTIONS))}"
                 )
@@ -334,7 +339,7 @@ class _Parser:
             data = self.mapping(raw, path, frozenset({"spec", "arcs"}))
             spec = self.mapping(data.get("spec", {}), (*path, "spec"), frozenset({"mode"}))
             mode = spec.get("mode", "exclusive")
-            if mode not in {"exclusive", "inclusive"}:
+            if not _one_of(mode, {"exclusive", "inclusive"}):
                 self.error(
                     (*path, "spec", "mode"), f"expected exclusive or inclusive, got {mode!r}"
                 )
@@ -345,10 +350,12 @@ class _Parser:
             self.error(arcs_path, f"expected a list of arcs, got {_kind(arcs_raw)}")
             return None
         arcs: list[Arc] = []
+        paths: list[Path] = []  # where each arc sits in the source, for later errors
         for index, item in enumerate(arcs_raw):
             arc_path = (*arcs_path, index)
             if isinstance(item, str):
                 arcs.append(Arc(step=item))
+                paths.append(arc_path)
                 continue
             data = self.mapping(item, arc_path, ARC_KEYS)
             target = self.text(data.get("step"), (*arc_path, "step")) if data else None
@@ -359,7 +366,10 @@ class _Parser:
             arc_set = self.set_block(data.get("set"), (*arc_path, "set"))
             if target:
                 arcs.append(Arc(step=target, when=None if when is None else str(when), set=arc_set))
-        return Next(mode="inclusive" if mode == "inclusive" else "exclusive", arcs=tuple(arcs))
+                paths.append((*arc_path, "step"))
+        result = Next(mode="inclusive" if mode == "inclusive" else "exclusive", arcs=tuple(arcs))
+        self.arc_paths[id(result)] = paths
+        return result
 
     def loop(self, raw: Any, path: Path) -> Loop | None:
         data = self.mapping(raw, path, LOOP_KEYS)
@@ -371,7 +381,7 @@ class _Parser:
         self.templates(data.get("in"), (*path, "in"))
         spec = self.mapping(data.get("spec", {}), (*path, "spec"), LOOP_SPEC_KEYS)
         mode = spec.get("mode", "sequential")
-        if mode not in {"sequential", "parallel"}:
+        if not _one_of(mode, {"sequential", "parallel"}):
             self.error((*path, "spec", "mode"), f"expected sequential or parallel, got {mode!r}")
         cap = spec.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT)
         if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
@@ -387,13 +397,9 @@ class _Parser:
         )
 
 
-def _arc_path(raw_next: Any, index: int) -> Path:
-    """Where arc `index` of a `next` block sits in the source, whichever spelling it used."""
-    if isinstance(raw_next, str):
-        return ()
-    if isinstance(raw_next, dict):
-        return ("arcs", index, "step")
-    return (index, "step") if isinstance(raw_next[index], dict) else (index,)
+def _one_of(value: Any, options: Collection[str]) -> bool:
+    """`value in options`, for values of any type (a list is never a step name)."""
+    return isinstance(value, str) and value in options
 
 
 def _strings(value: Any, path: Path) -> Iterator[tuple[Path, str]]:

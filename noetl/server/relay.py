@@ -53,7 +53,7 @@ class Relay:
                 row["status"] == CommandStatus.CLAIMED
                 and row["attempt"] >= self.settings.max_attempts
             ):
-                await self.orchestrator.fail_lost(row["event_id"])
+                await self.orchestrator.workers.fail_lost(row["event_id"])
                 continue
             message = CommandMessage(
                 row["execution_id"],

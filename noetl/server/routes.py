@@ -14,6 +14,7 @@ from noetl.errors import NoetlError, NotFoundError, RequestError
 from noetl.protocol.events import EventType
 from noetl.server import views
 from noetl.server.problems import body_of, status_of
+from noetl.server.records import Report
 from noetl.server.schemas import (
     CancelRequest,
     ClaimManyRequest,
@@ -25,7 +26,7 @@ from noetl.server.schemas import (
     RegisterRequest,
     WorkerHeartbeat,
 )
-from noetl.server.service import Orchestrator, Report
+from noetl.server.service import Orchestrator
 from noetl.store import catalog, events, executions, workers
 
 router = APIRouter()
@@ -159,7 +160,7 @@ async def cancel(
 
 @router.get("/api/commands/{event_id}")
 async def get_command(request: Request, event_id: str) -> Response:
-    return _json(await _orchestrator(request).get_command(_parse_id(event_id, "command")))
+    return _json(await _orchestrator(request).workers.get_command(_parse_id(event_id, "command")))
 
 
 @router.post("/api/commands/claim")
@@ -168,7 +169,7 @@ async def claim_many(request: Request, body: ClaimManyRequest) -> Response:
 
     `claimed`: the commands now held, as `/claim` returns them; `refused`: by event id, the
     HTTP status and message each would have had alone (404 unknown, 409 held or ended)."""
-    answers = await _orchestrator(request).claim_many(body.event_ids, body.worker_id)
+    answers = await _orchestrator(request).workers.claim_many(body.event_ids, body.worker_id)
     claimed = [a for a in answers.values() if not isinstance(a, Exception)]
     refused = {
         str(event_id): {"status": status_of(a), **body_of(a)}
@@ -181,14 +182,18 @@ async def claim_many(request: Request, body: ClaimManyRequest) -> Response:
 @router.post("/api/commands/{event_id}/claim")
 async def claim(request: Request, event_id: str, body: ClaimRequest) -> Response:
     """Claim + fetch in one round trip. 409: another live attempt holds it, or it ended."""
-    command = await _orchestrator(request).claim(_parse_id(event_id, "command"), body.worker_id)
+    command = await _orchestrator(request).workers.claim(
+        _parse_id(event_id, "command"), body.worker_id
+    )
     return _json(command)
 
 
 @router.post("/api/commands/{event_id}/lease")
 async def renew_lease(request: Request, event_id: str, body: LeaseRequest) -> dict[str, Any]:
     """Extend the claim of a running attempt; the answer says if it should keep going."""
-    status = await _orchestrator(request).renew_lease(_parse_id(event_id, "command"), body.attempt)
+    status = await _orchestrator(request).workers.renew_lease(
+        _parse_id(event_id, "command"), body.attempt
+    )
     return {"status": status, "continue": status == "CLAIMED"}
 
 
@@ -221,7 +226,7 @@ async def _apply_event(orchestrator: Orchestrator, body: EventRequest) -> dict[s
     if body.event_type == EventType.COMMAND_CLAIMED.value:
         if body.event_id is None:
             raise RequestError("command.claimed needs `event_id` (the command.issued event)")
-        return await orchestrator.claim(body.event_id, body.worker_id)
+        return await orchestrator.workers.claim(body.event_id, body.worker_id)
     if body.command_id is None or body.attempt is None:
         raise RequestError(f"{body.event_type} needs `command_id` and `attempt`")
     if body.event_type == EventType.COMMAND_FAILED.value and not body.error:

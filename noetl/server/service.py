@@ -11,15 +11,13 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import psycopg
 import psycopg.errors
 from psycopg_pool import AsyncConnectionPool
 
-from noetl.batching import KeyedBatcher
 from noetl.bus.nats_client import NATSCommandPublisher
 from noetl.config import Settings
 from noetl.dsl import Playbook, parse_playbook
@@ -40,38 +38,11 @@ from noetl.protocol.events import CommandStatus, EventType, ExecutionStatus
 from noetl.protocol.message import CommandMessage
 from noetl.protocol.records import CommandRecord, EventRecord
 from noetl.server import metrics, subplaybooks
+from noetl.server.records import Effects, Report
+from noetl.server.worker_api import WorkerAPI
 from noetl.store import catalog, commands, events, executions
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Report:
-    """A worker's outcome for one attempt of a command."""
-
-    execution_id: int
-    command_id: str
-    event_type: EventType  # command.completed | command.failed
-    attempt: int
-    worker_id: str
-    result: Any = None
-    error: str | None = None
-    duration: float | None = None
-    variables: dict[str, Any] = field(default_factory=dict)
-
-
-SERVER_WORKER = "noetl-server"  # the claimant of the commands the server runs itself
-
-
-@dataclass
-class Effects:
-    """What a transaction leaves to do after its commit: NATS publishes, parents to tell of
-    finished sub-playbooks, children to cancel, and outcomes to report on the server's own
-    commands. Done after commit; the relay repairs any of it a crash interrupts."""
-
-    publish: list[CommandRecord] = field(default_factory=list)
-    finished: list[int] = field(default_factory=list)  # executions that reached a terminal state
-    reports: list[Report] = field(default_factory=list)
 
 
 class Orchestrator:
@@ -87,7 +58,7 @@ class Orchestrator:
         self.settings = settings
         self.new_id = new_id
         self._playbooks: dict[int, Playbook] = {}
-        self._reports: KeyedBatcher[Report, dict[str, Any]] = KeyedBatcher(self._report_batch)
+        self.workers = WorkerAPI(self)
 
     # -- catalog ------------------------------------------------------------------------
 
@@ -144,7 +115,7 @@ class Orchestrator:
         parent_execution_id: int | None = None,
     ) -> int:
         effects = Effects()
-        async with self._transaction() as conn:
+        async with self.transaction() as conn:
             execution_id = await self.start(
                 conn, entry, payload or {}, effects, parent_execution_id=parent_execution_id
             )
@@ -193,7 +164,7 @@ class Orchestrator:
 
     async def cancel(self, execution_id: int, reason: str) -> str:
         effects = Effects()
-        async with self._transaction() as conn:
+        async with self.transaction() as conn:
             decision = await self._decide_locked(
                 conn, execution_id, CancelRequested(reason), effects
             )
@@ -204,190 +175,14 @@ class Orchestrator:
 
     # -- the worker protocol ------------------------------------------------------------
 
-    async def claim(self, event_id: int, worker_id: str) -> dict[str, Any]:
-        """Claim a command for a new attempt; 409 while another live attempt holds it."""
-        answer = (await self.claim_many([event_id], worker_id))[event_id]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    async def claim_many(
-        self, event_ids: Sequence[int], worker_id: str
-    ) -> dict[int, dict[str, Any] | Exception]:
-        """Claim several commands in one statement; each gets its command or its 404/409."""
-        settings = self.settings
-        wanted = list(dict.fromkeys(event_ids))
-        async with self.pool.connection() as conn:
-            claimed = await commands.claim(
-                conn,
-                wanted,
-                [self.new_id() for _ in wanted],
-                worker_id,
-                settings.lease_seconds,
-                settings.max_attempts,
-            )
-            refused = {
-                event_id: await commands.get_by_event(conn, event_id)
-                for event_id in wanted
-                if event_id not in claimed
-            }
-        answers: dict[int, dict[str, Any] | Exception] = {}
-        for event_id, row in claimed.items():
-            answers[event_id] = {
-                **_command_view(row),
-                "attempt": row["attempt"],
-                "worker_id": worker_id,
-                "lease_seconds": settings.lease_seconds,
-            }
-        for event_id, found in refused.items():
-            answers[event_id] = await self._refusal(event_id, found)
-        metrics.EVENTS.labels(EventType.COMMAND_CLAIMED.value).inc(len(claimed))
-        return answers
-
-    async def _refusal(self, event_id: int, row: dict[str, Any] | None) -> Exception:
-        """Why a command could not be claimed; a command out of attempts fails here."""
-        if row is None:
-            return NotFoundError(f"command {event_id} does not exist")
-        status = CommandStatus(row["status"])
-        name = row["command_id"]
-        if status.terminal:
-            return ConflictError(f"command {name} is already {status.value}")
-        if status is CommandStatus.CLAIMED and not row["lease_expired"]:
-            return ConflictError(
-                f"command {name} is claimed by {row['worker_id']} (attempt {row['attempt']})"
-            )
-        await self.fail_lost(event_id)
-        return ConflictError(f"command {name} has no attempts left")
-
-    async def get_command(self, event_id: int) -> dict[str, Any]:
-        async with self.pool.connection() as conn:
-            row = await commands.get_by_event(conn, event_id)
-        if row is None:
-            raise NotFoundError(f"command {event_id} does not exist")
-        return {
-            **_command_view(row),
-            "status": row["status"],
-            "attempt": row["attempt"],
-            "worker_id": row["worker_id"],
-        }
-
-    async def renew_lease(self, event_id: int, attempt: int) -> str:
-        async with self.pool.connection() as conn:
-            status = await commands.renew_lease(
-                conn, event_id, attempt, self.settings.lease_seconds
-            )
-        if status is None:
-            raise NotFoundError(f"command {event_id} does not exist")
-        return status
-
     async def report(self, report: Report) -> dict[str, Any]:
-        """Record a worker's outcome and decide what runs next. Reports that arrive while a
-        transaction of the same execution runs are decided together in the next one."""
-        return await self._reports.submit(report.execution_id, report)
-
-    async def _report_batch(self, reports: Sequence[Report]) -> list[dict[str, Any] | Exception]:
-        try:
-            return await self._report_together(reports)
-        except ConflictError:
-            if len(reports) == 1:
-                raise
-        # a unique-index conflict spoiled the batch: decide each report on its own
-        return [await _outcome_of(self._report_together([report])) for report in reports]
-
-    async def _report_together(self, reports: Sequence[Report]) -> list[dict[str, Any] | Exception]:
-        execution_id = reports[0].execution_id
-        answers: list[dict[str, Any] | Exception] = []
-        effects = Effects()
-        async with self._transaction() as conn:
-            execution, rows = await commands.lock_with_execution(
-                conn, execution_id, [r.command_id for r in reports]
-            )
-            recorded: list[EventRecord] = []
-            incoming: list[Incoming] = []
-            settled: dict[str, list[str]] = {"COMPLETED": [], "FAILED": []}
-            for report in reports:
-                problem = _check_report(execution, rows.get(report.command_id), report, settled)
-                answers.append(problem or {})
-                if problem is None:
-                    outcome, change = self._outcome(report, rows[report.command_id])
-                    recorded.append(outcome)
-                    incoming.append(change)
-                    settled[outcome.status or ""].append(report.command_id)
-            decision = None
-            if recorded and execution is not None:
-                decision = await self._decide_on(conn, execution, incoming, recorded, effects)
-                for status, done in settled.items():
-                    await commands.set_status(conn, execution_id, done, status)
-        for report in reports:
-            metrics.EVENTS.labels(report.event_type.value).inc()
-        await self.after_commit(effects)
-        status = str(decision.state.status if decision else (execution or {}).get("status"))
-        issued = len(decision.commands) if decision else 0
-        return [
-            a if isinstance(a, Exception) else {"status": status, "issued": issued} for a in answers
-        ]
-
-    def _outcome(self, report: Report, row: dict[str, Any]) -> tuple[EventRecord, Incoming]:
-        failed = report.event_type is EventType.COMMAND_FAILED
-        outcome = EventRecord(
-            report.execution_id,
-            self.new_id(),
-            report.event_type,
-            step=row["step"],
-            command_id=report.command_id,
-            attempt=report.attempt,
-            worker_id=report.worker_id,
-            status=(CommandStatus.FAILED if failed else CommandStatus.COMPLETED).value,
-            result=None if failed else report.result,
-            error=report.error,
-            duration=report.duration,
-            payload={"variables": report.variables} if report.variables else None,
-        )
-        change: Incoming = (
-            CommandFailed(report.command_id, report.error or "failed")
-            if failed
-            else CommandCompleted(report.command_id, report.result, report.variables)
-        )
-        return outcome, change
-
-    async def fail_lost(self, event_id: int) -> None:
-        """A command whose every attempt was lost fails with `worker_lost`."""
-        effects = Effects()
-        async with self.pool.connection() as conn, conn.transaction():
-            probe = await commands.get_by_event(conn, event_id)
-            if probe is None:
-                return
-            execution = await executions.lock_execution(conn, probe["execution_id"])
-            row = await commands.get_by_event(conn, event_id, lock=True)
-            if execution is None or row is None or row["status"] != CommandStatus.CLAIMED:
-                return
-            error = (
-                f"worker_lost: no result after {row['attempt']} attempts"
-                f" (last worker {row['worker_id']})"
-            )
-            outcome = EventRecord(
-                row["execution_id"],
-                self.new_id(),
-                EventType.COMMAND_FAILED,
-                step=row["step"],
-                command_id=row["command_id"],
-                attempt=row["attempt"],
-                status=CommandStatus.FAILED.value,
-                error=error,
-            )
-            await self._decide_on(
-                conn, execution, [CommandFailed(row["command_id"], error)], [outcome], effects
-            )
-            await commands.set_status(
-                conn, row["execution_id"], [row["command_id"]], CommandStatus.FAILED.value
-            )
-        log.warning("command %s failed: %s", row["command_id"], error)
-        await self.after_commit(effects)
+        """Record a worker's (or the server's own) outcome; see `WorkerAPI.report`."""
+        return await self.workers.report(report)
 
     # -- shared steps -------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A transaction in pipeline mode: reads sync when fetched, writes go with COMMIT.
 
         A unique-index conflict at commit means another request recorded the same outcome
@@ -409,9 +204,9 @@ class Orchestrator:
         execution = await executions.lock_execution(conn, execution_id)
         if execution is None:
             raise NotFoundError(f"execution {execution_id} does not exist")
-        return await self._decide_on(conn, execution, [incoming], [], effects)
+        return await self.decide_on(conn, execution, [incoming], [], effects)
 
-    async def _decide_on(
+    async def decide_on(
         self,
         conn: psycopg.AsyncConnection[Any],
         execution: dict[str, Any],
@@ -509,47 +304,3 @@ class Orchestrator:
             log.warning("%d publish(es) deferred to the relay: %s", len(failed), failed[0])
             metrics.PUBLISH_FAILURES.inc(len(failed))
         return len(outcomes) - len(failed)
-
-
-def _check_report(
-    execution: dict[str, Any] | None,
-    row: dict[str, Any] | None,
-    report: Report,
-    settled: dict[str, list[str]],
-) -> Exception | None:
-    """Why a report cannot be recorded (404 or 409), or None when it can."""
-    if execution is None:
-        return NotFoundError(f"execution {report.execution_id} does not exist")
-    if row is None:
-        return NotFoundError(f"command {report.command_id} does not exist")
-    status = CommandStatus(row["status"])
-    if status.terminal or any(report.command_id in done for done in settled.values()):
-        shown = status.value if status.terminal else "reported"
-        return ConflictError(f"command {report.command_id} is already {shown}")
-    if status is not CommandStatus.CLAIMED or row["attempt"] != report.attempt:
-        return ConflictError(
-            f"attempt {report.attempt} of {report.command_id} is stale"
-            f" (current attempt {row['attempt']})"
-        )
-    return None
-
-
-async def _outcome_of(
-    answer: Awaitable[list[dict[str, Any] | Exception]],
-) -> dict[str, Any] | Exception:
-    try:
-        return (await answer)[0]
-    except (ConflictError, NotFoundError) as exc:
-        return exc
-
-
-def _command_view(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "execution_id": str(row["execution_id"]),
-        "event_id": str(row["event_id"]),
-        "command_id": row["command_id"],
-        "step": row["step"],
-        "iteration": row["iteration"],
-        "tool": row["tool"],
-        "input": row["input"],
-    }

@@ -19,10 +19,11 @@ import psycopg
 from noetl.errors import ConflictError, NoetlError, NotFoundError
 from noetl.protocol.events import CommandStatus, EventType
 from noetl.protocol.records import CommandRecord, EventRecord
+from noetl.server.records import SERVER_WORKER, Effects, Report
 from noetl.store import commands, events, executions
 
 if TYPE_CHECKING:
-    from noetl.server.service import Effects, Orchestrator
+    from noetl.server.service import Orchestrator
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,6 @@ async def start_child(
     effects: Effects,
     depth: int,
 ) -> None:
-    from noetl.server.service import SERVER_WORKER, Report
-
     await commands.claim_for_server(conn, command.execution_id, [command.command_id], SERVER_WORKER)
     claimed = EventRecord(
         command.execution_id,
@@ -89,8 +88,6 @@ async def start_child(
 
 async def settle(orchestrator: Orchestrator, execution_id: int) -> None:
     """Tell the parent of an ended child; cancel the running children of an ended parent."""
-    from noetl.server.service import SERVER_WORKER, Report
-
     async with orchestrator.pool.connection() as conn:
         row = await executions.get_execution(conn, execution_id)
         if row is None or row["status"] == "RUNNING":

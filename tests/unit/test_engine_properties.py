@@ -27,7 +27,7 @@ workflow:
 """
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(st.data())
 def test_completion_order_and_duplicates_do_not_change_the_outcome(data: st.DataObject) -> None:
     h = Harness(DIAMOND)
