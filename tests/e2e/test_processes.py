@@ -120,6 +120,22 @@ async def test_server_and_two_workers_run_a_playbook_through_the_api(
         )
         assert executed.returncode == 0, executed.stdout + executed.stderr
         assert "COMPLETED" in executed.stdout and "HELLO world" in executed.stdout
+        execution_id = executed.stdout.split("execution ", 1)[1].split()[0]
+        for command, expected in (
+            ("status", '"status": "COMPLETED"'),
+            ("events", "playbook.completed"),
+        ):
+            shown = subprocess.run(
+                [sys.executable, "-m", "noetl.cli.main", command, execution_id],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert shown.returncode == 0, shown.stderr
+            assert expected in shown.stdout
 
         async def both_workers() -> list[str]:
             items = (await api.get("/api/workers")).json()["items"]
