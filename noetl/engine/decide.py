@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from noetl.dsl.model import Playbook, Step, Tool
 from noetl.dsl.parse import UNRENDERED
-from noetl.dsl.template import evaluate_condition, is_template, plain, referenced_names, render
+from noetl.dsl.template import evaluate_condition, plain, render
 from noetl.engine.graph import back_edges, forward_upstreams
 from noetl.engine.state import (
     COMPLETED,
@@ -31,6 +30,7 @@ from noetl.engine.state import (
     LoopState,
     StepState,
 )
+from noetl.engine.steps import collection, loop_result, names_read, runs_on_worker
 from noetl.errors import TemplateError
 from noetl.protocol.events import EventType, ExecutionStatus
 from noetl.protocol.records import CommandRecord, EventRecord
@@ -199,7 +199,7 @@ class _Run:
             self.issue(step, st.runs)
             return
         try:
-            items = _collection(render(step.loop.collection, self.context()))
+            items = collection(render(step.loop.collection, self.context()))
         except (TemplateError, TypeError) as exc:
             self.fail_step(name, f"loop collection: {exc}")
             return
@@ -216,7 +216,7 @@ class _Run:
             loop.in_flight += 1
             self.issue(step, st.runs, index)
         if self.running and loop.finished and st.status == RUNNING:
-            self.complete_step(step.name, _loop_result(loop), "loop.done")
+            self.complete_step(step.name, loop_result(loop), "loop.done")
 
     def issue(self, step: Step, run: int, iteration: int | None = None) -> None:
         st = self.step_state(step.name)
@@ -235,7 +235,7 @@ class _Run:
             }
             command_id += f"[{iteration}]"
         try:
-            if _runs_on_worker(step) or "keychain" in _names_read(self.playbook, step.name):
+            if runs_on_worker(step) or "keychain" in names_read(self.playbook, step.name):
                 tool, tool_input = self.pipeline(step, self.context(**extra))
             else:
                 tool, tool_input = self.render_tool(step, step.tool, self.context(**extra))
@@ -279,7 +279,7 @@ class _Run:
                     "policy": [dict(rule) for rule in raw.policy or tool.policy],
                 }
             )
-        names = _names_read(self.playbook, step.name)
+        names = names_read(self.playbook, step.name)
         context = {name: ctx[name] for name in names if name in ctx}
         keychain = (
             {e["name"]: e["credential"] for e in self.playbook.keychain}
@@ -345,7 +345,7 @@ class _Run:
         self.state.results[name] = result
         output = {"status": "ok", "data": result, "error": None, "response": result}
         ctx = self.context(output=output, event={"name": event_name})
-        item_set = {} if _runs_on_worker(step) else step.tool.set
+        item_set = {} if runs_on_worker(step) else step.tool.set
         problems = [p for p in (self.apply_set(item_set, ctx), self.apply_set(step.set, ctx)) if p]
         fired: list[str] = []
         for arc in step.next.arcs if step.next else ():
@@ -425,67 +425,3 @@ class _Run:
             last = self.state.last_step
             self.state.result = self.state.results.get(last) if last else None
             self.finish(ExecutionStatus.COMPLETED)
-
-
-def _runs_on_worker(step: Step) -> bool:
-    """Pipelines, policies and item `set` need the worker to render between tool runs."""
-    return len(step.tools) > 1 or any(tool.policy or tool.set for tool in step.tools)
-
-
-@lru_cache(maxsize=1024)
-def _names_read(playbook: Playbook, step_name: str) -> frozenset[str]:
-    """Every top-level name the templates of a step's tools (and workbook targets) read."""
-    step = playbook.step(step_name)
-    sources: list[Any] = [step.input]
-    for tool in step.tools:
-        target = (
-            playbook.workbook.get(str(tool.config.get("name"))) if tool.kind == "workbook" else None
-        )
-        for item in (tool, target) if target else (tool,):
-            sources += [
-                {k: v for k, v in item.config.items() if k not in UNRENDERED},
-                item.set,
-                list(item.policy),
-            ]
-    names: set[str] = set()
-    for source in sources:
-        for text in _template_strings(source):
-            names |= referenced_names(text)
-    return frozenset(names)
-
-
-def _template_strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value] if is_template(value) else []
-    if isinstance(value, Mapping):
-        return [text for item in value.values() for text in _template_strings(item)]
-    if isinstance(value, list | tuple):
-        return [text for item in value for text in _template_strings(item)]
-    return []
-
-
-MAX_LOOP_ITEMS = 1_000_000
-
-
-def _collection(value: Any) -> list[Any]:
-    size = len(value) if isinstance(value, list | dict) else value
-    if isinstance(size, int) and not isinstance(size, bool) and size > MAX_LOOP_ITEMS:
-        raise TypeError(f"{size} items is more than a loop takes ({MAX_LOOP_ITEMS})")
-    if isinstance(value, list):
-        return value
-    if isinstance(value, dict):
-        return [{"key": key, "value": item} for key, item in value.items()]
-    if isinstance(value, int) and not isinstance(value, bool):
-        return list(range(value))
-    if value is None:
-        return []
-    raise TypeError(f"expected a list, a mapping or an integer, got {type(value).__name__}")
-
-
-def _loop_result(loop: LoopState) -> dict[str, Any]:
-    return {
-        "results": loop.results,
-        "count": len(loop.items),
-        "succeeded": loop.succeeded,
-        "failed": loop.failed,
-    }

@@ -1,0 +1,76 @@
+"""Static facts about steps and loops, used by the engine when it issues commands."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from noetl.dsl.model import Playbook, Step
+from noetl.dsl.parse import UNRENDERED
+from noetl.dsl.template import is_template, referenced_names
+from noetl.engine.state import LoopState
+
+
+def runs_on_worker(step: Step) -> bool:
+    """Pipelines, policies and item `set` need the worker to render between tool runs."""
+    return len(step.tools) > 1 or any(tool.policy or tool.set for tool in step.tools)
+
+
+@lru_cache(maxsize=1024)
+def names_read(playbook: Playbook, step_name: str) -> frozenset[str]:
+    """Every top-level name the templates of a step's tools (and workbook targets) read."""
+    step = playbook.step(step_name)
+    sources: list[Any] = [step.input]
+    for tool in step.tools:
+        target = (
+            playbook.workbook.get(str(tool.config.get("name"))) if tool.kind == "workbook" else None
+        )
+        for item in (tool, target) if target else (tool,):
+            sources += [
+                {k: v for k, v in item.config.items() if k not in UNRENDERED},
+                item.set,
+                list(item.policy),
+            ]
+    names: set[str] = set()
+    for source in sources:
+        for text in template_strings(source):
+            names |= referenced_names(text)
+    return frozenset(names)
+
+
+def template_strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value] if is_template(value) else []
+    if isinstance(value, Mapping):
+        return [text for item in value.values() for text in template_strings(item)]
+    if isinstance(value, list | tuple):
+        return [text for item in value for text in template_strings(item)]
+    return []
+
+
+MAX_LOOP_ITEMS = 1_000_000
+
+
+def collection(value: Any) -> list[Any]:
+    size = len(value) if isinstance(value, list | dict) else value
+    if isinstance(size, int) and not isinstance(size, bool) and size > MAX_LOOP_ITEMS:
+        raise TypeError(f"{size} items is more than a loop takes ({MAX_LOOP_ITEMS})")
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        return [{"key": key, "value": item} for key, item in value.items()]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return list(range(value))
+    if value is None:
+        return []
+    raise TypeError(f"expected a list, a mapping or an integer, got {type(value).__name__}")
+
+
+def loop_result(loop: LoopState) -> dict[str, Any]:
+    return {
+        "results": loop.results,
+        "count": len(loop.items),
+        "succeeded": loop.succeeded,
+        "failed": loop.failed,
+    }
