@@ -14,26 +14,37 @@ TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 async def follow(
     client: httpx.AsyncClient, execution_id: str, console: Console | None, *, poll: float = 0.05
 ) -> dict[str, Any]:
-    """Print step events until the execution ends; returns the final execution view."""
+    """Print step events until the execution ends; returns the final execution view.
+
+    The status is read before the events: a terminal status is committed with the last events,
+    so once it is seen, one more read of the events shows everything."""
     after = 0
     while True:
+        response = await client.get(f"/api/executions/{execution_id}")
+        response.raise_for_status()
+        execution: dict[str, Any] = response.json()
+        after = await _show_new(client, execution_id, after, console)
+        if execution["status"] in TERMINAL:
+            return execution
+        await asyncio.sleep(poll)
+
+
+async def _show_new(
+    client: httpx.AsyncClient, execution_id: str, after: int, console: Console | None
+) -> int:
+    page = 1000
+    while True:
         response = await client.get(
-            f"/api/executions/{execution_id}/events", params={"after": after}
+            f"/api/executions/{execution_id}/events", params={"after": after, "limit": page}
         )
         response.raise_for_status()
-        for event in response.json()["items"]:
+        items = response.json()["items"]
+        for event in items:
             after = int(event["event_id"])
             if console is not None:
                 show(console, event)
-        execution = (await client.get(f"/api/executions/{execution_id}")).json()
-        if execution["status"] in TERMINAL:
-            response = await client.get(
-                f"/api/executions/{execution_id}/events", params={"after": after}
-            )
-            for event in response.json()["items"] if console is not None else []:
-                show(console, event)  # type: ignore[arg-type]
-            return dict(execution)
-        await asyncio.sleep(poll)
+        if len(items) < page:
+            return after
 
 
 def show(console: Console, event: dict[str, Any]) -> None:
