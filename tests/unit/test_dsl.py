@@ -123,3 +123,16 @@ def test_the_json_schema_accepts_the_conformance_playbooks_and_flags_unknown_key
         "workflow": [{"step": "start", "tool": {"kind": "noop"}, "colour": "red"}],
     }
     assert any("colour" in e.message for e in validator.iter_errors(broken))
+
+
+def test_a_sub_playbook_inside_a_pipeline_is_rejected_with_the_reason() -> None:
+    problems = _problems(
+        HEAD
+        + """workflow:
+  - step: start
+    tool:
+      - {name: a, kind: noop}
+      - {name: b, kind: playbook, path: other}
+"""
+    )
+    assert any("must be the step's only tool" in p and "workflow[0].tool" in p for p in problems)
