@@ -34,6 +34,18 @@ def _env(settings: Settings, server_url: str, port: int, worker_id: str = "") ->
     }
 
 
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "noetl.cli.main", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "noetl.cli.main", *args],
@@ -52,14 +64,7 @@ def cluster(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = _env(settings, url, port)
-    init = subprocess.run(
-        [sys.executable, "-m", "noetl.cli.main", "db", "init"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    init = _cli(env, "db", "init")
     assert init.returncode == 0, init.stderr
     processes = [_spawn(["server", "start"], env)]
     processes += [
@@ -90,33 +95,10 @@ async def test_server_and_two_workers_run_a_playbook_through_the_api(
                 return False
 
         await eventually(up, timeout=60)
-        registered = subprocess.run(
-            [sys.executable, "-m", "noetl.cli.main", "register", "examples/hello.yaml"],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        registered = _cli(env, "register", "examples/hello.yaml")
         assert registered.returncode == 0, registered.stdout + registered.stderr
-        executed = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "noetl.cli.main",
-                "execute",
-                "examples/hello",
-                "--wait",
-                "--payload",
-                '{"message": "hello"}',
-            ],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        executed = _cli(
+            env, "execute", "examples/hello", "--wait", "--payload", '{"message": "hello"}'
         )
         assert executed.returncode == 0, executed.stdout + executed.stderr
         assert "COMPLETED" in executed.stdout and "HELLO world" in executed.stdout
@@ -125,15 +107,7 @@ async def test_server_and_two_workers_run_a_playbook_through_the_api(
             ("status", '"status": "COMPLETED"'),
             ("events", "playbook.completed"),
         ):
-            shown = subprocess.run(
-                [sys.executable, "-m", "noetl.cli.main", command, execution_id],
-                env=env,
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
+            shown = _cli(env, command, execution_id)
             assert shown.returncode == 0, shown.stderr
             assert expected in shown.stdout
 
