@@ -1,0 +1,93 @@
+"""The server killed (SIGKILL) mid-run and started again: the execution carries on."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from noetl.config import Settings
+from noetl.embedded.services import free_port
+from noetl.worker.worker import Worker
+from tests.conftest import event_log, eventually, wait_for_end
+
+STEPS = """
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: steps, path: tests/steps}
+workflow:
+  - step: start
+    tool: {kind: python, code: "import time; time.sleep(1.0); result = 1"}
+    next: [middle]
+  - step: middle
+    tool: {kind: python, input: {x: "{{ start }}"}, code: "result = x + 1"}
+    next: [end]
+  - step: end
+    tool: {kind: python, input: {x: "{{ middle }}"}, code: "result = x + 1"}
+"""
+
+
+def _server(settings: Settings, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "NOETL_DATABASE_URL": settings.require_database_url(),
+        "NATS_URL": settings.require_nats_url(),
+        "SERVER_API_URL": f"http://127.0.0.1:{port}",
+        "NOETL_SERVER_PORT": str(port),
+        "NOETL_NATS_STREAM": settings.stream,
+        "NOETL_NATS_SUBJECT": settings.subject,
+        "NOETL_NATS_CONSUMER": settings.consumer,
+        "NOETL_RELAY_INTERVAL": "0.2",
+        "NOETL_RELAY_AFTER": "1",
+        "NOETL_HOME": str(settings.home),
+        "NOETL_LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen([sys.executable, "-m", "noetl.cli.main", "server", "start"], env=env)
+
+
+async def test_a_killed_server_restarted_continues_the_execution(
+    settings: Settings, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _server(settings, port)
+    worker = Worker(settings.with_(server_url=url, worker_id="survivor"))
+    working = asyncio.create_task(worker.run())
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as api:
+
+            async def up() -> bool:
+                try:
+                    return (await api.get("/health")).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            await eventually(up, timeout=60)
+            started = (await api.post("/api/execute", json={"playbook": STEPS})).json()
+            execution_id = started["execution_id"]
+
+            async def claimed() -> bool:
+                events = await event_log(api, execution_id)
+                return any(e["event_type"] == "command.claimed" for e in events)
+
+            await eventually(claimed)
+            server.send_signal(signal.SIGKILL)  # the first step is running on the worker
+            server.wait(10)
+            await asyncio.sleep(0.5)
+            server = _server(settings, port)
+            await eventually(up, timeout=60)
+            execution = await wait_for_end(api, execution_id, timeout=90)
+            assert execution["status"] == "COMPLETED", execution["error"]
+            assert execution["result"] == 3
+            kinds = [e["event_type"] for e in await event_log(api, execution_id)]
+            assert kinds.count("command.completed") == 3
+    finally:
+        worker.stop()
+        await working
+        server.terminate()
+        server.wait(15)
