@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -53,9 +54,21 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         server = EmbeddedNats.start(root / "nats")
         started.append(server)
         nats_url = server.url
-    yield Services(admin_url, nats_url)
-    for service in reversed(started):
-        service.stop()
+
+    def stop_all() -> None:
+        for service in reversed(started):
+            service.stop()
+
+    def on_sigterm(signum: int, frame: Any) -> None:  # a killed test run leaves no servers
+        stop_all()
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield Services(admin_url, nats_url)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        stop_all()
 
 
 def _unique() -> str:

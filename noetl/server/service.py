@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -44,6 +45,8 @@ from noetl.store import catalog, commands, events, executions
 
 log = logging.getLogger(__name__)
 
+PLAYBOOK_CACHE = 512  # parsed playbooks kept per server process
+
 
 class Orchestrator:
     def __init__(
@@ -57,7 +60,7 @@ class Orchestrator:
         self.publisher = publisher
         self.settings = settings
         self.new_id = new_id
-        self._playbooks: dict[int, Playbook] = {}
+        self._playbooks: OrderedDict[int, Playbook] = OrderedDict()  # parsed, most recent last
         self.workers = WorkerAPI(self)
 
     # -- catalog ------------------------------------------------------------------------
@@ -69,17 +72,25 @@ class Orchestrator:
             entry = await catalog.register(
                 conn, self.new_id(), playbook.path, playbook.name, content, digest
             )
-        self._playbooks.setdefault(entry["catalog_id"], playbook)
+        self._remember(entry["catalog_id"], playbook)
         return entry
 
+    def _remember(self, catalog_id: int, playbook: Playbook) -> None:
+        self._playbooks[catalog_id] = playbook
+        self._playbooks.move_to_end(catalog_id)
+        while len(self._playbooks) > PLAYBOOK_CACHE:
+            self._playbooks.popitem(last=False)
+
     async def playbook(self, catalog_id: int) -> Playbook:
+        """The parsed playbook of a catalog entry (immutable, so parsed once per process)."""
         cached = self._playbooks.get(catalog_id)
         if cached is None:
             async with self.pool.connection() as conn:
                 entry = await catalog.get_entry(conn, catalog_id=catalog_id)
             if entry is None:
                 raise NotFoundError(f"catalog entry {catalog_id} does not exist")
-            cached = self._playbooks[catalog_id] = parse_playbook(entry["content"], entry["path"])
+            cached = parse_playbook(entry["content"], entry["path"])
+        self._remember(catalog_id, cached)
         return cached
 
     async def resolve(
