@@ -95,7 +95,8 @@ class Worker:
                 log.info(
                     "worker %s finishing %d running command(s)", self.worker_id, len(self.running)
                 )
-                await asyncio.gather(*self.running, return_exceptions=True)
+                while self.running:  # a claim in flight may still start work
+                    await asyncio.gather(*list(self.running), return_exceptions=True)
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat

@@ -52,3 +52,24 @@ async def test_a_worker_bug_naks_the_message_and_keeps_the_slot(settings: Settin
     assert BuggyOnce.crashed
     assert [e["status"] for e in done] == ["COMPLETED", "COMPLETED"]
     assert worker.held == 0
+
+
+class StoppedWhileClaiming(Worker):
+    """stop() arrives while a fetched batch is being claimed."""
+
+    async def _take(self, msgs: Any, pending: Any) -> None:
+        self.stop()
+        await asyncio.sleep(0.3)
+        await super()._take(msgs, pending)
+
+
+async def test_a_worker_stopping_mid_claim_finishes_the_work_it_claimed(
+    settings: Settings,
+) -> None:
+    async with running(settings, workers=0) as rt, httpx.AsyncClient(base_url=rt.url) as api:
+        started = (await api.post("/api/execute", json={"playbook": ONE_STEP})).json()
+        worker = StoppedWhileClaiming(rt.settings.with_(worker_id="stopping"))
+        await asyncio.wait_for(worker.run(), 60)  # returns only when its work is done
+        execution = (await api.get(f"/api/executions/{started['execution_id']}")).json()
+    assert execution["status"] == "COMPLETED"
+    assert worker.held == 0
