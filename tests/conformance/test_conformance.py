@@ -1,8 +1,7 @@
 """Every case of shared/conformance/manifest.yaml through the real server and workers.
 
 Register, execute (payload merged over the workload), wait for a terminal status, check the
-expectation. Cases whose playbooks need a tool kind the workers cannot run yet are strict
-xfails naming the tool: they turn into failures the moment they start passing.
+expectation. Every case must pass.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import pytest
 import yaml
 
 from noetl.embedded.runtime import running
-from noetl.tools import KNOWN_KINDS
 from tests.conftest import Services, isolated_settings, wait_for_end
 
 ROOT = Path(
@@ -25,7 +23,6 @@ ROOT = Path(
     or Path(__file__).resolve().parents[3] / "shared" / "conformance"
 )
 MANIFEST = ROOT / "manifest.yaml"
-SERVER_SIDE_KINDS = {"workbook", "playbook"}
 
 
 def _manifest() -> dict[str, Any]:
@@ -35,37 +32,10 @@ def _manifest() -> dict[str, Any]:
     return data
 
 
-def _kinds(value: Any) -> set[str]:
-    if isinstance(value, dict):
-        found = {value["kind"]} if isinstance(value.get("kind"), str) else set()
-        return found | {k for item in value.values() for k in _kinds(item)}
-    if isinstance(value, list):
-        return {k for item in value for k in _kinds(item)}
-    return set()
-
-
 def _cases() -> list[Any]:
     manifest = _manifest()
     defaults = manifest.get("defaults", {})
-    first = [ROOT / "playbooks" / f for f in manifest.get("register_first", [])]
-    params = []
-    for case in manifest["cases"]:
-        file = ROOT / "playbooks" / case["file"]
-        kinds = _kinds(yaml.safe_load(file.read_text()).get("workflow"))
-        if case["file"].startswith("save_storage_test/save_simple"):
-            kinds |= {
-                k for f in first for k in _kinds(yaml.safe_load(f.read_text()).get("workflow"))
-            }
-        missing = sorted(kinds - KNOWN_KINDS - SERVER_SIDE_KINDS)
-        if {**defaults, **case}["expect"]["status"] == "REJECTED_OR_FAILED":
-            missing = []  # rejected at registration whatever its tools
-        marks = (
-            [pytest.mark.xfail(strict=True, reason=f"needs the {', '.join(missing)} tool")]
-            if missing
-            else []
-        )
-        params.append(pytest.param({**defaults, **case}, id=case["file"], marks=marks))
-    return params
+    return [pytest.param({**defaults, **case}, id=case["file"]) for case in manifest["cases"]]
 
 
 pytestmark = pytest.mark.skipif(
