@@ -157,6 +157,36 @@ async def eventually(
     raise AssertionError(f"condition not met within {timeout} s; last value: {value!r}")
 
 
+async def wait_healthy(client: httpx.AsyncClient, *, timeout: float = 60.0) -> None:
+    """Until the server at `client` answers /health (it may be starting or restarting)."""
+
+    async def up() -> bool:
+        try:
+            return (await client.get("/health")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    await eventually(up, timeout=timeout)
+
+
+def slow_chain(first_step_seconds: float) -> str:
+    """start (sleeps) → middle → end, each adding one: the result is 3."""
+    return f"""
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {{name: slow_chain, path: tests/slow_chain}}
+workflow:
+  - step: start
+    tool: {{kind: python, code: "import time; time.sleep({first_step_seconds}); result = 1"}}
+    next: [middle]
+  - step: middle
+    tool: {{kind: python, input: {{x: "{{{{ start }}}}"}}, code: "result = x + 1"}}
+    next: [end]
+  - step: end
+    tool: {{kind: python, input: {{x: "{{{{ middle }}}}"}}, code: "result = x + 1"}}
+"""
+
+
 async def wait_for_end(
     client: httpx.AsyncClient, execution_id: str, *, timeout: float = 30.0
 ) -> dict[str, Any]:

@@ -10,22 +10,7 @@ import httpx
 from noetl.config import Settings
 from noetl.embedded.runtime import running
 from noetl.embedded.services import EmbeddedPostgres
-from tests.conftest import event_log, eventually, wait_for_end
-
-SLOW_CHAIN = """
-apiVersion: noetl.io/v2
-kind: Playbook
-metadata: {name: slow_chain, path: tests/slow_chain}
-workflow:
-  - step: start
-    tool: {kind: python, code: "import time; time.sleep(1.5); result = 1"}
-    next: [middle]
-  - step: middle
-    tool: {kind: python, input: {x: "{{ start }}"}, code: "result = x + 1"}
-    next: [end]
-  - step: end
-    tool: {kind: python, input: {x: "{{ middle }}"}, code: "result = x + 1"}
-"""
+from tests.conftest import event_log, eventually, slow_chain, wait_for_end
 
 
 async def test_a_postgres_restart_mid_run_loses_nothing(settings: Settings, tmp_path: Path) -> None:
@@ -34,7 +19,7 @@ async def test_a_postgres_restart_mid_run_loses_nothing(settings: Settings, tmp_
     try:
         settings = settings.with_(database_url=postgres.url)
         async with running(settings, workers=1) as rt, httpx.AsyncClient(base_url=rt.url) as api:
-            started = (await api.post("/api/execute", json={"playbook": SLOW_CHAIN})).json()
+            started = (await api.post("/api/execute", json={"playbook": slow_chain(1.5)})).json()
             execution_id = started["execution_id"]
 
             async def first_step_claimed() -> bool:

@@ -14,22 +14,7 @@ import httpx
 from noetl.config import Settings
 from noetl.embedded.services import free_port
 from noetl.worker.worker import Worker
-from tests.conftest import event_log, eventually, wait_for_end
-
-STEPS = """
-apiVersion: noetl.io/v2
-kind: Playbook
-metadata: {name: steps, path: tests/steps}
-workflow:
-  - step: start
-    tool: {kind: python, code: "import time; time.sleep(1.0); result = 1"}
-    next: [middle]
-  - step: middle
-    tool: {kind: python, input: {x: "{{ start }}"}, code: "result = x + 1"}
-    next: [end]
-  - step: end
-    tool: {kind: python, input: {x: "{{ middle }}"}, code: "result = x + 1"}
-"""
+from tests.conftest import event_log, eventually, slow_chain, wait_for_end, wait_healthy
 
 
 def _server(settings: Settings, port: int) -> subprocess.Popen[bytes]:
@@ -60,15 +45,8 @@ async def test_a_killed_server_restarted_continues_the_execution(
     working = asyncio.create_task(worker.run())
     try:
         async with httpx.AsyncClient(base_url=url, timeout=10) as api:
-
-            async def up() -> bool:
-                try:
-                    return (await api.get("/health")).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            await eventually(up, timeout=60)
-            started = (await api.post("/api/execute", json={"playbook": STEPS})).json()
+            await wait_healthy(api)
+            started = (await api.post("/api/execute", json={"playbook": slow_chain(1.0)})).json()
             execution_id = started["execution_id"]
 
             async def claimed() -> bool:
@@ -80,7 +58,7 @@ async def test_a_killed_server_restarted_continues_the_execution(
             server.wait(10)
             await asyncio.sleep(0.5)
             server = _server(settings, port)
-            await eventually(up, timeout=60)
+            await wait_healthy(api)
             execution = await wait_for_end(api, execution_id, timeout=90)
             assert execution["status"] == "COMPLETED", execution["error"]
             assert execution["result"] == 3

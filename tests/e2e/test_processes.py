@@ -14,7 +14,7 @@ import pytest
 
 from noetl.config import Settings
 from noetl.embedded.services import free_port
-from tests.conftest import eventually
+from tests.conftest import eventually, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,14 +87,7 @@ async def test_server_and_two_workers_run_a_playbook_through_the_api(
 ) -> None:
     url, env, processes = cluster
     async with httpx.AsyncClient(base_url=url, timeout=10) as api:
-
-        async def up() -> bool:
-            try:
-                return (await api.get("/health")).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await eventually(up, timeout=60)
+        await wait_healthy(api)
         registered = _cli(env, "register", "examples/hello.yaml")
         assert registered.returncode == 0, registered.stdout + registered.stderr
         executed = _cli(
