@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
@@ -228,8 +227,3 @@ class NATSCommandSubscriber:
             with contextlib.suppress(Exception):
                 await self._nc.close()
         self._nc = self._sub = None
-
-
-def message_info(msg: Msg) -> dict[str, Any]:
-    meta = msg.metadata
-    return {"stream_seq": meta.sequence.stream, "delivered": meta.num_delivered}

@@ -122,10 +122,6 @@ def give_up(
     return Decision(run.state, tuple(run.events), tuple(run.commands), tuple(run.cancelled))
 
 
-def new_state(execution_id: int) -> ExecutionState:
-    return ExecutionState(execution_id=execution_id)
-
-
 @dataclass
 class _Run:
     playbook: Playbook

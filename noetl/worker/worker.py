@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
+from noetl import jsonfast
 from noetl.batching import KeyedBatcher
 from noetl.bus.nats_client import NATSCommandSubscriber, Topology
 from noetl.config import Settings
@@ -364,7 +364,7 @@ class Worker:
         return data
 
     def _check_size(self, result: Any) -> None:
-        size = len(json.dumps(result, default=str))
+        size = len(jsonfast.dumps(result))
         if size > self.settings.max_payload_bytes:
             raise ToolError(
                 f"result is {size} bytes; the limit is {self.settings.max_payload_bytes}"
