@@ -46,11 +46,14 @@ _MISSING = object()
 
 
 def _through_data(obj: Any, name: Any) -> Any:
-    """`.data` is transparent: a result without a `data` key is its own data, and a name a
-    mapping lacks is looked up in its `data` (so `step.x`, `step.data.x`, `output.data.x`
-    and an envelope's `x` all find the tool's field)."""
-    if not isinstance(obj, Mapping) or not isinstance(name, str) or name in obj:
+    """A mapping's own key first (`{{ start.items }}` is the key `items`, not the dict
+    method). Then `.data` is transparent: a result without a `data` key is its own data, and
+    a name a mapping lacks is looked up in its `data` (so `step.x`, `step.data.x`,
+    `output.data.x` and an envelope's `x` all find the tool's field)."""
+    if not isinstance(obj, Mapping) or not isinstance(name, str):
         return _MISSING
+    if name in obj:  # a key wins over a dict method of the same name (`start.items`)
+        return obj[name]
     if name == "data":
         return obj
     inner = obj.get("data")

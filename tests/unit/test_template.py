@@ -67,3 +67,16 @@ def test_conditions_with_undefined_names_are_false_with_a_reason() -> None:
     ok, problem = evaluate_condition("{{ nope > 1 }}", {})
     assert ok is False and problem is not None and "nope" in problem
     assert evaluate_condition(None, {}) == (True, None)
+
+
+@pytest.mark.parametrize("key", ["items", "keys", "values", "get", "update", "pop", "copy"])
+def test_a_mapping_key_wins_over_the_dict_method_of_the_same_name(key: str) -> None:
+    """Regression (issue 9): `{{ start.items }}` gave the builtin dict method."""
+    ctx = {"start": {key: [1, 2, 3]}}
+    assert render("{{ start." + key + " }}", ctx) == [1, 2, 3]
+    assert render("{{ start." + key + " | length }}", ctx) == 3
+    assert render("{{ start.data." + key + " }}", ctx) == [1, 2, 3]
+
+
+def test_dict_methods_still_work_on_mappings_without_such_keys() -> None:
+    assert render("{{ d.items() | list }}", {"d": {"a": 1}}) == [("a", 1)]
