@@ -121,6 +121,9 @@ def run(
             "--register", help="Register this playbook first (a sub-playbook; repeatable)"
         ),
     ] = None,
+    ui: Annotated[
+        bool, typer.Option("--ui", help="Keep the services up after the run; print the UI's URL")
+    ] = False,
 ) -> None:
     """Run a playbook to the end on an embedded (or configured) PostgreSQL and NATS."""
     settings = _settings()
@@ -132,7 +135,7 @@ def run(
     logs.setup("INFO" if verbose else "WARNING")
     data = _payload(payload, set_)
     console = None if as_json else out
-    execution = _event_loop_run(_run(settings, content, data, console, others))
+    execution = _event_loop_run(_run(settings, content, data, console, others, keep_up=ui))
     status = execution["status"]
     if as_json:
         print(
@@ -160,6 +163,8 @@ async def _run(
     payload: dict[str, Any],
     console: Console | None,
     register_first: list[str],
+    *,
+    keep_up: bool = False,
 ) -> dict[str, Any]:
     from noetl.embedded.runtime import embedded_services, running
 
@@ -172,7 +177,17 @@ async def _run(
             _check(await client.post("/api/catalog/register", json={"content": text}))
         response = await client.post("/api/execute", json={"playbook": content, "payload": payload})
         started = _check(response)
-        return await follow(client, started["execution_id"], console)
+        execution = await follow(client, started["execution_id"], console)
+        if keep_up:
+            from noetl.cli.ui import until_stopped
+
+            err.print(
+                f"{execution['status']}: see {runtime.url}/ui/executions/"
+                f"{execution['execution_id']} (Ctrl-C stops the services)",
+                highlight=False,
+            )
+            await until_stopped()
+        return execution
 
 
 def _validate_or_exit(content: str, file: str) -> None:
@@ -261,6 +276,29 @@ def worker_start(
         await worker.run()
 
     _event_loop_run(main())
+
+
+@app.command("ui")
+def ui_command(
+    port: Annotated[
+        int | None, typer.Option(help="Port (default NOETL_SERVER_PORT; 0: a free one)")
+    ] = None,
+    browser: Annotated[
+        bool, typer.Option("--browser/--no-browser", help="Open a browser when there is one")
+    ] = True,
+) -> None:
+    """Start the embedded PostgreSQL and NATS of NOETL_HOME, a server and a worker; print
+    the web UI's URL and serve until Ctrl-C."""
+    from noetl.cli.ui import serve
+
+    settings = _settings()
+    logs.setup("WARNING")
+    try:
+        _event_loop_run(
+            serve(settings, settings.server_port if port is None else port, out, browse=browser)
+        )
+    except RuntimeError as exc:
+        _fail(f"{exc}; is port {port or settings.server_port} in use? (--port 0 picks a free one)")
 
 
 @db_app.command("init")

@@ -12,7 +12,8 @@ import hmac
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/"})
+OPEN_PREFIXES = ("/ui/",)  # the web UI's page shells and assets: no data (that comes from /api)
 WORKER_PREFIXES = ("/api/commands/", "/api/events", "/api/workers/heartbeat", "/api/credentials/")
 
 
@@ -37,7 +38,7 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        if path in OPEN_PATHS:
+        if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
         header = dict(scope["headers"]).get(b"authorization", b"")

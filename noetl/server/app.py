@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from noetl import ui
 from noetl.bus.nats_client import NATSCommandPublisher, Topology
 from noetl.config import Settings
 from noetl.errors import (
@@ -118,6 +119,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BearerAuth, api_token=settings.api_token, worker_token=settings.worker_token)
     app.include_router(router)
     app.include_router(credential_routes.router)
+    ui.install(app)
 
     @app.exception_handler(NoetlError)
     async def noetl_error(request: Request, exc: NoetlError) -> JSONResponse:

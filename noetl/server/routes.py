@@ -114,9 +114,24 @@ async def list_executions(
         Literal["RUNNING", "COMPLETED", "FAILED", "CANCELLED"] | None, Query()
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    path: Annotated[str | None, Query(max_length=500, description="substring of the path")] = None,
+    before: Annotated[int | None, Query(description="older than this execution id")] = None,
+    after: Annotated[int | None, Query(description="newer than this execution id")] = None,
+    parent: Annotated[int | None, Query(description="children of this execution")] = None,
+    brief: Annotated[bool, Query(description="leave out each execution's result")] = False,
 ) -> dict[str, Any]:
+    """Newest first; page with `before` (older) or `after` (newer) set to an execution id."""
     async with _orchestrator(request).pool.connection() as conn:
-        rows = await executions.list_executions(conn, status=status, limit=limit)
+        rows = await executions.list_executions(
+            conn,
+            status=status,
+            limit=limit,
+            path=path,
+            before=before,
+            after=after,
+            parent=parent,
+            brief=brief,
+        )
     return {"items": [views.execution_summary(row) for row in rows]}
 
 

@@ -60,3 +60,11 @@ async def list_entries(conn: AsyncConnection[Any], limit: int = 500) -> list[dic
         (limit,),
     )
     return await cur.fetchall()
+
+
+async def list_versions(conn: AsyncConnection[Any], path: str) -> list[dict[str, Any]]:
+    """Every version of `path`, newest first."""
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM noetl.catalog WHERE path = %s ORDER BY version DESC", (path,)
+    )
+    return await cur.fetchall()

@@ -102,11 +102,51 @@ async def unsettled(conn: AsyncConnection[Any], settle_after: float) -> list[int
 
 
 async def list_executions(
-    conn: AsyncConnection[Any], *, status: str | None = None, limit: int = 100
+    conn: AsyncConnection[Any],
+    *,
+    status: str | None = None,
+    limit: int = 100,
+    path: str | None = None,
+    before: int | None = None,
+    after: int | None = None,
+    parent: int | None = None,
+    brief: bool = False,
 ) -> list[dict[str, Any]]:
+    """Newest first. `path`: a case-insensitive substring; `before`/`after`: keyset cursors
+    (execution ids) for the next older / newer page; `brief`: without the result."""
+    columns = _SUMMARY.replace(" result,", " NULL::json AS result,") if brief else _SUMMARY
+    where: list[str] = ["TRUE"]
+    args: list[Any] = []
+    if status is not None:
+        where.append("status = %s")
+        args.append(status)
+    if path:
+        where.append("path ILIKE %s")
+        args.append(_contains(path))
+    if parent is not None:
+        where.append("parent_execution_id = %s")
+        args.append(parent)
+    if before is not None:
+        where.append("execution_id < %s")
+        args.append(before)
+    if after is not None:  # the page just newer than `after`: read upwards, return newest first
+        where.append("execution_id > %s")
+        args.append(after)
+        cur = await conn.execute(
+            f"SELECT * FROM (SELECT {columns} FROM noetl.execution WHERE {' AND '.join(where)}"
+            " ORDER BY execution_id LIMIT %s) page ORDER BY execution_id DESC",
+            (*args, limit),
+        )
+        return await cur.fetchall()
     cur = await conn.execute(
-        f"SELECT {_SUMMARY} FROM noetl.execution"
-        " WHERE (%s::text IS NULL OR status = %s) ORDER BY execution_id DESC LIMIT %s",
-        (status, status, limit),
+        f"SELECT {columns} FROM noetl.execution WHERE {' AND '.join(where)}"
+        " ORDER BY execution_id DESC LIMIT %s",
+        (*args, limit),
     )
     return await cur.fetchall()
+
+
+def _contains(text: str) -> str:
+    """An ILIKE pattern matching `text` anywhere, with its own wildcards taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

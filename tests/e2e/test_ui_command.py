@@ -1,0 +1,121 @@
+"""`noetl ui` browses what `noetl run` left in NOETL_HOME; `noetl run --ui` stays up after
+the run. Real processes, the embedded PostgreSQL and NATS, stopped by a signal."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from queue import Empty, Queue
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+URL = re.compile(r"(http://127\.0\.0\.1:\d+)/")
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"NOETL_DATABASE_URL", "NATS_URL"}}
+    env["NOETL_HOME"] = str(home)
+    return env
+
+
+class Process:
+    """A `noetl` process whose output lines are read as they come."""
+
+    def __init__(self, home: Path, *args: str) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "noetl.cli.main", *args],
+            env=_env(home),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: Queue[str] = Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.put(line)
+
+    def url(self, deadline: float = 120) -> str:
+        """The base URL from the first line that prints one."""
+        while True:
+            try:
+                line = self.lines.get(timeout=deadline)
+            except Empty:
+                raise AssertionError(f"no URL printed; output so far: {self.seen}") from None
+            self.seen.append(line)
+            found = URL.search(line)
+            if found:
+                return found[1]
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        self.popen.send_signal(sig)
+        return self.popen.wait(60)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    started: list[Process] = []
+    yield started
+    for process in started:
+        if process.popen.poll() is None:
+            process.popen.kill()
+            process.popen.wait(10)
+
+
+@pytest.mark.timeout(300)
+def test_noetl_ui_serves_the_runs_that_noetl_run_made(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    ran = subprocess.run(
+        [sys.executable, "-m", "noetl.cli.main", "run", "examples/fanout.yaml", "--json"],
+        env=_env(tmp_path),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    execution_id = json.loads(ran.stdout.strip().splitlines()[-1])["execution_id"]
+
+    ui = Process(tmp_path, "ui", "--port", "0", "--no-browser")
+    processes.append(ui)
+    base = ui.url()
+    with httpx.Client(base_url=base, timeout=30) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and "<h1>Executions</h1>" in page.text
+        listed = client.get("/api/executions").json()["items"]
+        assert [x["execution_id"] for x in listed] == [execution_id]
+        assert client.get(f"/ui/executions/{execution_id}").status_code == 200
+        assert client.get("/ui/static/execution.js").status_code == 200
+    assert ui.stop(signal.SIGTERM) == 0
+
+
+@pytest.mark.timeout(300)
+def test_noetl_run_with_ui_keeps_the_services_up_until_ctrl_c(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    run = Process(tmp_path, "run", "examples/hello.yaml", "--ui")
+    processes.append(run)
+    base = run.url()
+    execution_id = re.search(r"/ui/executions/(\d+)", run.seen[-1])
+    assert execution_id, run.seen
+    with httpx.Client(base_url=base, timeout=30) as client:
+        execution = client.get(f"/api/executions/{execution_id[1]}").json()
+        assert execution["status"] == "COMPLETED"
+        assert client.get(f"/ui/executions/{execution_id[1]}").status_code == 200
+    assert run.seen[-1].startswith("COMPLETED: see ")
+    assert run.stop(signal.SIGINT) == 0  # the run's own exit code: 0 for COMPLETED
