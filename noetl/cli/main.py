@@ -7,7 +7,7 @@ import json
 import signal
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import httpx
 import typer
@@ -18,6 +18,9 @@ from noetl import logs
 from noetl.cli.progress import follow
 from noetl.config import Settings
 from noetl.errors import ConfigError, PlaybookError
+
+if TYPE_CHECKING:
+    from noetl.dsl.model import Playbook
 
 T = TypeVar("T")
 
@@ -190,11 +193,11 @@ async def _run(
         return execution
 
 
-def _validate_or_exit(content: str, file: str) -> None:
+def _validate_or_exit(content: str, file: str) -> Playbook:
     from noetl.dsl import parse_playbook
 
     try:
-        parse_playbook(content, file)
+        return parse_playbook(content, file)
     except PlaybookError as exc:
         for problem in exc.problems:
             err.print(str(problem), highlight=False)
@@ -204,7 +207,9 @@ def _validate_or_exit(content: str, file: str) -> None:
 @app.command()
 def validate(file: Annotated[Path, typer.Argument(help="Playbook YAML file")]) -> None:
     """Check a playbook and list every problem with its line."""
-    _validate_or_exit(_read(file), str(file))
+    playbook = _validate_or_exit(_read(file), str(file))
+    for note in playbook.notes:
+        out.print(f"[yellow]note[/] {note}", highlight=False)
     out.print(f"[green]ok[/] {file}")
 
 

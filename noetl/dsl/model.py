@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Mode = Literal["exclusive", "inclusive"]
-LoopMode = Literal["sequential", "parallel"]
+LoopMode = Literal["sequential", "parallel", "cursor"]
 
 
 @dataclass(frozen=True)
@@ -21,14 +21,16 @@ class Arc:
 class Next:
     mode: Mode
     arcs: tuple[Arc, ...]
+    on_no_match: Literal["quiet", "fail"] = "quiet"  # no arc fired: end the branch, or fail
 
 
 @dataclass(frozen=True)
 class Loop:
-    collection: Any  # the `in:` value, usually a template
+    collection: Any  # the `in:` value, usually a template (None for a cursor loop)
     iterator: str
     mode: LoopMode = "sequential"
-    max_in_flight: int = 100
+    max_in_flight: int | str = 100  # a positive int, or a template rendered at loop start
+    cursor: Mapping[str, Any] | None = None  # upstream's `loop.cursor` (accepted, not run)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Step:
     set: Mapping[str, Any] = field(default_factory=dict)
     next: Next | None = None
     loop: Loop | None = None
+    admit: tuple[Mapping[str, Any], ...] = ()  # spec.policy.admit.rules: {when, allow}
 
     @property
     def tool(self) -> Tool:
@@ -76,6 +79,8 @@ class Playbook:
     workload: Mapping[str, Any] = field(default_factory=dict)
     keychain: tuple[Mapping[str, Any], ...] = ()
     workbook: Mapping[str, Tool] = field(default_factory=dict)
+    spec: Mapping[str, Any] = field(default_factory=dict)  # root `spec`: rendered at start
+    notes: tuple[str, ...] = ()  # accepted constructs with no effect here (`noetl validate`)
 
     def step(self, name: str) -> Step:
         return self.steps[name]

@@ -19,15 +19,34 @@ TOOL_KINDS = frozenset(
     {"python", "http", "postgres", "duckdb", "shell", "noop", "workbook", "playbook"}
 )
 ROOT_KEYS = frozenset(
-    {"apiVersion", "kind", "metadata", "workload", "keychain", "workbook", "workflow", "executor"}
+    {
+        "apiVersion",
+        "kind",
+        "metadata",
+        "workload",
+        "keychain",
+        "workbook",
+        "workflow",
+        "executor",
+        "spec",
+        "tracing",
+    }
 )
-METADATA_KEYS = frozenset({"name", "path", "description", "version", "labels", "tags"})
+METADATA_KEYS = frozenset(
+    {"name", "path", "description", "version", "labels", "tags", "exposes_as_mcp"}
+)
+EXECUTOR_KEYS = frozenset({"profile", "version", "requires", "pool", "spec"})
+EXECUTOR_SPEC_KEYS = frozenset({"entry_step", "no_next_is_error", "policy"})
 STEP_KEYS = frozenset(
-    {"step", "desc", "description", "tool", "input", "args", "set", "next", "loop"}
+    {"step", "desc", "description", "tool", "input", "args", "set", "next", "loop", "spec"}
 )
 ARC_KEYS = frozenset({"step", "when", "set"})
-LOOP_KEYS = frozenset({"in", "iterator", "spec"})
-LOOP_SPEC_KEYS = frozenset({"mode", "max_in_flight"})
+LOOP_KEYS = frozenset({"in", "iterator", "spec", "cursor"})
+LOOP_SPEC_KEYS = frozenset({"mode", "max_in_flight", "policy", "frame"})
+LOOP_MODES = ("sequential", "parallel", "cursor")
+LOOP_EXEC = frozenset({"local", "distributed"})
+TOOL_SPEC_KEYS = frozenset({"policy", "timeout", "retry"})  # other `spec` keys are tool fields
+NO_MATCH = ("quiet", "fail")
 WORKBOOK_KEYS = frozenset({"name", "desc", "description", "tool", "assert"})
 POLICY_ACTIONS = frozenset({"continue", "retry", "jump", "break", "fail"})
 DEFAULT_MAX_IN_FLIGHT = 100
@@ -48,10 +67,15 @@ class _Parser:
     def __init__(self, located: Located) -> None:
         self.src = located
         self.problems: list[Problem] = []
+        self.notes: list[str] = []
         self.arc_paths: dict[int, list[Path]] = {}
 
     def error(self, path: Path, message: str) -> None:
         self.problems.append(self.src.problem(path, message))
+
+    def note(self, path: Path, message: str) -> None:
+        """An accepted construct that has no effect here: `noetl validate` prints it."""
+        self.notes.append(str(self.src.problem(path, message)))
 
     def mapping(self, value: Any, path: Path, allowed: frozenset[str] | None) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -97,6 +121,24 @@ class _Parser:
         if root.get("kind") != "Playbook":
             self.error(("kind",), f"expected 'Playbook', got {root.get('kind')!r}")
         meta = self.mapping(root.get("metadata", {}), ("metadata",), METADATA_KEYS)
+        if "exposes_as_mcp" in meta:
+            self.note(
+                ("metadata", "exposes_as_mcp"),
+                "accepted, no effect here: this server does not expose playbooks as MCP tools",
+            )
+        if "tracing" in root:
+            self.mapping(root["tracing"], ("tracing",), None)
+            self.note(
+                ("tracing",),
+                "accepted, no effect here: there is no OTLP export; every event of an"
+                " execution is in noetl.event and GET /api/executions/{id}/events",
+            )
+        spec = root.get("spec") or {}
+        if not isinstance(spec, dict):
+            self.error(("spec",), f"expected a mapping, got {_kind(spec)}")
+            spec = {}
+        self.templates(spec, ("spec",))
+        self.executor(root.get("executor"))
         name = self.text(meta.get("name"), ("metadata", "name"))
         path = self.text(meta.get("path"), ("metadata", "path"), required=False) or name
         workload = root.get("workload") or {}
@@ -122,7 +164,32 @@ class _Parser:
             workload=workload,
             keychain=tuple(keychain),
             workbook=workbook,
+            spec=spec,
+            notes=tuple(self.notes),
         )
+
+    def executor(self, raw: Any) -> None:
+        """Upstream's executor block: `spec.entry_step` is used; the rest is placement."""
+        if raw is None:
+            return
+        data = self.mapping(raw, ("executor",), EXECUTOR_KEYS)
+        spec = self.mapping(data.get("spec", {}), ("executor", "spec"), EXECUTOR_SPEC_KEYS)
+        for key in ("profile", "version", "requires", "pool"):
+            if key in data:
+                self.note(
+                    ("executor", key),
+                    "accepted, no effect here: every step runs on this deployment's worker pool",
+                )
+        if "policy" in spec:
+            self.note(
+                ("executor", "spec", "policy"),
+                "accepted, no effect here: timeouts and result storage are set per tool",
+            )
+        if spec.get("no_next_is_error"):
+            self.note(
+                ("executor", "spec", "no_next_is_error"),
+                "accepted, no effect here: a step without `next` ends its branch",
+            )
 
     def entry(self, root: Mapping[str, Any], steps: Mapping[str, Step]) -> str | None:
         if not steps:
@@ -215,25 +282,80 @@ class _Parser:
             step_input = {}
         self.templates(step_input, (*path, "input"))
         step_set = self.set_block(data.get("set"), (*path, "set"))
-        if "tool" not in data:
-            self.error((*path, "tool"), "is required (use `kind: noop` for a routing-only step)")
-            tools: tuple[Tool, ...] = ()
+        if "tool" not in data:  # upstream: a routing-only step; here an implicit `kind: noop`
+            tools: tuple[Tool, ...] = (Tool(kind="noop", config={}),)
         else:
             tools = self.tools(data["tool"], (*path, "tool"), workbook)
         next_ = self.next(data.get("next"), (*path, "next")) if "next" in data else None
         loop = self.loop(data["loop"], (*path, "loop")) if "loop" in data else None
+        admit = self.admit(data.get("spec"), (*path, "spec"))
         if name is None or not tools:
             return None
         return Step(
             name=name,
             tools=tools,
-            pipeline=isinstance(data["tool"], list),
+            pipeline=isinstance(data.get("tool"), list),
             desc=str(data.get("desc") or data.get("description") or ""),
             input=step_input,
             set=step_set,
             next=next_,
             loop=loop,
+            admit=admit,
         )
+
+    def admit(self, spec: Any, path: Path) -> tuple[Mapping[str, Any], ...]:
+        """Step `spec.policy.admit.rules`: first match wins; `allow: false` skips the step."""
+        if spec is None:
+            return ()
+        data = self.mapping(spec, path, frozenset({"policy"}))
+        policy = self.mapping(data.get("policy", {}), (*path, "policy"), frozenset({"admit"}))
+        admit_path = (*path, "policy", "admit")
+        admit = self.mapping(policy.get("admit", {}), admit_path, frozenset({"mode", "rules"}))
+        if admit.get("mode", "exclusive") != "exclusive":
+            self.error((*admit_path, "mode"), "expected exclusive (the first matching rule wins)")
+        rules = admit.get("rules", [])
+        if not isinstance(rules, list):
+            self.error((*admit_path, "rules"), f"expected a list, got {_kind(rules)}")
+            return ()
+        found: list[Mapping[str, Any]] = []
+        for index, rule in enumerate(rules):
+            rule_path = (*admit_path, "rules", index)
+            when, then, then_path = self.rule_parts(rule, rule_path)
+            allow = then.get("allow", True)
+            if not isinstance(allow, bool) and not is_template(allow):
+                self.error((*then_path, "allow"), "expected true, false or a template")
+            self.templates(when, (*rule_path, "when"))
+            found.append({"when": when, "allow": allow})
+        return tuple(found)
+
+    def rule_parts(self, rule: Any, path: Path) -> tuple[Any, dict[str, Any], Path]:
+        """`{when, then}`, `{else: {then}}`, `{else: {do: ...}}` (the shorthand) or
+        `{else: null, then: {...}}` (YAML of `- else:` with `then:` under the dash):
+        returns (when or None, then, where then is)."""
+        entry = self.mapping(rule, path, frozenset({"when", "then", "else"}))
+        if "else" not in entry:
+            then_path: Path = (*path, "then")
+            return (
+                entry.get("when"),
+                self.mapping(entry.get("then", {}), then_path, None),
+                then_path,
+            )
+        if "when" in entry:
+            self.error((*path, "when"), "an `else` rule has no `when`")
+        otherwise = entry["else"]
+        if otherwise is None:
+            then_path = (*path, "then")
+            return None, self.mapping(entry.get("then", {}), then_path, None), then_path
+        if "then" in entry:
+            self.error((*path, "then"), "put `then` inside `else`, not next to it")
+        data = self.mapping(otherwise, (*path, "else"), None)
+        if "then" in data:
+            if len(data) > 1:
+                extra = sorted(k for k in data if k != "then")
+                self.error((*path, "else"), f"unexpected keys next to `then`: {extra}")
+            then_path = (*path, "else", "then")
+            return None, self.mapping(data["then"], then_path, None), then_path
+        return None, data, (*path, "else")  # the shorthand `else: {do: continue, ...}`
 
     def set_block(self, value: Any, path: Path) -> dict[str, Any]:
         if value is None:
@@ -297,6 +419,7 @@ class _Parser:
                 (*path, "kind"), f"expected one of {', '.join(sorted(TOOL_KINDS))}; got {got}"
             )
             return None
+        data = self.spec_fields(data, path)
         config = {k: v for k, v in data.items() if k not in {"kind", "set", "spec"}}
         if kind != "workbook" and label is None and "name" in config:
             label = str(config.pop("name"))
@@ -313,10 +436,25 @@ class _Parser:
             policy=self.policy(data.get("spec"), (*path, "spec")),
         )
 
+    def spec_fields(self, data: dict[str, Any], path: Path) -> dict[str, Any]:
+        """Upstream's v10 form puts tool fields under `spec` (`spec: {url, method, code}`):
+        they are the tool's own fields; `spec` keeps policy, timeout and retry."""
+        spec = data.get("spec")
+        if not isinstance(spec, dict):
+            return data
+        fields = {k: v for k, v in spec.items() if k not in TOOL_SPEC_KEYS}
+        if not fields:
+            return data
+        for key in fields:
+            if key in data:
+                self.error((*path, "spec", key), f"{key!r} is given both in the tool and its spec")
+        kept = {k: v for k, v in spec.items() if k in TOOL_SPEC_KEYS}
+        return {**data, **fields, "spec": kept}
+
     def policy(self, spec: Any, path: Path) -> tuple[Mapping[str, Any], ...]:
         if spec is None:
             return ()
-        data = self.mapping(spec, path, frozenset({"policy", "timeout", "retry"}))
+        data = self.mapping(spec, path, TOOL_SPEC_KEYS)
         policy = self.mapping(data.get("policy", {}), (*path, "policy"), frozenset({"rules"}))
         rules = policy.get("rules", [])
         if not isinstance(rules, list):
@@ -325,14 +463,8 @@ class _Parser:
         checked: list[Mapping[str, Any]] = []
         for index, rule in enumerate(rules):
             rule_path = (*path, "policy", "rules", index)
-            entry = self.mapping(rule, rule_path, frozenset({"when", "then", "else"}))
-            if "else" in entry:
-                then = self.mapping(entry["else"], (*rule_path, "else"), frozenset({"then"}))
-                entry = {"when": None, "then": then.get("then", {})}
-                then_path: Path = (*rule_path, "else", "then")
-            else:
-                then_path = (*rule_path, "then")
-            then = self.mapping(entry.get("then", {}), then_path, None)
+            when, then, then_path = self.rule_parts(rule, rule_path)
+            entry = {"when": when, "then": then}
             if not _one_of(then.get("do"), POLICY_ACTIONS):
                 self.error(
                     (*then_path, "do"), f"expected one of {', '.join(sorted(POLICY_ACTIONS))}"
@@ -344,12 +476,19 @@ class _Parser:
     # -- routing and loops --------------------------------------------------------------
 
     def next(self, raw: Any, path: Path) -> Next | None:
-        mode = "exclusive"
+        mode, on_no_match = "exclusive", "quiet"
         arcs_raw: Any = raw
         arcs_path = path
         if isinstance(raw, dict):
             data = self.mapping(raw, path, frozenset({"spec", "arcs"}))
-            spec = self.mapping(data.get("spec", {}), (*path, "spec"), frozenset({"mode"}))
+            spec = self.mapping(
+                data.get("spec", {}), (*path, "spec"), frozenset({"mode", "on_no_match"})
+            )
+            on_no_match = spec.get("on_no_match", "quiet")
+            if not _one_of(on_no_match, NO_MATCH):
+                self.error(
+                    (*path, "spec", "on_no_match"), f"expected quiet or fail, got {on_no_match!r}"
+                )
             mode = spec.get("mode", "exclusive")
             if not _one_of(mode, {"exclusive", "inclusive"}):
                 self.error(
@@ -379,7 +518,11 @@ class _Parser:
             if target:
                 arcs.append(Arc(step=target, when=None if when is None else str(when), set=arc_set))
                 paths.append((*arc_path, "step"))
-        result = Next(mode="inclusive" if mode == "inclusive" else "exclusive", arcs=tuple(arcs))
+        result = Next(
+            mode="inclusive" if mode == "inclusive" else "exclusive",
+            arcs=tuple(arcs),
+            on_no_match="fail" if on_no_match == "fail" else "quiet",
+        )
         self.arc_paths[id(result)] = paths
         return result
 
@@ -387,25 +530,52 @@ class _Parser:
         data = self.mapping(raw, path, LOOP_KEYS)
         if not data:
             return None
-        if "in" not in data:
-            self.error((*path, "in"), "is required (a list, a mapping, a number or a template)")
         iterator = self.text(data.get("iterator"), (*path, "iterator"))
-        self.templates(data.get("in"), (*path, "in"))
         spec = self.mapping(data.get("spec", {}), (*path, "spec"), LOOP_SPEC_KEYS)
-        mode = spec.get("mode", "sequential")
-        if not _one_of(mode, {"sequential", "parallel"}):
-            self.error((*path, "spec", "mode"), f"expected sequential or parallel, got {mode!r}")
+        mode = spec.get("mode", "cursor" if "cursor" in data else "sequential")
+        if not _one_of(mode, LOOP_MODES):
+            self.error(
+                (*path, "spec", "mode"), f"expected sequential, parallel or cursor, got {mode!r}"
+            )
+        cursor = None
+        if mode == "cursor" or "cursor" in data:
+            cursor = self.mapping(data.get("cursor"), (*path, "cursor"), None)
+            if mode != "cursor":
+                self.error((*path, "spec", "mode"), "a loop with `cursor` has mode cursor")
+            if "in" in data:
+                self.error((*path, "in"), "a cursor loop takes its items from `cursor`, not `in`")
+        elif "in" not in data:
+            self.error((*path, "in"), "is required (a list, a mapping, a number or a template)")
+        self.templates(data.get("in"), (*path, "in"))
+        self.templates(cursor, (*path, "cursor"))
+        policy = self.mapping(
+            spec.get("policy", {}), (*path, "spec", "policy"), frozenset({"exec", "results"})
+        )
+        if not _one_of(policy.get("exec", "local"), LOOP_EXEC):
+            self.error((*path, "spec", "policy", "exec"), "expected local or distributed")
+        self.mapping(policy.get("results", {}), (*path, "spec", "policy", "results"), None)
+        if "frame" in spec:
+            self.mapping(spec["frame"], (*path, "spec", "frame"), None)
         cap = spec.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT)
-        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
-            self.error((*path, "spec", "max_in_flight"), "expected a positive integer")
+        if is_template(cap):
+            self.templates(cap, (*path, "spec", "max_in_flight"))
+        elif not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
+            self.error(
+                (*path, "spec", "max_in_flight"), "expected a positive integer or a template"
+            )
             cap = DEFAULT_MAX_IN_FLIGHT
-        if iterator is None or "in" not in data:
+        if iterator is None or ("in" not in data and cursor is None):
             return None
         return Loop(
-            collection=data["in"],
+            collection=data.get("in"),
             iterator=iterator,
-            mode="parallel" if mode == "parallel" else "sequential",
+            mode="cursor"
+            if cursor is not None
+            else "parallel"
+            if mode == "parallel"
+            else "sequential",
             max_in_flight=cap,
+            cursor=cursor,
         )
 
 

@@ -8,31 +8,54 @@ from __future__ import annotations
 
 from typing import Any
 
-from noetl.dsl.parse import API_VERSIONS, POLICY_ACTIONS, TOOL_KINDS
+from noetl.dsl.parse import (
+    API_VERSIONS,
+    LOOP_EXEC,
+    LOOP_MODES,
+    NO_MATCH,
+    POLICY_ACTIONS,
+    TOOL_KINDS,
+)
 
 _TEMPLATE = {"type": "string", "description": "A Jinja2 template, e.g. {{ workload.x }}"}
 _MAP = {"type": "object"}
+
+_THEN = {
+    "type": "object",
+    "properties": {
+        "do": {"enum": sorted(POLICY_ACTIONS)},
+        "attempts": {"type": "integer", "minimum": 1},
+        "delay": {"type": "number", "minimum": 0},
+        "backoff": {"enum": ["none", "fixed", "linear", "exponential"]},
+        "to": {"type": "string", "description": "pipeline item label for `jump`"},
+        "set": _MAP,
+    },
+    "required": ["do"],
+}
 
 _RULE = {
     "type": "object",
     "properties": {
         "when": _TEMPLATE,
-        "then": {
-            "type": "object",
-            "properties": {
-                "do": {"enum": sorted(POLICY_ACTIONS)},
-                "attempts": {"type": "integer", "minimum": 1},
-                "delay": {"type": "number", "minimum": 0},
-                "backoff": {"enum": ["none", "fixed", "linear", "exponential"]},
-                "to": {"type": "string", "description": "pipeline item label for `jump`"},
-                "set": _MAP,
-            },
-            "required": ["do"],
-        },
+        "then": _THEN,
         "else": {
-            "type": "object",
-            "properties": {"then": {"$ref": "#/$defs/rule/properties/then"}},
+            "description": "`{then: ...}`, the shorthand `{do: ...}`, or empty with `then` beside",
+            "oneOf": [
+                {"type": "null"},
+                {"type": "object", "properties": {"then": _THEN}, "required": ["then"]},
+                _THEN,
+            ],
         },
+    },
+    "additionalProperties": False,
+}
+
+_ADMIT_RULE = {
+    "type": "object",
+    "properties": {
+        "when": _TEMPLATE,
+        "then": {"type": "object", "properties": {"allow": {"type": ["boolean", "string"]}}},
+        "else": {"type": ["object", "null"]},
     },
     "additionalProperties": False,
 }
@@ -47,6 +70,7 @@ _TOOL = {
         "set": _MAP,
         "spec": {
             "type": "object",
+            "description": "policy, timeout, retry; other keys are tool fields (upstream v10)",
             "properties": {
                 "policy": {
                     "type": "object",
@@ -76,7 +100,10 @@ _NEXT = {
             "properties": {
                 "spec": {
                     "type": "object",
-                    "properties": {"mode": {"enum": ["exclusive", "inclusive"]}},
+                    "properties": {
+                        "mode": {"enum": ["exclusive", "inclusive"]},
+                        "on_no_match": {"enum": list(NO_MATCH)},
+                    },
                     "additionalProperties": False,
                 },
                 "arcs": {"type": "array", "items": {"$ref": "#/$defs/arc"}},
@@ -102,25 +129,52 @@ _STEP = {
         "args": _MAP,
         "set": _MAP,
         "next": {"$ref": "#/$defs/next"},
+        "spec": {
+            "type": "object",
+            "properties": {
+                "policy": {
+                    "type": "object",
+                    "properties": {
+                        "admit": {
+                            "type": "object",
+                            "properties": {
+                                "mode": {"const": "exclusive"},
+                                "rules": {"type": "array", "items": _ADMIT_RULE},
+                            },
+                            "additionalProperties": False,
+                        }
+                    },
+                    "additionalProperties": False,
+                }
+            },
+            "additionalProperties": False,
+        },
         "loop": {
             "type": "object",
             "properties": {
                 "in": {},
+                "cursor": _MAP,
                 "iterator": {"type": "string"},
                 "spec": {
                     "type": "object",
                     "properties": {
-                        "mode": {"enum": ["sequential", "parallel"]},
-                        "max_in_flight": {"type": "integer", "minimum": 1},
+                        "mode": {"enum": list(LOOP_MODES)},
+                        "max_in_flight": {"oneOf": [{"type": "integer", "minimum": 1}, _TEMPLATE]},
+                        "policy": {
+                            "type": "object",
+                            "properties": {"exec": {"enum": sorted(LOOP_EXEC)}, "results": _MAP},
+                            "additionalProperties": False,
+                        },
+                        "frame": _MAP,
                     },
                     "additionalProperties": False,
                 },
             },
-            "required": ["in", "iterator"],
+            "required": ["iterator"],
             "additionalProperties": False,
         },
     },
-    "required": ["step", "tool"],
+    "required": ["step"],
     "additionalProperties": False,
 }
 
@@ -143,6 +197,7 @@ def playbook_schema() -> dict[str, Any]:
                     "version": {"type": ["string", "number"]},
                     "labels": _MAP,
                     "tags": {"type": "array"},
+                    "exposes_as_mcp": {"description": "accepted, no effect here"},
                 },
                 "required": ["name"],
                 "additionalProperties": False,
@@ -166,6 +221,8 @@ def playbook_schema() -> dict[str, Any]:
             },
             "workflow": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/step"}},
             "executor": _MAP,
+            "spec": {"type": "object", "description": "upstream root spec: `{{ spec.x }}`"},
+            "tracing": {"type": "object", "description": "accepted, no effect here"},
         },
         "required": ["apiVersion", "kind", "metadata", "workflow"],
         "additionalProperties": False,

@@ -18,7 +18,7 @@ from typing import Any
 
 from noetl.dsl.model import Playbook, Step, Tool
 from noetl.dsl.parse import UNRENDERED
-from noetl.dsl.template import evaluate_condition, plain, render
+from noetl.dsl.template import evaluate_condition, plain, referenced_names, render
 from noetl.engine.graph import back_edges, forward_upstreams
 from noetl.engine.state import (
     COMPLETED,
@@ -34,6 +34,11 @@ from noetl.engine.steps import collection, loop_result, names_read, runs_on_work
 from noetl.errors import TemplateError
 from noetl.protocol.events import EventType, ExecutionStatus
 from noetl.protocol.records import CommandRecord, EventRecord
+
+# Upstream's event names, as arcs see them in `event.name` (docs/dsl.md, compatibility).
+CALL_DONE = "call.done"  # a step's tool (or pipeline) finished
+CALL_ERROR = "call.error"  # it failed: arcs that read the outcome may route the failure
+LOOP_DONE = "loop.done"  # a loop step finished all its iterations
 
 # -- what goes in -----------------------------------------------------------------------
 
@@ -154,7 +159,10 @@ class _Run:
             ctx=state.variables,
             vars=state.variables,
             execution_id=state.execution_id,
+            job={"uuid": str(state.execution_id), "execution_id": state.execution_id},
         )
+        if self.playbook.spec:  # root `spec` (upstream): rendered against the context
+            ctx["spec"] = render(self.playbook.spec, ctx)
         ctx.update(extra)
         return ctx
 
@@ -184,15 +192,47 @@ class _Run:
 
     def start(self, workload: Mapping[str, Any]) -> None:
         self.state.workload = dict(workload)
+        try:
+            self.context()
+        except TemplateError as exc:
+            self.finish(ExecutionStatus.FAILED, error=f"root spec: {exc}")
+            return
         self.enter(self.playbook.entry)
+
+    def admitted(self, step: Step) -> tuple[bool, str | None]:
+        """Step `spec.policy.admit.rules`: the first rule whose `when` holds decides."""
+        ctx = self.context()
+        for rule in step.admit:
+            ok, problem = evaluate_condition(rule["when"], ctx)
+            if problem:
+                return False, f"admit rule: {problem}"
+            if ok:
+                allow, problem = evaluate_condition(rule["allow"], ctx)
+                return allow, problem and f"admit rule: {problem}"
+        return True, None
 
     def enter(self, name: str) -> None:
         step = self.playbook.step(name)
         st = self.step_state(name)
+        if step.admit:
+            allowed, problem = self.admitted(step)
+            if not allowed:  # not admitted: the step is skipped, its targets see a dead path
+                st.status, st.arrived, st.dead = SKIPPED, [], []
+                payload = {"admit": False, **({"problems": [problem]} if problem else {})}
+                self.emit(EventType.STEP_SKIPPED, step=name, status=SKIPPED, payload=payload)
+                self.route(name, [])
+                return
         st.status, st.runs, st.arrived, st.dead, st.loop = RUNNING, st.runs + 1, [], [], None
         self.emit(EventType.STEP_ENTER, step=name, payload={"run": st.runs})
         if step.loop is None:
             self.issue(step, st.runs)
+            return
+        if step.loop.mode == "cursor":
+            self.fail_step(
+                name,
+                "cursor loops (loop.cursor, spec.mode: cursor) are not supported here yet;"
+                " use `loop.in` over the rows of a postgres step",
+            )
             return
         try:
             items = collection(render(step.loop.collection, self.context()))
@@ -205,14 +245,33 @@ class _Run:
     def dispatch_iterations(self, step: Step, st: StepState) -> None:
         loop, spec = st.loop, step.loop
         assert loop is not None and spec is not None
-        cap = 1 if spec.mode == "sequential" else spec.max_in_flight
+        cap = 1 if spec.mode == "sequential" else self.max_in_flight(step)
+        if cap is None:
+            return
         while self.running and loop.in_flight < cap and loop.next_index < len(loop.items):
             index = loop.next_index
             loop.next_index += 1
             loop.in_flight += 1
             self.issue(step, st.runs, index)
         if self.running and loop.finished and st.status == RUNNING:
-            self.complete_step(step.name, loop_result(loop), "loop.done")
+            self.complete_step(step.name, loop_result(loop), LOOP_DONE)
+
+    def max_in_flight(self, step: Step) -> int | None:
+        """The loop's cap; a template is rendered against the current context (None: the
+        step has failed because it did not give a positive integer)."""
+        assert step.loop is not None
+        cap: Any = step.loop.max_in_flight
+        if isinstance(cap, str):
+            try:
+                cap = render(cap, self.context())
+                cap = int(cap)
+            except (TemplateError, TypeError, ValueError) as exc:
+                self.fail_step(step.name, f"loop max_in_flight: {exc}")
+                return None
+            if cap < 1:
+                self.fail_step(step.name, f"loop max_in_flight: {cap} is not a positive integer")
+                return None
+        return int(cap)
 
     def issue(self, step: Step, run: int, iteration: int | None = None) -> None:
         st = self.step_state(step.name)
@@ -314,7 +373,7 @@ class _Run:
             self.state.variables = {**self.state.variables, **variables}
         st = self.step_state(ref.step)
         if ref.iteration is None:
-            self.complete_step(ref.step, result, "command.completed")
+            self.complete_step(ref.step, result, CALL_DONE)
             return
         loop = st.loop
         assert loop is not None
@@ -355,6 +414,15 @@ class _Run:
                 if step.next and step.next.mode == "exclusive":
                     break
         payload = {"next": fired, **({"problems": problems} if problems else {})}
+        if not fired and step.next and step.next.arcs and step.next.on_no_match == "fail":
+            self.emit(
+                EventType.STEP_EXIT, step=name, status=COMPLETED, result=result, payload=payload
+            )
+            self.finish(
+                ExecutionStatus.FAILED,
+                error=f"step '{name}': no arc matched (next.spec.on_no_match: fail)",
+            )
+            return
         self.emit(EventType.STEP_EXIT, step=name, status=COMPLETED, result=result, payload=payload)
         if not fired:
             self.state.last_step = name
@@ -390,10 +458,38 @@ class _Run:
             self.route(name, [])
 
     def fail_step(self, name: str, error: str) -> None:
+        """A failed step fails the execution, unless one of its arcs routes the failure: an
+        arc whose `when` reads the outcome (`event`, `output`) and holds with
+        `event.name == 'call.error'` and `output.status == 'error'` (upstream's convention).
+        A loop step with iterations still in flight is not routed (it fails)."""
         st = self.step_state(name)
         st.status = FAILED
+        step = self.playbook.step(name)
+        fired: list[str] = []
+        if not (st.loop and st.loop.in_flight):
+            fired = self.failure_arcs(step, error)
+        if fired:
+            payload = {"next": fired, "handled": True}
+            self.emit(EventType.STEP_EXIT, step=name, status=FAILED, error=error, payload=payload)
+            self.route(name, fired)
+            return
         self.emit(EventType.STEP_EXIT, step=name, status=FAILED, error=error)
         self.finish(ExecutionStatus.FAILED, error=f"step '{name}' failed: {error}")
+
+    def failure_arcs(self, step: Step, error: str) -> list[str]:
+        output = {"status": "error", "data": None, "error": {"message": error}, "response": None}
+        ctx = self.context(output=output, event={"name": CALL_ERROR})
+        fired: list[str] = []
+        for arc in step.next.arcs if step.next else ():
+            if arc.when is None or not reads_outcome(arc.when):
+                continue
+            ok, _ = evaluate_condition(arc.when, ctx)
+            if ok:
+                if self.apply_set(arc.set, ctx) is None:
+                    fired.append(arc.step)
+                if step.next and step.next.mode == "exclusive":
+                    break
+        return fired
 
     def finish(self, status: ExecutionStatus, *, error: str | None = None) -> None:
         state = self.state
@@ -421,3 +517,8 @@ class _Run:
             last = self.state.last_step
             self.state.result = self.state.results.get(last) if last else None
             self.finish(ExecutionStatus.COMPLETED)
+
+
+def reads_outcome(when: str) -> bool:
+    """Does an arc's guard look at the step's outcome (so it may route a failure)?"""
+    return bool(referenced_names(when) & {"event", "output"})

@@ -35,9 +35,8 @@ def test_every_problem_is_listed_at_once_with_line_and_field() -> None:
     )
     assert problems == [
         "p.yaml:7:5: workflow[0].command: unknown key 'command'; expected one of args, desc,"
-        " description, input, loop, next, set, step, tool",
-        "p.yaml:9:5: workflow[1].tool: is required (use `kind: noop` for a routing-only step)",
-        "p.yaml:8:13: workflow[0].next[0].step: unknown step 'nowhere'; steps are start",
+        " description, input, loop, next, set, spec, step, tool",
+        "p.yaml:8:13: workflow[0].next[0].step: unknown step 'nowhere'; steps are start, other",
     ]
 
 

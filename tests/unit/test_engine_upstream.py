@@ -1,0 +1,237 @@
+"""Upstream NoETL constructs in the pure engine: event names, failure routing, admission,
+on_no_match, templated max_in_flight, cursor loops, the root spec and job variables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from noetl.engine import CommandCompleted, CommandFailed
+from noetl.engine.decide import CALL_DONE, CALL_ERROR, LOOP_DONE
+from tests.unit.engine_harness import Harness
+
+HEAD = "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: t}\n"
+
+
+def test_arcs_see_upstreams_event_names_call_done_and_loop_done() -> None:
+    assert (CALL_DONE, CALL_ERROR, LOOP_DONE) == ("call.done", "call.error", "loop.done")
+    h = Harness(
+        HEAD
+        + """
+workflow:
+  - step: start
+    tool: {kind: noop, result: 1}
+    next:
+      arcs:
+        - {step: each, when: "{{ event.name == 'call.done' }}"}
+  - step: each
+    loop: {in: [1, 2], iterator: x}
+    tool: {kind: noop, result: 2}
+    next:
+      arcs:
+        - {step: end, when: "{{ event.name == 'loop.done' }}"}
+  - {step: end, tool: {kind: noop, result: done}}
+"""
+    )
+    state = h.run()
+    assert state.status == "COMPLETED" and state.result == "done"
+
+
+ROUTED = (
+    HEAD
+    + """
+workflow:
+  - step: start
+    tool: {kind: python, code: "raise ValueError('x')"}
+    next:
+      arcs:
+        - {step: ok, when: "{{ event.name == 'call.done' }}"}
+        - step: recover
+          when: "{{ event.name == 'call.error' }}"
+          set: {ctx.why: "{{ output.error.message }}"}
+  - {step: ok, tool: {kind: noop, result: ok}}
+  - {step: recover, tool: {kind: noop, result: recovered}}
+"""
+)
+
+
+def test_an_arc_guarded_on_call_error_routes_a_failure_instead_of_failing_the_run() -> None:
+    h = Harness(ROUTED)
+    state = h.run(
+        lambda command: (
+            (True, command.tool.get("result")) if command.step != "start" else (False, "boom")
+        )
+    )
+    assert state.status == "COMPLETED" and state.result == "recovered"
+    assert state.variables == {"why": "boom"}
+    exit_ = next(e for e in h.events if e.step == "start" and e.event_type == "step.exit")
+    assert exit_.status == "failed" and exit_.payload == {"next": ["recover"], "handled": True}
+    assert h.kinds("ok") == ["step.skipped"]
+
+
+def test_a_guard_that_does_not_read_the_outcome_does_not_swallow_a_failure() -> None:
+    h = Harness(
+        HEAD
+        + """
+workload: {more: false}
+workflow:
+  - step: start
+    tool: {kind: noop}
+    next:
+      arcs:
+        - {step: end, when: "{{ not more }}"}
+        - {step: end}
+  - {step: end, tool: {kind: noop}}
+"""
+    )
+    state = h.run(lambda command: (False, "boom"))
+    assert state.status == "FAILED" and "boom" in (state.error or "")
+    assert "end" not in [e.step for e in h.events if e.event_type == "step.enter"]
+
+
+def test_admission_rules_skip_a_step_that_is_not_admitted() -> None:
+    text = (
+        HEAD
+        + """
+workload: {enabled: false}
+workflow:
+  - {step: start, tool: {kind: noop, result: 1}, next: [guarded]}
+  - step: guarded
+    spec:
+      policy:
+        admit:
+          rules:
+            - {when: "{{ enabled }}", then: {allow: true}}
+            - else:
+              then: {allow: false}
+    tool: {kind: noop, result: ran}
+    next: [end]
+  - {step: end, tool: {kind: noop, result: end}}
+"""
+    )
+    h = Harness(text)
+    state = h.run()
+    assert h.kinds("guarded") == ["step.skipped"]
+    assert h.kinds("end") == ["step.skipped"] and state.status == "COMPLETED"
+    h = Harness(text)
+    state = h.run(workload={"enabled": True})
+    assert "step.enter" in h.kinds("guarded") and state.result == "end"
+
+
+def test_on_no_match_fail_fails_the_run_when_no_arc_fires() -> None:
+    text = (
+        HEAD
+        + """
+workflow:
+  - step: start
+    tool: {kind: noop}
+    next:
+      spec: {on_no_match: MODE}
+      arcs: [{step: end, when: "{{ false }}"}]
+  - {step: end, tool: {kind: noop}}
+"""
+    )
+    assert Harness(text.replace("MODE", "quiet")).run().status == "COMPLETED"
+    state = Harness(text.replace("MODE", "fail")).run()
+    assert state.status == "FAILED" and "on_no_match" in (state.error or "")
+
+
+def test_a_templated_max_in_flight_caps_parallel_iterations() -> None:
+    text = (
+        HEAD
+        + """
+workload: {cap: CAP}
+workflow:
+  - step: start
+    loop: {in: [1, 2, 3, 4, 5], iterator: x, spec: {mode: parallel, max_in_flight: "{{ cap }}"}}
+    tool: {kind: noop}
+"""
+    )
+    h = Harness(text.replace("CAP", "2"))
+    h.start()
+    assert len(h.pending) == 2
+    state = Harness(text.replace("CAP", "'none'")).run()
+    assert state.status == "FAILED" and "max_in_flight" in (state.error or "")
+    state = Harness(text.replace("CAP", "0")).run()
+    assert state.status == "FAILED" and "not a positive integer" in (state.error or "")
+
+
+def test_a_cursor_loop_is_accepted_and_fails_at_run_time_naming_the_construct() -> None:
+    h = Harness(
+        HEAD
+        + """
+workflow:
+  - step: start
+    loop:
+      cursor: {kind: postgres, auth: pg, claim: "SELECT 1"}
+      iterator: row
+      spec: {mode: cursor, max_in_flight: 1}
+    tool: {kind: noop}
+"""
+    )
+    state = h.run()
+    assert state.status == "FAILED" and "cursor loops" in (state.error or "")
+
+
+def test_the_root_spec_and_job_variables_are_visible_to_templates() -> None:
+    h = Harness(
+        HEAD
+        + """
+spec: {state: ready, job: "{{ job.uuid }}"}
+workflow:
+  - step: start
+    tool: {kind: noop, result: "{{ spec.job }}/{{ job.execution_id }}"}
+    next: [{step: end, when: "{{ spec.state == 'ready' }}"}]
+  - {step: end, tool: {kind: noop, result: "{{ start }}"}}
+""",
+        execution_id=42,
+    )
+    state = h.run()
+    assert state.status == "COMPLETED" and state.result == "42/42"
+
+
+FAN = (
+    HEAD
+    + """
+workflow:
+  - step: start
+    tool: {kind: noop}
+    next: {spec: {mode: inclusive}, arcs: [{step: a}, {step: b}]}
+  - step: a
+    tool: {kind: noop}
+    next:
+      arcs:
+        - {step: join, when: "{{ event.name == 'call.done' }}"}
+        - {step: join, when: "{{ event.name == 'call.error' }}"}
+  - step: b
+    spec:
+      policy:
+        admit:
+          rules: [{when: "{{ admit_b }}", then: {allow: true}}, {else: {then: {allow: false}}}]
+    tool: {kind: noop}
+    next: [join]
+  - {step: join, tool: {kind: noop, result: joined}}
+"""
+)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(a_fails=st.booleans(), admit_b=st.booleans(), order=st.randoms(use_true_random=False))
+def test_routed_failures_and_admission_always_reach_the_join_once(
+    a_fails: bool, admit_b: bool, order: Any
+) -> None:
+    """Whatever fails (routed) or is not admitted, and in any completion order, the join runs
+    exactly once and the run completes; nothing is left pending."""
+    h = Harness(FAN)
+    h.start({"admit_b": admit_b})
+    while h.pending:
+        command = h.pending.pop(order.randrange(len(h.pending)))
+        if command.step == "a" and a_fails:
+            h.apply(CommandFailed(command.command_id, "boom"))
+        else:
+            h.apply(CommandCompleted(command.command_id, command.tool.get("result")))
+    assert h.state.status == "COMPLETED" and h.state.result == "joined"
+    assert h.kinds("join").count("step.enter") == 1
+    assert ("step.enter" in h.kinds("b")) is admit_b
