@@ -17,6 +17,7 @@ def install(app: FastAPI) -> None:
     """Add the UI's routes, its static files and the caches its polling reads through."""
     app.state.ui_progress = Snapshots[int, object](PROGRESS_MAX_AGE)
     app.state.ui_timeline = Snapshots[int, object](TIMELINE_MAX_AGE)
+    app.state.ui_events = Snapshots[tuple[int, int, int], object](PROGRESS_MAX_AGE, size=1024)
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/ui/static", StaticFiles(directory=pages.HERE / "static"), name="ui-static")

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from noetl import jsonfast
+from noetl.dsl.model import Playbook
 from noetl.errors import NotFoundError
 from noetl.server import views
 from noetl.server.service import Orchestrator
 from noetl.store import catalog, events, executions, timeline
-from noetl.ui.layout import layout
+from noetl.ui.layout import HEIGHT, WIDTH, layout
 from noetl.ui.snapshots import Snapshots, progress_of
 
 router = APIRouter()
@@ -28,8 +30,8 @@ def _orchestrator(request: Request) -> Orchestrator:
     return orchestrator
 
 
-def _snapshots(request: Request, name: str) -> Snapshots[int, Any]:
-    found: Snapshots[int, Any] = getattr(request.app.state, name)
+def _snapshots(request: Request, name: str) -> Snapshots[Any, Any]:
+    found: Snapshots[Any, Any] = getattr(request.app.state, name)
     return found
 
 
@@ -38,6 +40,11 @@ def _id(value: str, what: str) -> int:
         return int(value)
     except ValueError:
         raise NotFoundError(f"{what} {value!r} does not exist (ids are integers)") from None
+
+
+def _json(body: Any) -> Response:
+    """orjson, without FastAPI's generic encoder: open pages poll these routes."""
+    return Response(jsonfast.dumps(body), media_type="application/json")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -59,37 +66,44 @@ def preview(value: Any) -> Any:
 
 
 @router.get("/api/catalog/versions")
-async def catalog_versions(request: Request, path: Annotated[str, Query()]) -> dict[str, Any]:
+async def catalog_versions(request: Request, path: Annotated[str, Query()]) -> Response:
     async with _orchestrator(request).pool.connection() as conn:
         rows = await catalog.list_versions(conn, path)
     if not rows:
         raise NotFoundError(f"playbook {path!r} is not registered")
-    return {"path": path, "items": [views.catalog_entry(row) for row in rows]}
+    return _json({"path": path, "items": [views.catalog_entry(row) for row in rows]})
 
 
 @router.get("/api/catalog/{catalog_id}")
-async def catalog_entry(request: Request, catalog_id: str) -> dict[str, Any]:
+async def catalog_entry(request: Request, catalog_id: str) -> Response:
     cid = _id(catalog_id, "catalog entry")
     async with _orchestrator(request).pool.connection() as conn:
         row = await catalog.get_entry(conn, catalog_id=cid)
     if row is None:
         raise NotFoundError(f"catalog entry {catalog_id} does not exist")
-    return {**views.catalog_entry(row), "content": row["content"]}
+    return _json({**views.catalog_entry(row), "content": row["content"]})
 
 
 @router.get("/api/catalog/{catalog_id}/graph")
-async def catalog_graph(request: Request, catalog_id: str) -> dict[str, Any]:
+async def catalog_graph(request: Request, catalog_id: str) -> Response:
     """The playbook's steps and arcs, placed for drawing (see `noetl.ui.layout`)."""
     playbook = await _orchestrator(request).playbook(_id(catalog_id, "catalog entry"))
+    return Response(_drawing(playbook), media_type="application/json")
+
+
+@lru_cache(maxsize=256)
+def _drawing(playbook: Playbook) -> bytes:
     drawing = layout(playbook)
-    return {
-        "entry": drawing.entry,
-        "width": drawing.width,
-        "height": drawing.height,
-        "box": {"width": 200, "height": 64},
-        "steps": [asdict(box) for box in drawing.boxes],
-        "arcs": [asdict(line) for line in drawing.lines],
-    }
+    return jsonfast.dumps(
+        {
+            "entry": drawing.entry,
+            "width": drawing.width,
+            "height": drawing.height,
+            "box": {"width": WIDTH, "height": HEIGHT},
+            "steps": [asdict(box) for box in drawing.boxes],
+            "arcs": [asdict(line) for line in drawing.lines],
+        }
+    )
 
 
 # -- executions ---------------------------------------------------------------------------
@@ -117,22 +131,27 @@ async def live(
     execution_id: str,
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=0, le=1000)] = 200,
-) -> dict[str, Any]:
-    """What an open execution page polls: the status and each step's progress (shared by all
-    pages for up to a second), and up to `limit` events after the cursor `after`."""
+) -> Response:
+    """What an open execution page polls: the status and each step's progress, and up to
+    `limit` events after the cursor `after`; both shared by all pages for up to a second."""
     eid = _id(execution_id, "execution")
     execution = await _execution(request, eid)
-    rows: list[dict[str, Any]] = []
+    items: list[dict[str, Any]] = []
     if limit:
-        async with _orchestrator(request).pool.connection() as conn:
-            rows = await events.list_events(conn, eid, after=after, limit=limit)
-    items = [views.event(row) for row in rows]
+
+        async def load() -> list[dict[str, Any]]:
+            async with _orchestrator(request).pool.connection() as conn:
+                rows = await events.list_events(conn, eid, after=after, limit=limit)
+            return [views.event(row) for row in rows]
+
+        # Pages that follow the same execution ask for the same pages of its log.
+        items = await _snapshots(request, "ui_events").get((eid, after, limit), load)
     cursor = items[-1]["event_id"] if items else str(after)
-    return {"execution": execution, "events": items, "cursor": cursor}
+    return _json({"execution": execution, "events": items, "cursor": cursor})
 
 
 @router.get("/api/executions/{execution_id}/timeline")
-async def execution_timeline(request: Request, execution_id: str) -> dict[str, Any]:
+async def execution_timeline(request: Request, execution_id: str) -> Response:
     """Per step: first start, last end, commands, attempts and outcomes; per command for the
     steps with at most 25 commands (a loop's items are aggregated, never listed)."""
     eid = _id(execution_id, "execution")
@@ -171,11 +190,11 @@ async def execution_timeline(request: Request, execution_id: str) -> dict[str, A
         }
 
     found: dict[str, Any] = await _snapshots(request, "ui_timeline").get(eid, load)
-    return found
+    return _json(found)
 
 
 @router.get("/api/executions/{execution_id}/steps/{step}")
-async def step_detail(request: Request, execution_id: str, step: str) -> dict[str, Any]:
+async def step_detail(request: Request, execution_id: str, step: str) -> Response:
     """One step's last result and last error (with the traceback the worker reported)."""
     eid = _id(execution_id, "execution")
     async with _orchestrator(request).pool.connection() as conn:
@@ -185,14 +204,16 @@ async def step_detail(request: Request, execution_id: str, step: str) -> dict[st
         done = await timeline.last_event(conn, eid, step, ["step.exit", "command.completed"])
         failed = await timeline.last_event(conn, eid, step, ["command.failed"])
     state = (row["state"] or {}).get("steps", {}).get(step)
-    return {
-        "execution_id": str(eid),
-        "step": step,
-        "status": state["status"] if state else "waiting",
-        "runs": state["runs"] if state else 0,
-        "result": preview(done["result"]) if done else None,
-        "result_event_id": str(done["event_id"]) if done else None,
-        "error": failed["error"] if failed else None,
-        "error_event_id": str(failed["event_id"]) if failed else None,
-        "error_attempt": failed["attempt"] if failed else None,
-    }
+    return _json(
+        {
+            "execution_id": str(eid),
+            "step": step,
+            "status": state["status"] if state else "waiting",
+            "runs": state["runs"] if state else 0,
+            "result": preview(done["result"]) if done else None,
+            "result_event_id": str(done["event_id"]) if done else None,
+            "error": failed["error"] if failed else None,
+            "error_event_id": str(failed["event_id"]) if failed else None,
+            "error_attempt": failed["attempt"] if failed else None,
+        }
+    )

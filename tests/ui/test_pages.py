@@ -46,6 +46,8 @@ async def test_a_finished_run_is_listed_and_its_page_draws_every_step_and_the_ev
     await expect(graph.locator("path.arc.conditional")).to_have_count(1)
 
     events = page.locator("#events tbody tr")
+    await expect(events).to_have_count(0)  # loaded when scrolled into view
+    await page.locator("#events").scroll_into_view_if_needed()
     await expect(events.first).to_contain_text("playbook.initialized")
     await expect(events.last).to_contain_text("playbook.completed")
     stored = (await api.get(f"/api/executions/{execution_id}/events")).json()["items"]

@@ -208,8 +208,21 @@ async function renderTimeline() {
 
 // -- the loop ---------------------------------------------------------------------------------
 
+// The events table loads when it is scrolled into view, then follows the log while the
+// execution runs: a page looking at the graph costs the server one small request a second.
+let eventsWanted = false;
+function loadEventsWhenSeen() {
+  new IntersectionObserver((entries, observer) => {
+    if (!entries.some((entry) => entry.isIntersecting)) return;
+    observer.disconnect();
+    eventsWanted = true;
+    api(`${base}/live?after=0&limit=${EVENTS_PAGE}`).then((page) => addEvents(page.events, EVENTS_PAGE))
+      .catch((error) => problem(`Cannot load the events: ${error.message}`));
+  }).observe(document.getElementById("events"));
+}
+
 async function tick() {
-  const appending = eventsAtEnd && eventsShown < EVENTS_LIVE_CAP;
+  const appending = eventsWanted && eventsAtEnd && eventsShown < EVENTS_LIVE_CAP;
   const limit = appending ? EVENTS_PAGE : 0;
   const live = await api(`${base}/live?after=${cursor}&limit=${limit}`);
   const wasRunning = execution && execution.status === "RUNNING";
@@ -217,7 +230,7 @@ async function tick() {
   renderHeader(execution);
   renderSteps();
   if (appending) addEvents(live.events, limit);
-  else document.getElementById("more-events").hidden = false;
+  else if (eventsWanted) document.getElementById("more-events").hidden = false;
   ticks += 1;
   const running = execution.status === "RUNNING";
   if (ticks % 5 === 0 || (wasRunning && !running)) {
@@ -227,7 +240,7 @@ async function tick() {
 }
 
 async function start() {
-  const first = await api(`${base}/live?after=0&limit=${EVENTS_PAGE}`);
+  const first = await api(`${base}/live?after=0&limit=0`);
   execution = first.execution;
   document.title = `${execution.path} · execution ${id} · NoETL`;
   try {
@@ -238,8 +251,8 @@ async function start() {
   }
   renderHeader(execution);
   renderSteps();
-  addEvents(first.events, EVENTS_PAGE);
   await Promise.all([renderTimeline(), renderChildren()]);
+  loadEventsWhenSeen();  // after the page has its height
   const wanted = decodeURIComponent(location.hash.replace(/^#step-/, ""));
   if (location.hash.startsWith("#step-") && wanted) select(wanted);
   if (execution.status === "RUNNING") poll(tick, 1000);
