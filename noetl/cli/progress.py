@@ -8,6 +8,8 @@ from typing import Any
 import httpx
 from rich.console import Console
 
+from noetl.protocol.events import StepStatus
+
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 
 
@@ -51,7 +53,7 @@ def show(console: Console, event: dict[str, Any]) -> None:
     kind, step = event["event_type"], event["step"]
     if kind == "step.enter":
         console.print(f"[cyan]▶[/] {step}")
-    elif kind == "step.exit" and event["status"] == "completed":
+    elif kind == "step.exit" and event["status"] == StepStatus.COMPLETED:
         console.print(f"[green]✓[/] {step}")
     elif kind == "step.exit":
         console.print(f"[red]✗[/] {step}: {event['error']}")

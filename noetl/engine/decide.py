@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from noetl.dsl.model import Playbook, Step, Tool
-from noetl.dsl.parse import UNRENDERED
-from noetl.dsl.template import evaluate_condition, plain, referenced_names, render
+from noetl.dsl import semantics
+from noetl.dsl.model import Playbook, Step
+from noetl.dsl.template import plain, referenced_names, render
 from noetl.engine.graph import back_edges, forward_upstreams
 from noetl.engine.state import (
     COMPLETED,
@@ -35,11 +35,6 @@ from noetl.errors import TemplateError
 from noetl.protocol.events import EventType, ExecutionStatus
 from noetl.protocol.records import CommandRecord, EventRecord
 
-# Upstream's event names, as arcs see them in `event.name` (docs/dsl.md, compatibility).
-CALL_DONE = "call.done"  # a step's tool (or pipeline) finished
-CALL_ERROR = "call.error"  # it failed: arcs that read the outcome may route the failure
-LOOP_DONE = "loop.done"  # a loop step finished all its iterations
-
 # -- what goes in -----------------------------------------------------------------------
 
 
@@ -53,6 +48,7 @@ class CommandCompleted:
     command_id: str
     result: Any = None
     variables: Mapping[str, Any] = field(default_factory=dict)  # `set` done on the worker
+    problems: tuple[str, ...] = ()  # template problems met on the worker (semantics.assign)
 
 
 @dataclass(frozen=True)
@@ -106,8 +102,10 @@ def decide_all(
         match event:
             case Started(workload=workload):
                 run.start(workload)
-            case CommandCompleted(command_id=command_id, result=result, variables=variables):
-                run.command_completed(command_id, result, variables)
+            case CommandCompleted(
+                command_id=command_id, result=result, variables=variables, problems=problems
+            ):
+                run.command_completed(command_id, result, variables, problems)
             case CommandFailed(command_id=command_id, error=error):
                 run.command_failed(command_id, error)
             case CancelRequested(reason=reason):
@@ -135,6 +133,7 @@ class _Run:
     events: list[EventRecord] = field(default_factory=list)
     commands: list[CommandRecord] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    problems: dict[str, list[str]] = field(default_factory=dict)  # by step, for its step.exit
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -166,27 +165,14 @@ class _Run:
         ctx.update(extra)
         return ctx
 
-    def apply_set(self, assignments: Mapping[str, Any], ctx: dict[str, Any]) -> str | None:
-        """Write `set` values into the execution variables; returns a template problem."""
-        try:
-            values = {key: plain(render(value, ctx)) for key, value in assignments.items()}
-        except TemplateError as exc:
-            return str(exc)
-        for key, value in values.items():
-            parts = key.split(".")
-            if parts[0] in {"ctx", "iter", "step", "vars"} and len(parts) > 1:
-                parts = parts[1:]
-            variables = dict(self.state.variables)  # copy on write: states share variables
-            target = variables
-            for part in parts[:-1]:
-                child = target.get(part)
-                target[part] = dict(child) if isinstance(child, dict) else {}
-                target = target[part]
-            target[parts[-1]] = value
-            self.state.variables = variables
-            ctx["ctx"] = ctx["vars"] = variables
-            ctx[parts[0]] = variables[parts[0]]
-        return None
+    def apply_set(self, assignments: Mapping[str, Any], ctx: dict[str, Any]) -> list[str]:
+        """Write `set` values into the execution variables; returns the template problems."""
+        if not assignments:
+            return []
+        assigned = semantics.assign(self.state.variables, assignments, ctx)
+        self.state.variables = assigned.variables  # copy on write: states share variables
+        semantics.rescope(ctx, assigned)
+        return list(assigned.problems)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -203,11 +189,11 @@ class _Run:
         """Step `spec.policy.admit.rules`: the first rule whose `when` holds decides."""
         ctx = self.context()
         for rule in step.admit:
-            ok, problem = evaluate_condition(rule["when"], ctx)
+            ok, problem = semantics.fires(rule["when"], ctx)
             if problem:
                 return False, f"admit rule: {problem}"
             if ok:
-                allow, problem = evaluate_condition(rule["allow"], ctx)
+                allow, problem = semantics.fires(rule["allow"], ctx)
                 return allow, problem and f"admit rule: {problem}"
         return True, None
 
@@ -254,7 +240,7 @@ class _Run:
             loop.in_flight += 1
             self.issue(step, st.runs, index)
         if self.running and loop.finished and st.status == RUNNING:
-            self.complete_step(step.name, loop_result(loop), LOOP_DONE)
+            self.complete_step(step.name, loop_result(loop), semantics.LOOP_DONE)
 
     def max_in_flight(self, step: Step) -> int | None:
         """The loop's cap; a template is rendered against the current context (None: the
@@ -293,7 +279,11 @@ class _Run:
             if runs_on_worker(step) or "keychain" in names_read(self.playbook, step.name):
                 tool, tool_input = self.pipeline(step, self.context(**extra))
             else:
-                tool, tool_input = self.render_tool(step, step.tool, self.context(**extra))
+                resolved, config = semantics.resolve(self.playbook, step.tool)
+                fields, tool_input = semantics.render_tool(
+                    config, step.input, self.context(**extra)
+                )
+                tool = {"kind": resolved.kind, **fields}
         except TemplateError as exc:
             self.fail_step(step.name, f"template error: {exc}")
             return
@@ -324,7 +314,7 @@ class _Run:
         """
         items = []
         for index, raw in enumerate(step.tools):
-            tool, config = self.resolve(raw)
+            tool, config = semantics.resolve(self.playbook, raw)
             items.append(
                 {
                     "label": raw.name or f"item{index}",
@@ -336,6 +326,12 @@ class _Run:
             )
         names = names_read(self.playbook, step.name)
         context = {name: ctx[name] for name in names if name in ctx}
+        variables = self.state.variables
+        written = {
+            name: variables[name]
+            for name in semantics.assigned_names(step.tools)
+            if name in variables
+        }
         keychain = (
             {e["name"]: e["credential"] for e in self.playbook.keychain}
             if ("keychain" in names)
@@ -343,37 +339,33 @@ class _Run:
         )
         return (
             {"kind": "pipeline", "items": plain(items)},
-            {"step": plain(dict(step.input)), "context": plain(context), "keychain": keychain},
+            {
+                "step": plain(dict(step.input)),
+                "context": plain(context),
+                "variables": plain(written),  # current values of what its `set` blocks write
+                "keychain": keychain,
+            },
         )
-
-    def resolve(self, tool: Tool) -> tuple[Tool, dict[str, Any]]:
-        """A workbook reference becomes the named tool, its input merged under the caller's."""
-        config = dict(tool.config)
-        if tool.kind != "workbook":
-            return tool, config
-        entry = self.playbook.workbook[str(config["name"])]
-        merged_input = {**entry.config.get("input", {}), **config.get("input", {})}
-        return entry, {**entry.config, "input": merged_input}
-
-    def render_tool(
-        self, step: Step, tool: Tool, ctx: dict[str, Any]
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        tool, config = self.resolve(tool)
-        raw_input = {**step.input, **(config.pop("input", None) or {})}
-        rendered = {k: v if k in UNRENDERED else render(v, ctx) for k, v in config.items()}
-        return {"kind": tool.kind, **plain(rendered)}, plain(render(raw_input, ctx))
 
     # -- outcomes -----------------------------------------------------------------------
 
-    def command_completed(self, command_id: str, result: Any, variables: Mapping[str, Any]) -> None:
+    def command_completed(
+        self,
+        command_id: str,
+        result: Any,
+        variables: Mapping[str, Any],
+        problems: Sequence[str] = (),
+    ) -> None:
         ref = self.state.commands.pop(command_id, None)
         if ref is None:  # unknown or already settled: a duplicate changes nothing
             return
+        if problems:
+            self.problems.setdefault(ref.step, []).extend(problems)
         if variables:
             self.state.variables = {**self.state.variables, **variables}
         st = self.step_state(ref.step)
         if ref.iteration is None:
-            self.complete_step(ref.step, result, CALL_DONE)
+            self.complete_step(ref.step, result, semantics.CALL_DONE)
             return
         loop = st.loop
         assert loop is not None
@@ -398,19 +390,18 @@ class _Run:
         st = self.step_state(name)
         st.status = COMPLETED
         self.state.results[name] = result
-        output = {"status": "ok", "data": result, "error": None, "response": result}
-        ctx = self.context(output=output, event={"name": event_name})
+        ctx = self.context(output=semantics.succeeded(result), event={"name": event_name})
         item_set = {} if runs_on_worker(step) else step.tool.set
-        problems = [p for p in (self.apply_set(item_set, ctx), self.apply_set(step.set, ctx)) if p]
+        problems = [*self.problems.pop(name, ()), *self.apply_set(item_set, ctx)]
+        problems += self.apply_set(step.set, ctx)
         fired: list[str] = []
         for arc in step.next.arcs if step.next else ():
-            ok, problem = evaluate_condition(arc.when, ctx)
+            ok, problem = semantics.fires(arc.when, ctx)
             if problem:
                 problems.append(f"arc to {arc.step}: {problem}")
             if ok:
                 fired.append(arc.step)
-                if set_problem := self.apply_set(arc.set, ctx):
-                    problems.append(set_problem)
+                problems += self.apply_set(arc.set, ctx)
                 if step.next and step.next.mode == "exclusive":
                     break
         payload = {"next": fired, **({"problems": problems} if problems else {})}
@@ -477,15 +468,14 @@ class _Run:
         self.finish(ExecutionStatus.FAILED, error=f"step '{name}' failed: {error}")
 
     def failure_arcs(self, step: Step, error: str) -> list[str]:
-        output = {"status": "error", "data": None, "error": {"message": error}, "response": None}
-        ctx = self.context(output=output, event={"name": CALL_ERROR})
+        ctx = self.context(output=semantics.failed(error), event={"name": semantics.CALL_ERROR})
         fired: list[str] = []
         for arc in step.next.arcs if step.next else ():
             if arc.when is None or not reads_outcome(arc.when):
                 continue
-            ok, _ = evaluate_condition(arc.when, ctx)
+            ok, _ = semantics.fires(arc.when, ctx)
             if ok:
-                if self.apply_set(arc.set, ctx) is None:
+                if not self.apply_set(arc.set, ctx):
                     fired.append(arc.step)
                 if step.next and step.next.mode == "exclusive":
                     break

@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-WAITING = "waiting"
-RUNNING = "running"
-COMPLETED = "completed"
-FAILED = "failed"
-SKIPPED = "skipped"
-SETTLED = frozenset({COMPLETED, FAILED, SKIPPED})
+from noetl.protocol.events import StepStatus
+
+WAITING = StepStatus.WAITING.value
+RUNNING = StepStatus.RUNNING.value
+COMPLETED = StepStatus.COMPLETED.value
+FAILED = StepStatus.FAILED.value
+SKIPPED = StepStatus.SKIPPED.value
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Event types and statuses: the names that appear in `noetl.event` and the API."""
+"""Event types and statuses: the names that appear in `noetl.event` and the API, each
+defined once here."""
 
 from __future__ import annotations
 
@@ -40,6 +41,19 @@ class ExecutionStatus(StrEnum):
     @property
     def terminal(self) -> bool:
         return self is not ExecutionStatus.RUNNING
+
+
+class StepStatus(StrEnum):
+    """A step's status in the execution state and in its `step.exit` / `step.skipped` event.
+
+    Lower case, unlike execution and command statuses: the API, the CLI and the web UI show
+    and match these words as they are (changing the spelling is a breaking API change)."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
 
 
 class CommandStatus(StrEnum):

@@ -1,28 +1,11 @@
-"""What the server's modules hand each other: a worker's report, and a transaction's effects."""
+"""What the server's modules hand each other: a transaction's effects."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from noetl.protocol.events import EventType
+from noetl.protocol.outcome import Report
 from noetl.protocol.records import CommandRecord
-
-
-@dataclass(frozen=True)
-class Report:
-    """A worker's outcome for one attempt of a command."""
-
-    execution_id: int
-    command_id: str
-    event_type: EventType  # command.completed | command.failed
-    attempt: int
-    worker_id: str
-    result: Any = None
-    error: str | None = None
-    duration: float | None = None
-    variables: dict[str, Any] = field(default_factory=dict)
-
 
 SERVER_WORKER = "noetl-server"  # the claimant of the commands the server runs itself
 

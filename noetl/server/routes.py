@@ -11,10 +11,11 @@ from pydantic import ValidationError
 
 from noetl import jsonfast
 from noetl.errors import NoetlError, NotFoundError, RequestError
+from noetl.protocol.command import ClaimReply, Refusal
 from noetl.protocol.events import EventType
+from noetl.protocol.outcome import Outcome, Report
 from noetl.server import views
 from noetl.server.problems import body_of, status_of
-from noetl.server.records import Report
 from noetl.server.schemas import (
     CancelRequest,
     ClaimManyRequest,
@@ -185,13 +186,15 @@ async def claim_many(request: Request, body: ClaimManyRequest) -> Response:
     `claimed`: the commands now held, as `/claim` returns them; `refused`: by event id, the
     HTTP status and message each would have had alone (404 unknown, 409 held or ended)."""
     answers = await _orchestrator(request).workers.claim_many(body.event_ids, body.worker_id)
-    claimed = [a for a in answers.values() if not isinstance(a, Exception)]
-    refused = {
-        str(event_id): {"status": status_of(a), **body_of(a)}
-        for event_id, a in answers.items()
-        if isinstance(a, Exception)
-    }
-    return _json({"claimed": claimed, "refused": refused})
+    reply = ClaimReply(
+        claimed=tuple(a for a in answers.values() if not isinstance(a, Exception)),
+        refused={
+            event_id: Refusal(status_of(a), str(a))
+            for event_id, a in answers.items()
+            if isinstance(a, Exception)
+        },
+    )
+    return _json(reply.to_json())
 
 
 @router.post("/api/commands/{event_id}/claim")
@@ -200,16 +203,16 @@ async def claim(request: Request, event_id: str, body: ClaimRequest) -> Response
     command = await _orchestrator(request).workers.claim(
         _parse_id(event_id, "command"), body.worker_id
     )
-    return _json(command)
+    return _json(command.to_json())
 
 
 @router.post("/api/commands/{event_id}/lease")
 async def renew_lease(request: Request, event_id: str, body: LeaseRequest) -> dict[str, Any]:
     """Extend the claim of a running attempt; the answer says if it should keep going."""
-    status = await _orchestrator(request).workers.renew_lease(
+    reply = await _orchestrator(request).workers.renew_lease(
         _parse_id(event_id, "command"), body.attempt
     )
-    return {"status": status, "continue": status == "CLAIMED"}
+    return reply.to_json()
 
 
 @router.post("/api/events")
@@ -241,24 +244,21 @@ async def _apply_event(orchestrator: Orchestrator, body: EventRequest) -> dict[s
     if body.event_type == EventType.COMMAND_CLAIMED.value:
         if body.event_id is None:
             raise RequestError("command.claimed needs `event_id` (the command.issued event)")
-        return await orchestrator.workers.claim(body.event_id, body.worker_id)
+        return (await orchestrator.workers.claim(body.event_id, body.worker_id)).to_json()
     if body.command_id is None or body.attempt is None:
         raise RequestError(f"{body.event_type} needs `command_id` and `attempt`")
     if body.event_type == EventType.COMMAND_FAILED.value and not body.error:
         raise RequestError("command.failed needs `error`")
-    return await orchestrator.report(
-        Report(
-            execution_id=body.execution_id,
-            command_id=body.command_id,
-            event_type=EventType(body.event_type),
-            attempt=body.attempt,
-            worker_id=body.worker_id,
-            result=body.result,
-            error=body.error,
-            duration=body.duration,
-            variables=body.variables or {},
-        )
+    outcome = Outcome(
+        ok=body.event_type == EventType.COMMAND_COMPLETED.value,
+        result=body.result,
+        error=body.error,
+        duration=body.duration,
+        variables=body.variables or {},
+        problems=tuple(body.problems or ()),
     )
+    report = Report(body.execution_id, body.command_id, body.attempt, body.worker_id, outcome)
+    return (await orchestrator.report(report)).to_json()
 
 
 @router.post("/api/workers/heartbeat")

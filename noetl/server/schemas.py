@@ -56,6 +56,11 @@ class EventRequest(Body):
     variables: dict[str, Any] | None = Field(
         default=None, description="Execution variables set by pipeline items on the worker"
     )
+    problems: list[Annotated[str, Field(max_length=10_000)]] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Template problems in `set` / `when` met on the worker (recorded, not fatal)",
+    )
 
 
 class ClaimManyRequest(Body):

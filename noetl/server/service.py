@@ -37,9 +37,10 @@ from noetl.engine import (
 from noetl.errors import ConflictError, NotFoundError, RequestError
 from noetl.protocol.events import CommandStatus, EventType, ExecutionStatus
 from noetl.protocol.message import CommandMessage
+from noetl.protocol.outcome import Report, ReportReply
 from noetl.protocol.records import CommandRecord, EventRecord
 from noetl.server import metrics, subplaybooks
-from noetl.server.records import Effects, Report
+from noetl.server.records import Effects
 from noetl.server.worker_api import WorkerAPI
 from noetl.store import catalog, commands, events, executions
 
@@ -186,7 +187,7 @@ class Orchestrator:
 
     # -- the worker protocol ------------------------------------------------------------
 
-    async def report(self, report: Report) -> dict[str, Any]:
+    async def report(self, report: Report) -> ReportReply:
         """Record a worker's (or the server's own) outcome; see `WorkerAPI.report`."""
         return await self.workers.report(report)
 

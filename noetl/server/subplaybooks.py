@@ -18,8 +18,9 @@ import psycopg
 
 from noetl.errors import ConflictError, NoetlError, NotFoundError
 from noetl.protocol.events import CommandStatus, EventType
+from noetl.protocol.outcome import Outcome, Report
 from noetl.protocol.records import CommandRecord, EventRecord
-from noetl.server.records import SERVER_WORKER, Effects, Report
+from noetl.server.records import SERVER_WORKER, Effects
 from noetl.store import commands, events, executions
 
 if TYPE_CHECKING:
@@ -78,10 +79,9 @@ async def start_child(
             Report(
                 command.execution_id,
                 command.command_id,
-                EventType.COMMAND_FAILED,
                 1,
                 SERVER_WORKER,
-                error=f"sub-playbook: {exc}",
+                Outcome.failure(f"sub-playbook: {exc}"),
             )
         )
 
@@ -108,19 +108,16 @@ async def settle(orchestrator: Orchestrator, execution_id: int) -> None:
         result = (
             (row["state"].get("results") or {}).get(return_step) if return_step else row["result"]
         )
-        report = Report(
-            row["parent_execution_id"],
-            row["parent_command_id"],
-            EventType.COMMAND_COMPLETED if ok else EventType.COMMAND_FAILED,
-            1,
-            SERVER_WORKER,
-            result=result if ok else None,
-            error=None
+        outcome = (
+            Outcome.success(result)
             if ok
-            else (
+            else Outcome.failure(
                 f"sub-playbook {row['path']} (execution {execution_id}) "
                 f"{row['status'].lower()}: {row['error']}"
-            ),
+            )
+        )
+        report = Report(
+            row["parent_execution_id"], row["parent_command_id"], 1, SERVER_WORKER, outcome
         )
         try:
             await orchestrator.report(report)

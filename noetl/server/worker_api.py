@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any
 from noetl.batching import KeyedBatcher
 from noetl.engine import CommandCompleted, CommandFailed, Incoming
 from noetl.errors import ConflictError, NotFoundError
-from noetl.protocol.events import CommandStatus, EventType
+from noetl.protocol.command import ClaimedCommand, LeaseReply
+from noetl.protocol.events import CommandStatus, EventType, ExecutionStatus
+from noetl.protocol.outcome import Report, ReportReply
 from noetl.protocol.records import EventRecord
 from noetl.server import metrics
-from noetl.server.records import Effects, Report
+from noetl.server.records import Effects
 from noetl.store import commands, executions
 
 if TYPE_CHECKING:
@@ -28,9 +30,9 @@ log = logging.getLogger(__name__)
 class WorkerAPI:
     def __init__(self, server: Orchestrator) -> None:
         self.server = server
-        self._reports: KeyedBatcher[Report, dict[str, Any]] = KeyedBatcher(self._report_batch)
+        self._reports: KeyedBatcher[Report, ReportReply] = KeyedBatcher(self._report_batch)
 
-    async def claim(self, event_id: int, worker_id: str) -> dict[str, Any]:
+    async def claim(self, event_id: int, worker_id: str) -> ClaimedCommand:
         """Claim a command for a new attempt; 409 while another live attempt holds it."""
         answer = (await self.claim_many([event_id], worker_id))[event_id]
         if isinstance(answer, Exception):
@@ -39,7 +41,7 @@ class WorkerAPI:
 
     async def claim_many(
         self, event_ids: Sequence[int], worker_id: str
-    ) -> dict[int, dict[str, Any] | Exception]:
+    ) -> dict[int, ClaimedCommand | Exception]:
         """Claim several commands in one statement; each gets its command or its 404/409."""
         settings = self.server.settings
         wanted = list(dict.fromkeys(event_ids))
@@ -57,14 +59,20 @@ class WorkerAPI:
                 for event_id in wanted
                 if event_id not in claimed
             }
-        answers: dict[int, dict[str, Any] | Exception] = {}
+        answers: dict[int, ClaimedCommand | Exception] = {}
         for event_id, row in claimed.items():
-            answers[event_id] = {
-                **_command_view(row),
-                "attempt": row["attempt"],
-                "worker_id": worker_id,
-                "lease_seconds": settings.lease_seconds,
-            }
+            answers[event_id] = ClaimedCommand(
+                execution_id=row["execution_id"],
+                event_id=row["event_id"],
+                command_id=row["command_id"],
+                step=row["step"],
+                tool=row["tool"],
+                input=row["input"],
+                attempt=row["attempt"],
+                worker_id=worker_id,
+                iteration=row["iteration"],
+                lease_seconds=settings.lease_seconds,
+            )
         for event_id, found in refused.items():
             answers[event_id] = await self._refusal(event_id, found)
         metrics.EVENTS.labels(EventType.COMMAND_CLAIMED.value).inc(len(claimed))
@@ -97,21 +105,21 @@ class WorkerAPI:
             "worker_id": row["worker_id"],
         }
 
-    async def renew_lease(self, event_id: int, attempt: int) -> str:
+    async def renew_lease(self, event_id: int, attempt: int) -> LeaseReply:
         async with self.server.pool.connection() as conn:
-            status = await commands.renew_lease(
+            reply = await commands.renew_lease(
                 conn, event_id, attempt, self.server.settings.lease_seconds
             )
-        if status is None:
+        if reply is None:
             raise NotFoundError(f"command {event_id} does not exist")
-        return status
+        return reply
 
-    async def report(self, report: Report) -> dict[str, Any]:
+    async def report(self, report: Report) -> ReportReply:
         """Record a worker's outcome and decide what runs next. Reports that arrive while a
         transaction of the same execution runs are decided together in the next one."""
         return await self._reports.submit(report.execution_id, report)
 
-    async def _report_batch(self, reports: Sequence[Report]) -> list[dict[str, Any] | Exception]:
+    async def _report_batch(self, reports: Sequence[Report]) -> list[ReportReply | Exception]:
         try:
             return await self._report_together(reports)
         except ConflictError:
@@ -120,9 +128,9 @@ class WorkerAPI:
         # a unique-index conflict spoiled the batch: decide each report on its own
         return [await _outcome_of(self._report_together([report])) for report in reports]
 
-    async def _report_together(self, reports: Sequence[Report]) -> list[dict[str, Any] | Exception]:
+    async def _report_together(self, reports: Sequence[Report]) -> list[ReportReply | Exception]:
         execution_id = reports[0].execution_id
-        answers: list[dict[str, Any] | Exception] = []
+        answers: list[ReportReply | Exception] = []
         effects = Effects()
         async with self.server.transaction() as conn:
             execution, rows = await commands.lock_with_execution(
@@ -133,7 +141,7 @@ class WorkerAPI:
             settled: dict[str, list[str]] = {"COMPLETED": [], "FAILED": []}
             for report in reports:
                 problem = _check_report(execution, rows.get(report.command_id), report, settled)
-                answers.append(problem or {})
+                answers.append(problem or ReportReply(ExecutionStatus.RUNNING))
                 if problem is None:
                     outcome, change = self._outcome(report, rows[report.command_id])
                     recorded.append(outcome)
@@ -147,34 +155,39 @@ class WorkerAPI:
         for report in reports:
             metrics.EVENTS.labels(report.event_type.value).inc()
         await self.server.after_commit(effects)
-        status = str(decision.state.status if decision else (execution or {}).get("status"))
+        status = ExecutionStatus(
+            decision.state.status if decision else (execution or {}).get("status", "RUNNING")
+        )
         issued = len(decision.commands) if decision else 0
-        return [
-            a if isinstance(a, Exception) else {"status": status, "issued": issued} for a in answers
-        ]
+        return [a if isinstance(a, Exception) else ReportReply(status, issued) for a in answers]
 
     def _outcome(self, report: Report, row: dict[str, Any]) -> tuple[EventRecord, Incoming]:
-        failed = report.event_type is EventType.COMMAND_FAILED
-        outcome = EventRecord(
+        outcome = report.outcome
+        extra: dict[str, Any] = {}
+        if outcome.variables:
+            extra["variables"] = dict(outcome.variables)
+        if outcome.problems:
+            extra["problems"] = list(outcome.problems)
+        event = EventRecord(
             report.execution_id,
             self.server.new_id(),
-            report.event_type,
+            outcome.event_type,
             step=row["step"],
             command_id=report.command_id,
             attempt=report.attempt,
             worker_id=report.worker_id,
-            status=(CommandStatus.FAILED if failed else CommandStatus.COMPLETED).value,
-            result=None if failed else report.result,
-            error=report.error,
-            duration=report.duration,
-            payload={"variables": report.variables} if report.variables else None,
+            status=outcome.status.value,
+            result=outcome.result if outcome.ok else None,
+            error=outcome.error,
+            duration=outcome.duration,
+            payload=extra or None,
         )
         change: Incoming = (
-            CommandFailed(report.command_id, report.error or "failed")
-            if failed
-            else CommandCompleted(report.command_id, report.result, report.variables)
+            CommandCompleted(report.command_id, outcome.result, outcome.variables, outcome.problems)
+            if outcome.ok
+            else CommandFailed(report.command_id, outcome.error or "failed")
         )
-        return outcome, change
+        return event, change
 
     async def fail_lost(self, event_id: int) -> None:
         """A command whose every attempt was lost fails with `worker_lost`."""
@@ -235,8 +248,8 @@ def _check_report(
 
 
 async def _outcome_of(
-    answer: Awaitable[list[dict[str, Any] | Exception]],
-) -> dict[str, Any] | Exception:
+    answer: Awaitable[list[ReportReply | Exception]],
+) -> ReportReply | Exception:
     try:
         return (await answer)[0]
     except (ConflictError, NotFoundError) as exc:

@@ -8,6 +8,8 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
+from noetl.protocol.command import LeaseReply
+from noetl.protocol.events import CommandStatus
 from noetl.protocol.records import CommandRecord
 
 _SELECT = (
@@ -134,8 +136,8 @@ async def claim_for_server(
 
 async def renew_lease(
     conn: AsyncConnection[Any], event_id: int, attempt: int, lease_seconds: float
-) -> str | None:
-    """Extend a live claim; returns the command's status (None when it does not exist)."""
+) -> LeaseReply | None:
+    """Extend a live claim of `attempt`; None when the command does not exist."""
     cur = await conn.execute(
         "UPDATE noetl.command SET lease_until = CASE WHEN status = 'CLAIMED' AND attempt = %s"
         " THEN now() + make_interval(secs => %s) ELSE lease_until END"
@@ -145,7 +147,7 @@ async def renew_lease(
     row = await cur.fetchone()
     if row is None:
         return None
-    return str(row["status"]) if row["attempt"] == attempt else "SUPERSEDED"
+    return LeaseReply(CommandStatus(row["status"]), superseded=row["attempt"] != attempt)
 
 
 async def set_status(

@@ -19,7 +19,9 @@ class ServerUnreachable(Exception):
 
 
 @dataclass(frozen=True)
-class Reply:
+class Response:
+    """An HTTP answer: its status and its parsed JSON body (or text)."""
+
     status: int
     body: Any
 
@@ -48,7 +50,7 @@ class ServerClient:
             )
         return self._session
 
-    async def _request(self, method: str, path: str, body: dict[str, Any] | None) -> Reply:
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None) -> Response:
         try:
             async with self._http().request(method, path, json=body) as response:
                 text = await response.text()
@@ -58,32 +60,26 @@ class ServerClient:
             parsed: Any = json.loads(text) if text else None
         except json.JSONDecodeError:
             parsed = text
-        return Reply(response.status, parsed)
+        return Response(response.status, parsed)
 
-    async def _post(self, path: str, body: dict[str, Any]) -> Reply:
+    async def _post(self, path: str, body: dict[str, Any]) -> Response:
         return await self._request("POST", path, body)
 
-    async def credential(self, name: str) -> Reply:
+    async def credential(self, name: str) -> Response:
         return await self._request("GET", f"/api/credentials/{name}?include_data=true", None)
 
-    async def claim(self, event_id: int, worker_id: str) -> Reply:
-        return await self._post(f"/api/commands/{event_id}/claim", {"worker_id": worker_id})
-
-    async def claim_many(self, event_ids: list[int], worker_id: str) -> Reply:
+    async def claim_many(self, event_ids: list[int], worker_id: str) -> Response:
         return await self._post(
             "/api/commands/claim", {"worker_id": worker_id, "event_ids": event_ids}
         )
 
-    async def report_many(self, bodies: list[dict[str, Any]]) -> Reply:
+    async def report_many(self, bodies: list[dict[str, Any]]) -> Response:
         return await self._post("/api/events/batch", {"events": bodies})
 
-    async def renew_lease(self, event_id: int, attempt: int) -> Reply:
+    async def renew_lease(self, event_id: int, attempt: int) -> Response:
         return await self._post(f"/api/commands/{event_id}/lease", {"attempt": attempt})
 
-    async def report(self, body: dict[str, Any]) -> Reply:
-        return await self._post("/api/events", body)
-
-    async def heartbeat(self, body: dict[str, Any]) -> Reply:
+    async def heartbeat(self, body: dict[str, Any]) -> Response:
         return await self._post("/api/workers/heartbeat", body)
 
     async def close(self) -> None:

@@ -12,7 +12,10 @@ items before it `set`. Its outcome is an envelope `output = {status, data, error
     fail      fail the step with this item's error
 
 Without rules an error fails the step and a success continues. The step's result is the data of
-the last item that ran; the variables set along the way go back to the server with it.
+the last item that ran; the variables set along the way go back to the server with it, and so
+do the problems of `set` values that could not be rendered. What each rule means (`set`, the
+envelope, rule matching, retry delays) is written once in `noetl.dsl.semantics`; this module
+only walks the items.
 """
 
 from __future__ import annotations
@@ -23,8 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from noetl.dsl.parse import UNRENDERED
-from noetl.dsl.template import evaluate_condition, plain, render
+from noetl.dsl import semantics
 from noetl.errors import TemplateError
 from noetl.tools.base import ToolError
 
@@ -32,7 +34,6 @@ log = logging.getLogger(__name__)
 
 CallTool = Callable[[str, dict[str, Any], dict[str, Any]], Awaitable[Any]]
 MAX_JUMPS = 1000
-MAX_DELAY = 300.0
 
 
 @dataclass
@@ -40,20 +41,8 @@ class PipelineResult:
     ok: bool
     data: Any = None
     error: str | None = None
-    variables: dict[str, Any] = field(default_factory=dict)
-
-
-def envelope(ok: bool, data: Any = None, error: ToolError | str | None = None) -> dict[str, Any]:
-    if ok:
-        return {"status": "ok", "data": data, "error": None, "response": data}
-    message = str(error)
-    retryable = isinstance(error, ToolError) and error.retryable
-    return {
-        "status": "error",
-        "data": None,
-        "error": {"message": message, "retryable": retryable},
-        "response": None,
-    }
+    variables: dict[str, Any] = field(default_factory=dict)  # top-level names `set` wrote
+    problems: list[str] = field(default_factory=list)
 
 
 class _Run:
@@ -63,55 +52,43 @@ class _Run:
         self.ctx: dict[str, Any] = dict(payload.get("context") or {})
         if keychain:
             self.ctx["keychain"] = dict(keychain)
-        self.ctx["ctx"] = dict(self.ctx.get("ctx") or {})
+        self.variables: dict[str, Any] = {
+            **(self.ctx.get("ctx") or {}),
+            **(payload.get("variables") or {}),
+        }
+        self.ctx["ctx"] = self.ctx["vars"] = self.variables
         self.step_input: dict[str, Any] = dict(payload.get("step") or {})
         self.call = call
-        self.variables: dict[str, Any] = {}
+        self.changed: dict[str, None] = {}
+        self.problems: list[str] = []
+
+    def result(self, ok: bool, data: Any = None, error: str | None = None) -> PipelineResult:
+        written = {name: self.variables[name] for name in self.changed}
+        return PipelineResult(ok, data, error, written, self.problems)
 
     async def attempt(self, item: Mapping[str, Any]) -> dict[str, Any]:
-        config = dict(item["config"])
         try:
-            raw_input = {**self.step_input, **(config.pop("input", None) or {})}
-            rendered = {k: v if k in UNRENDERED else render(v, self.ctx) for k, v in config.items()}
-            tool_input = plain(render(raw_input, self.ctx))
+            fields, tool_input = semantics.render_tool(item["config"], self.step_input, self.ctx)
         except TemplateError as exc:
-            return envelope(False, error=f"template error in {item['label']}: {exc}")
+            return semantics.failed(f"template error in {item['label']}: {exc}")
         try:
-            return envelope(True, await self.call(item["kind"], plain(rendered), tool_input))
+            return semantics.succeeded(await self.call(item["kind"], fields, tool_input))
         except ToolError as exc:
-            return envelope(False, error=exc)
+            return semantics.failed(str(exc), retryable=exc.retryable)
 
     def rule_for(self, item: Mapping[str, Any], output: dict[str, Any]) -> dict[str, Any]:
-        scope = {**self.ctx, "output": output}
-        for rule in item.get("policy") or []:
-            matched, _ = evaluate_condition(rule.get("when"), scope)
-            if matched:
-                then = rule.get("then") or {}
-                return dict(then) if isinstance(then, Mapping) else {}
-        return {"do": "continue" if output["status"] == "ok" else "fail"}
+        then, problems = semantics.rule_for(item.get("policy") or [], output, self.ctx)
+        self.problems += [f"{item['label']}: {p}" for p in problems]
+        return then
 
     def apply_set(self, assignments: Mapping[str, Any] | None, output: dict[str, Any]) -> None:
         if not assignments:
             return
-        scope = {**self.ctx, "output": output}
-        for key, template in assignments.items():
-            try:
-                value = plain(render(template, scope))
-            except TemplateError as exc:
-                log.warning("set %s: %s", key, exc)
-                continue
-            parts = key.split(".")
-            if parts[0] in {"ctx", "iter", "step", "vars"} and len(parts) > 1:
-                parts = parts[1:]
-            top = self.ctx["ctx"].get(parts[0]) if len(parts) > 1 else None
-            target: dict[str, Any] = {parts[0]: dict(top) if isinstance(top, dict) else {}}
-            node = target
-            for part in parts[:-1]:
-                node = node.setdefault(part, {})
-            node[parts[-1]] = value
-            self.ctx["ctx"][parts[0]] = target[parts[0]]
-            self.ctx[parts[0]] = target[parts[0]]
-            self.variables[parts[0]] = target[parts[0]]
+        assigned = semantics.assign(self.variables, assignments, {**self.ctx, "output": output})
+        self.variables = assigned.variables
+        semantics.rescope(self.ctx, assigned)
+        self.changed.update(dict.fromkeys(assigned.changed))
+        self.problems += list(assigned.problems)
 
     async def item(self, item: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Run one item with its retries; returns its last output and the rule that decided."""
@@ -124,9 +101,9 @@ class _Run:
                 return output, then
             attempts = int(then.get("attempts", 3))
             if tries >= attempts:
-                done = "continue" if output["status"] == "ok" else "fail"
+                done = "continue" if semantics.is_ok(output) else "fail"
                 return output, {**then, "do": done}
-            delay = _delay(then, tries)
+            delay = semantics.retry_delay(then, tries)
             log.info(
                 "retrying %s (try %d of %d) in %.2f s", item["label"], tries + 1, attempts, delay
             )
@@ -143,14 +120,13 @@ async def run_pipeline(
     """`keychain`: the data of the playbook's keychain credentials, by keychain name."""
     run = _Run(payload, call, keychain or {})
     labels = {str(item["label"]): index for index, item in enumerate(items)}
-    index, jumps, last = 0, 0, envelope(True)
+    index, jumps, last = 0, 0, semantics.succeeded(None)
     while index < len(items):
         item = items[index]
         output, then = await run.item(item)
         action = then.get("do", "continue")
         if action == "fail":
-            error = output["error"]["message"] if output["error"] else "failed by policy"
-            return PipelineResult(False, error=error, variables=run.variables)
+            return run.result(False, error=semantics.error_message(output, "failed by policy"))
         last = output
         run.apply_set(item.get("set"), output)
         run.ctx[str(item["label"])] = output["data"]
@@ -160,17 +136,10 @@ async def run_pipeline(
             target = str(then.get("to") or then.get("label") or then.get("step") or "")
             jumps += 1
             if target not in labels:
-                return PipelineResult(False, error=f"jump to unknown item {target!r}")
+                return run.result(False, error=f"jump to unknown item {target!r}")
             if jumps > MAX_JUMPS:
-                return PipelineResult(False, error=f"more than {MAX_JUMPS} jumps: a loop?")
+                return run.result(False, error=f"more than {MAX_JUMPS} jumps: a loop?")
             index = labels[target]
             continue
         index += 1
-    return PipelineResult(True, data=last["data"], variables=run.variables)
-
-
-def _delay(then: Mapping[str, Any], tries: int) -> float:
-    base = float(then.get("delay", 1.0))
-    backoff = str(then.get("backoff", "fixed"))
-    factor = {"linear": tries, "exponential": 2 ** (tries - 1)}.get(backoff, 1)
-    return float(min(base * factor, MAX_DELAY))
+    return run.result(True, data=last["data"])

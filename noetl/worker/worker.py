@@ -15,7 +15,7 @@ import logging
 import socket
 import time
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -25,26 +25,19 @@ from noetl.batching import KeyedBatcher
 from noetl.bus.nats_client import NATSCommandSubscriber, Topology
 from noetl.config import Settings
 from noetl.jsonfast import clean_text
+from noetl.protocol.command import ClaimedCommand, ClaimReply, LeaseReply, Refusal
 from noetl.protocol.message import CommandMessage
+from noetl.protocol.outcome import Outcome, Report
 from noetl.tools import close_tools, get_tool
 from noetl.tools.base import ToolCall, ToolError
 from noetl.tools.python import configure as configure_python
-from noetl.worker.client import Reply, ServerClient, ServerUnreachable
+from noetl.worker.client import Response, ServerClient, ServerUnreachable
 from noetl.worker.pipeline import run_pipeline
 
 log = logging.getLogger(__name__)
 
 NAK_DELAY = 2.0
 REPORT_TRIES = 5
-
-
-@dataclass(frozen=True)
-class Outcome:
-    ok: bool
-    result: Any = None
-    error: str | None = None
-    duration: float = 0.0
-    variables: dict[str, Any] = field(default_factory=dict)  # set by pipeline items
 
 
 class Worker:
@@ -70,7 +63,7 @@ class Worker:
         self.running: set[asyncio.Task[None]] = set()
         self.held = 0  # messages fetched and not yet acked, naked or terminated
         self.released = asyncio.Event()
-        self.reports: KeyedBatcher[dict[str, Any], Reply] = KeyedBatcher(self._send_reports)
+        self.reports: KeyedBatcher[Report, Response] = KeyedBatcher(self._send_reports)
         self.keepalive = min(Topology().ack_wait, settings.lease_seconds) / 3
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -198,27 +191,29 @@ class Worker:
         if not refs:
             return
         try:
-            reply = await self.client.claim_many([ref.event_id for _, ref in refs], self.worker_id)
+            response = await self.client.claim_many(
+                [ref.event_id for _, ref in refs], self.worker_id
+            )
         except ServerUnreachable as exc:
             log.warning("claim of %d command(s) failed (%s); nak", len(refs), exc)
-            reply = Reply(503, {"message": str(exc)})
-        if reply.status >= 300:
+            response = Response(503, {"message": str(exc)})
+        if response.status >= 300:
             for msg, _ in refs:
-                await self._answer(pending.pop(id(msg)), reply.status, reply.message)
+                await self._answer(pending.pop(id(msg)), response.status, response.message)
             return
-        claimed = {int(command["event_id"]): command for command in reply.body["claimed"]}
-        refused = reply.body["refused"]
+        reply = ClaimReply.from_json(response.body)
+        claimed = {command.event_id: command for command in reply.claimed}
         for msg, ref in refs:
             command = claimed.pop(ref.event_id, None)  # a duplicate in the batch gets nothing
             pending.pop(id(msg))
             if command is not None:
                 self._spawn(self.work(msg, ref, command))
             else:
-                answer = refused.get(str(ref.event_id)) or {"status": 409, "message": "duplicate"}
-                log.debug("claim of %s: %s", ref.command_id, answer.get("message"))
-                await self._answer(msg, int(answer["status"]), str(answer.get("message")))
+                refusal = reply.refused.get(ref.event_id) or Refusal(409, "duplicate")
+                log.debug("claim of %s: %s", ref.command_id, refusal.message)
+                await self._answer(msg, refusal.status, refusal.message)
 
-    async def work(self, msg: Msg, ref: CommandMessage, command: dict[str, Any]) -> None:
+    async def work(self, msg: Msg, ref: CommandMessage, command: ClaimedCommand) -> None:
         try:
             status, message = await self._work(msg, ref, command)
         except Exception:  # a bug must not leak the slot; NATS redelivers after a nak
@@ -227,26 +222,20 @@ class Worker:
         await self._answer(msg, status, message)
 
     async def _work(
-        self, msg: Msg, ref: CommandMessage, command: dict[str, Any]
+        self, msg: Msg, ref: CommandMessage, command: ClaimedCommand
     ) -> tuple[int, str]:
         outcome = await self._run_with_keepalive(msg, ref, command)
         if outcome is None:  # cancelled or superseded while running: nothing to report
             return 409, "cancelled or superseded"
-        body = {
-            "execution_id": ref.execution_id,
-            "event_type": "command.completed" if outcome.ok else "command.failed",
-            "command_id": ref.command_id,
-            "attempt": command["attempt"],
-            "worker_id": self.worker_id,
-            "result": outcome.result if outcome.ok else None,
-            "error": clean_text(outcome.error) if outcome.error else None,
-            "duration": outcome.duration,
-            "variables": outcome.variables or None,
-        }
-        reply = await self.reports.submit("reports", body)
-        if reply.status >= 300:
-            log.warning("report of %s: HTTP %d %s", ref.command_id, reply.status, reply.message)
-        return reply.status, reply.message
+        if outcome.error:
+            outcome = replace(outcome, error=clean_text(outcome.error))
+        report = Report(ref.execution_id, ref.command_id, command.attempt, self.worker_id, outcome)
+        response = await self.reports.submit("reports", report)
+        if response.status >= 300:
+            log.warning(
+                "report of %s: HTTP %d %s", ref.command_id, response.status, response.message
+            )
+        return response.status, response.message
 
     async def _answer(self, msg: Msg, status: int, message: str) -> None:
         """What an HTTP status means for the NATS message: 2xx and 409 ack (done, or someone
@@ -265,26 +254,29 @@ class Worker:
             self.held -= 1
             self.released.set()
 
-    async def _send_reports(self, bodies: Sequence[dict[str, Any]]) -> list[Reply | Exception]:
+    async def _send_reports(self, reports: Sequence[Report]) -> list[Response | Exception]:
         """Outcomes that finished together go in one request, retried while the server is down."""
         delay = 0.2
+        bodies = [report.to_json() for report in reports]
         for _ in range(REPORT_TRIES):
             try:
-                reply = await self.client.report_many(list(bodies))
+                response = await self.client.report_many(bodies)
             except ServerUnreachable as exc:
                 log.warning("report of %d outcome(s) failed (%s); retrying", len(bodies), exc)
             else:
-                if reply.status < 300:
-                    return [Reply(r["status"], r["body"]) for r in reply.body["results"]]
-                if reply.status < 500:
-                    return [reply] * len(bodies)
-                log.warning("report of %d outcome(s): HTTP %d; retrying", len(bodies), reply.status)
+                if response.status < 300:
+                    return [Response(r["status"], r["body"]) for r in response.body["results"]]
+                if response.status < 500:
+                    return [response] * len(bodies)
+                log.warning(
+                    "report of %d outcome(s): HTTP %d; retrying", len(bodies), response.status
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
-        return [Reply(503, {"message": "server unreachable"})] * len(bodies)
+        return [Response(503, {"message": "server unreachable"})] * len(bodies)
 
     async def _run_with_keepalive(
-        self, msg: Msg, ref: CommandMessage, command: dict[str, Any]
+        self, msg: Msg, ref: CommandMessage, command: ClaimedCommand
     ) -> Outcome | None:
         work = asyncio.create_task(self.execute(ref, command))
         while True:
@@ -300,19 +292,24 @@ class Worker:
                     await work
                 return None
 
-    async def _renew(self, ref: CommandMessage, command: dict[str, Any]) -> bool:
+    async def _renew(self, ref: CommandMessage, command: ClaimedCommand) -> bool:
         try:
-            response = await self.client.renew_lease(ref.event_id, command["attempt"])
+            response = await self.client.renew_lease(ref.event_id, command.attempt)
         except ServerUnreachable:
             return True  # the server is unreachable: keep working, report later
         if response.status >= 500:
             return True
-        body = response.body if isinstance(response.body, dict) else {}
-        return response.status < 300 and bool(body.get("continue"))
+        if response.status >= 300:
+            return False
+        try:
+            return LeaseReply.from_json(response.body).keep_going
+        except ValueError:
+            log.warning("lease of %s: unexpected answer %s", ref.command_id, response.message)
+            return True
 
-    async def execute(self, ref: CommandMessage, command: dict[str, Any]) -> Outcome:
+    async def execute(self, ref: CommandMessage, command: ClaimedCommand) -> Outcome:
         """Run the command's tool or pipeline; every failure becomes an Outcome."""
-        spec = dict(command["tool"])
+        spec = dict(command.tool)
         kind = str(spec.pop("kind", ""))
         started = time.perf_counter()
 
@@ -321,28 +318,38 @@ class Worker:
             call = ToolCall(kind, config, tool_input, ref.execution_id, ref.step, auth)
             return await get_tool(kind).run(call)
 
+        variables: dict[str, Any] = {}
+        problems: list[str] = []
         try:
             if kind == "pipeline":
-                payload = command.get("input") or {}
+                payload = command.input
                 keychain = {
                     name: await self._credential(credential)
                     for name, credential in (payload.get("keychain") or {}).items()
                 }
                 run = await run_pipeline(spec["items"], payload, call, keychain)
+                variables, problems = run.variables, run.problems
                 if not run.ok:
                     raise ToolError(run.error or "failed")
-                result, variables = run.data, run.variables
+                result = run.data
             else:
-                result, variables = await call(kind, spec, command.get("input") or {}), {}
+                result = await call(kind, spec, dict(command.input))
             self._check_size(result)
         except ToolError as exc:
-            return Outcome(False, error=str(exc), duration=time.perf_counter() - started)
+            error = str(exc)
         except Exception as exc:  # a bug in a tool must not take the worker down
             log.exception("tool %s crashed on %s", kind, ref.command_id)
-            return Outcome(
-                False, error=f"{type(exc).__name__}: {exc}", duration=time.perf_counter() - started
+            error = f"{type(exc).__name__}: {exc}"
+        else:
+            return Outcome.success(
+                result,
+                duration=time.perf_counter() - started,
+                variables=variables,
+                problems=tuple(problems),
             )
-        return Outcome(True, result, None, time.perf_counter() - started, variables)
+        return Outcome.failure(
+            error, duration=time.perf_counter() - started, problems=tuple(problems)
+        )
 
     async def _credential(self, auth: Any) -> dict[str, Any] | None:
         """The data of the credential a tool names in `auth`, fetched right before the run."""

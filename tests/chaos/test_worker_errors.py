@@ -9,8 +9,10 @@ import httpx
 
 from noetl.config import Settings
 from noetl.embedded.runtime import running
+from noetl.protocol.command import ClaimedCommand
 from noetl.protocol.message import CommandMessage
-from noetl.worker.worker import Outcome, Worker
+from noetl.protocol.outcome import Outcome
+from noetl.worker.worker import Worker
 from tests.conftest import wait_for_end
 
 ONE_STEP = """
@@ -29,7 +31,7 @@ class BuggyOnce(Worker):
     crashed = False
 
     async def _run_with_keepalive(
-        self, msg: Any, ref: CommandMessage, command: dict[str, Any]
+        self, msg: Any, ref: CommandMessage, command: ClaimedCommand
     ) -> Outcome | None:
         if not BuggyOnce.crashed:
             BuggyOnce.crashed = True

@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from noetl.dsl.semantics import CALL_DONE, CALL_ERROR, LOOP_DONE
 from noetl.engine import CommandCompleted, CommandFailed
-from noetl.engine.decide import CALL_DONE, CALL_ERROR, LOOP_DONE
 from tests.unit.engine_harness import Harness
 
 HEAD = "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: t}\n"

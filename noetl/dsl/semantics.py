@@ -1,0 +1,203 @@
+"""What the playbook language means, in one place: `set`, tool rendering, the outcome
+envelope, policy rules. Pure functions of their arguments; no I/O, no clock.
+
+Two sides run these rules, and each rule is written once, here:
+
+    server (engine/decide.py)         worker (worker/pipeline.py)
+    ---------------------------       ------------------------------------------------
+    render a one-tool step            render each pipeline item just before it runs
+    step `set`, arcs, arc `set`       item `set`, policy rules (retry/jump/break/...)
+    loop collections, routing         the tool runs; retries sleep between tries
+
+A step runs on the worker item by item (a *pipeline*) when it has several tools, or a tool
+with a policy or its own `set`: those rules must run between tool runs, next to the tool.
+Everything else about a step (its `set`, its arcs, loops, fan-in) is the engine's.
+
+One error behaviour for both sides:
+- a template error while rendering a tool's fields or input is an error of that tool call
+  (the engine fails the step; in a pipeline the item's policy sees it, default: fail);
+- a template error in a `set` value skips that one assignment and is returned as a problem;
+  the problems are recorded in the step's `step.exit` event (`payload.problems`), never
+  dropped, never fatal;
+- a `when` that cannot be evaluated is false, and its problem is recorded the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from noetl.dsl.model import Playbook, Tool
+from noetl.dsl.parse import UNRENDERED
+from noetl.dsl.template import evaluate_condition, plain, render
+from noetl.errors import TemplateError
+
+SET_SCOPES = frozenset({"ctx", "iter", "step", "vars"})  # prefixes a `set` key may carry
+
+# `event.name` in arcs: why the step's arcs are being evaluated (upstream's names)
+CALL_DONE = "call.done"  # a step's tool (or pipeline) finished
+CALL_ERROR = "call.error"  # it failed: arcs that read the outcome may route the failure
+LOOP_DONE = "loop.done"  # a loop step finished all its iterations
+
+OK = "ok"
+ERROR = "error"
+
+# -- the outcome envelope: `output` in `set`, arcs and policy rules ---------------------
+
+
+def succeeded(data: Any) -> dict[str, Any]:
+    """`output` of a tool call that returned `data`."""
+    return {"status": OK, "data": data, "error": None, "response": data}
+
+
+def failed(message: str, *, retryable: bool = False) -> dict[str, Any]:
+    """`output` of a tool call that failed with `message`."""
+    return {
+        "status": ERROR,
+        "data": None,
+        "error": {"message": message, "retryable": retryable},
+        "response": None,
+    }
+
+
+def is_ok(output: Mapping[str, Any]) -> bool:
+    return output.get("status") == OK
+
+
+def error_message(output: Mapping[str, Any], default: str = "failed") -> str:
+    error = output.get("error")
+    if isinstance(error, Mapping) and error.get("message"):
+        return str(error["message"])
+    return default
+
+
+# -- tools ------------------------------------------------------------------------------
+
+
+def resolve(playbook: Playbook | None, tool: Tool) -> tuple[Tool, dict[str, Any]]:
+    """A workbook reference becomes the named tool, its input merged under the caller's."""
+    config = dict(tool.config)
+    if tool.kind != "workbook" or playbook is None:
+        return tool, config
+    entry = playbook.workbook[str(config["name"])]
+    merged_input = {**entry.config.get("input", {}), **config.get("input", {})}
+    return entry, {**entry.config, "input": merged_input}
+
+
+def render_tool(
+    config: Mapping[str, Any], step_input: Mapping[str, Any], scope: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A tool's fields and input rendered against `scope`: (fields without `kind`, input).
+
+    The input is the step's `input` with the tool's own `input` merged over it. Fields named
+    in UNRENDERED (python `code`) are passed as written. Raises TemplateError.
+    """
+    fields = dict(config)
+    fields.pop("kind", None)
+    raw_input = {**step_input, **(fields.pop("input", None) or {})}
+    rendered = {k: v if k in UNRENDERED else render(v, scope) for k, v in fields.items()}
+    return plain(rendered), plain(render(raw_input, scope))
+
+
+# -- set --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Assigned:
+    """The result of one `set` block."""
+
+    variables: dict[str, Any]  # the new variable map (a copy; the old one is untouched)
+    changed: tuple[str, ...] = ()  # top-level names written
+    problems: tuple[str, ...] = ()  # template errors, one per skipped assignment
+
+
+def target(key: str) -> list[str]:
+    """The path a `set` key writes in the variable map: `ctx.a.b` and `a.b` → [a, b]."""
+    parts = key.split(".")
+    if parts[0] in SET_SCOPES and len(parts) > 1:
+        parts = parts[1:]
+    return parts
+
+
+def assign(
+    variables: Mapping[str, Any], assignments: Mapping[str, Any], scope: Mapping[str, Any]
+) -> Assigned:
+    """Apply a `set` block. Every value is rendered against `scope` before any is written;
+    a dotted key writes into nested maps, copying each one it changes."""
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, template in assignments.items():
+        try:
+            values[key] = plain(render(template, scope))
+        except TemplateError as exc:
+            problems.append(f"set {key}: {exc}")
+    if not values:
+        return Assigned(dict(variables), (), tuple(problems))
+    new = dict(variables)
+    changed: dict[str, None] = {}
+    for key, value in values.items():
+        parts = target(key)
+        node = new
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        node[parts[-1]] = value
+        changed[parts[0]] = None
+    return Assigned(new, tuple(changed), tuple(problems))
+
+
+def assigned_names(tools: Sequence[Tool]) -> frozenset[str]:
+    """Top-level variables the `set` blocks of pipeline items and their policy rules write."""
+    keys: list[str] = []
+    for tool in tools:
+        keys += list(tool.set)
+        for rule in tool.policy:
+            then = rule.get("then")
+            if isinstance(then, Mapping) and isinstance(then.get("set"), Mapping):
+                keys += list(then["set"])
+    return frozenset(target(str(key))[0] for key in keys)
+
+
+def rescope(scope: dict[str, Any], assigned: Assigned) -> None:
+    """Make later templates of `scope` see what a `set` block wrote (`ctx.x`, `vars.x`, `x`)."""
+    scope["ctx"] = scope["vars"] = assigned.variables
+    for name in assigned.changed:
+        scope[name] = assigned.variables[name]
+
+
+# -- conditions and policy rules ---------------------------------------------------------
+
+
+def fires(when: Any, scope: Mapping[str, Any]) -> tuple[bool, str | None]:
+    """Whether a `when` holds (no `when` holds); a problem makes it false and is returned."""
+    return evaluate_condition(when, scope)
+
+
+def rule_for(
+    rules: Sequence[Mapping[str, Any]], output: Mapping[str, Any], scope: Mapping[str, Any]
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The `then` of the first policy rule whose `when` holds for `output` (`else` always
+    holds), with the problems met on the way. Without a match: continue when ok, else fail."""
+    rule_scope = {**scope, "output": output}
+    problems: list[str] = []
+    for rule in rules:
+        matched, problem = fires(rule.get("when"), rule_scope)
+        if problem:
+            problems.append(f"policy rule: {problem}")
+        if matched:
+            then = rule.get("then") or {}
+            return (dict(then) if isinstance(then, Mapping) else {}), tuple(problems)
+    return {"do": "continue" if is_ok(output) else "fail"}, tuple(problems)
+
+
+MAX_DELAY = 300.0  # seconds: the longest wait a retry rule may ask for
+
+
+def retry_delay(then: Mapping[str, Any], tries: int) -> float:
+    """Seconds to wait before try `tries + 1` of a `do: retry` rule."""
+    base = float(then.get("delay", 1.0))
+    backoff = str(then.get("backoff", "fixed"))
+    factor = {"linear": tries, "exponential": 2 ** (tries - 1)}.get(backoff, 1)
+    return float(min(base * factor, MAX_DELAY))

@@ -1,0 +1,89 @@
+"""What running a command produced (`Outcome`), the worker's report of it (`Report`), and the
+server's answer (`ReportReply`). Typed on both sides; the JSON shape of a report is the body of
+`POST /api/events` with `command.completed` / `command.failed` (the seed's names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from noetl.protocol.events import CommandStatus, EventType, ExecutionStatus
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one attempt: a value, or an error message. Never raises to the caller."""
+
+    ok: bool
+    result: Any = None
+    error: str | None = None
+    duration: float | None = None  # seconds the tool (or pipeline) ran
+    variables: Mapping[str, Any] = field(default_factory=dict)  # written by pipeline `set`
+    problems: tuple[str, ...] = ()  # template problems in `set` / `when` met on the worker
+
+    @classmethod
+    def success(cls, result: Any, **fields: Any) -> Outcome:
+        return cls(True, result, None, **fields)
+
+    @classmethod
+    def failure(cls, error: str, **fields: Any) -> Outcome:
+        return cls(False, None, error, **fields)
+
+    @property
+    def event_type(self) -> EventType:
+        return EventType.COMMAND_COMPLETED if self.ok else EventType.COMMAND_FAILED
+
+    @property
+    def status(self) -> CommandStatus:
+        return CommandStatus.COMPLETED if self.ok else CommandStatus.FAILED
+
+
+@dataclass(frozen=True)
+class Report:
+    """A worker's (or the server's own) outcome for one attempt of a command."""
+
+    execution_id: int
+    command_id: str
+    attempt: int
+    worker_id: str
+    outcome: Outcome
+
+    @property
+    def event_type(self) -> EventType:
+        return self.outcome.event_type
+
+    def to_json(self) -> dict[str, Any]:
+        outcome = self.outcome
+        return {
+            "execution_id": self.execution_id,
+            "event_type": outcome.event_type.value,
+            "command_id": self.command_id,
+            "attempt": self.attempt,
+            "worker_id": self.worker_id,
+            "result": outcome.result if outcome.ok else None,
+            "error": outcome.error,
+            "duration": outcome.duration,
+            "variables": dict(outcome.variables) or None,
+            "problems": list(outcome.problems) or None,
+        }
+
+
+@dataclass(frozen=True)
+class ReportReply:
+    """The server's answer to a recorded report: the execution's status after the decision,
+    and how many commands the decision issued."""
+
+    status: ExecutionStatus
+    issued: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status.value, "issued": self.issued}
+
+    @classmethod
+    def from_json(cls, body: Any) -> ReportReply:
+        try:
+            return cls(ExecutionStatus(body["status"]), int(body.get("issued", 0)))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"not a report reply: {exc!r}") from None

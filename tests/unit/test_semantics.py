@@ -1,0 +1,122 @@
+"""The language's rules, written once (noetl.dsl.semantics), and both sides agreeing on them."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from noetl.dsl import semantics
+from noetl.engine import CommandCompleted
+from noetl.worker.pipeline import run_pipeline
+from tests.unit.engine_harness import Harness
+
+HEAD = "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: t}\n"
+
+
+def test_set_writes_dotted_keys_into_copies_and_leaves_the_old_map_alone() -> None:
+    old = {"stats": {"a": 1, "deep": {"x": 1}}, "other": 5}
+    assigned = semantics.assign(old, {"ctx.stats.deep.y": "{{ n }}", "total": 3}, {"n": 2})
+    assert assigned.variables == {
+        "stats": {"a": 1, "deep": {"x": 1, "y": 2}},
+        "other": 5,
+        "total": 3,
+    }
+    assert old == {"stats": {"a": 1, "deep": {"x": 1}}, "other": 5}
+    assert set(assigned.changed) == {"stats", "total"} and assigned.problems == ()
+
+
+def test_a_failing_set_value_is_skipped_and_named_while_the_others_apply() -> None:
+    assigned = semantics.assign({}, {"good": "{{ 1 + 1 }}", "bad": "{{ nope.field }}"}, {})
+    assert assigned.variables == {"good": 2}
+    assert len(assigned.problems) == 1 and assigned.problems[0].startswith("set bad:")
+
+
+def test_every_set_value_is_rendered_against_the_scope_before_any_is_written() -> None:
+    assigned = semantics.assign({"a": 1}, {"a": 2, "b": "{{ a }}"}, {"a": 1})
+    assert assigned.variables == {"a": 2, "b": 1}
+
+
+def test_rescope_lets_later_templates_read_what_set_wrote() -> None:
+    scope: dict[str, Any] = {"ctx": {}}
+    semantics.rescope(scope, semantics.assign({}, {"ctx.x": 4}, scope))
+    assert scope["x"] == 4 and scope["ctx"] == {"x": 4} and scope["vars"] == {"x": 4}
+
+
+def test_tool_rendering_merges_the_tool_input_over_the_step_input_and_keeps_code() -> None:
+    fields, tool_input = semantics.render_tool(
+        {"kind": "python", "code": "x = '{{ raw }}'", "url": "{{ u }}", "input": {"b": "{{ u }}"}},
+        {"a": 1, "b": 0},
+        {"u": "http://h"},
+    )
+    assert fields == {"code": "x = '{{ raw }}'", "url": "http://h"}
+    assert tool_input == {"a": 1, "b": "http://h"}
+
+
+def test_the_first_matching_rule_wins_and_a_broken_when_is_a_problem_not_a_match() -> None:
+    rules: list[dict[str, Any]] = [
+        {"when": "{{ output.nope.deeper }}", "then": {"do": "jump", "to": "x"}},
+        {"when": "{{ output.status == 'error' }}", "then": {"do": "retry"}},
+        {"then": {"do": "continue"}},
+    ]
+    then, problems = semantics.rule_for(rules, semantics.failed("boom"), {})
+    assert then == {"do": "retry"} and len(problems) == 1
+    assert semantics.rule_for([], semantics.succeeded(1), {})[0] == {"do": "continue"}
+    assert semantics.rule_for([], semantics.failed("x"), {})[0] == {"do": "fail"}
+
+
+def test_retry_delays_follow_the_backoff_and_are_capped() -> None:
+    assert semantics.retry_delay({"delay": 1, "backoff": "exponential"}, 3) == 4
+    assert semantics.retry_delay({"delay": 1, "backoff": "linear"}, 3) == 3
+    assert semantics.retry_delay({"delay": 2}, 5) == 2
+    assert semantics.retry_delay({"delay": 100, "backoff": "exponential"}, 9) == 300
+
+
+def _worker(command: Any, answer: Any) -> Any:
+    """Run a pipeline command the engine issued as the worker would, with a fake tool."""
+
+    async def call(kind: str, config: dict[str, Any], tool_input: dict[str, Any]) -> Any:
+        return answer
+
+    return asyncio.run(run_pipeline(command.tool["items"], command.input, call))
+
+
+def test_a_pipeline_set_into_a_nested_variable_keeps_its_siblings() -> None:
+    # regression: the worker started from an empty map when the step did not read `ctx`, and
+    # the server's top-level merge then dropped `stats.a`
+    h = Harness(
+        HEAD
+        + """
+workflow:
+  - {step: start, tool: {kind: noop, result: 1}, set: {stats.a: 1}, next: [count]}
+  - step: count
+    tool: {kind: noop, result: 2, set: {stats.b: "{{ output.data }}"}}
+"""
+    )
+    h.start()
+    h.apply(CommandCompleted(h.pending.pop(0).command_id, 1))
+    command = h.pending.pop(0)
+    assert command.tool["kind"] == "pipeline"
+    run = _worker(command, 2)
+    h.apply(CommandCompleted(command.command_id, run.data, run.variables, tuple(run.problems)))
+    assert h.state.variables["stats"] == {"a": 1, "b": 2}
+
+
+def test_a_set_problem_on_the_worker_is_recorded_in_the_step_exit_like_one_on_the_server() -> None:
+    h = Harness(
+        HEAD
+        + """
+workflow:
+  - step: start
+    tool: {kind: noop, result: 1, set: {x: "{{ missing.field }}", y: 2}}
+    set: {z: "{{ also_missing.field }}"}
+"""
+    )
+    h.start()
+    command = h.pending.pop(0)
+    run = _worker(command, 1)
+    assert run.ok and run.variables == {"y": 2}
+    h.apply(CommandCompleted(command.command_id, run.data, run.variables, tuple(run.problems)))
+    [exit_event] = [e for e in h.events if e.event_type == "step.exit"]
+    problems = exit_event.payload["problems"]
+    assert [p.split(":")[0] for p in problems] == ["set x", "set z"]
+    assert h.state.variables == {"y": 2}
