@@ -74,6 +74,10 @@ class NotFoundError(NoetlError):
     pass
 
 
+class LoopDataMissing(NoetlError):
+    """The event log lacks data a loop needs (e.g. its step.enter event has no items)."""
+
+
 class ConflictError(NoetlError):
     pass
 

@@ -20,6 +20,7 @@ from noetl.dsl import semantics
 from noetl.dsl.model import Playbook, Step
 from noetl.dsl.template import plain, referenced_names, render
 from noetl.engine.graph import back_edges, forward_upstreams
+from noetl.engine.loops import NO_DATA, LoopData, LoopKey, Need, NeedData, command_prefix
 from noetl.engine.state import (
     COMPLETED,
     FAILED,
@@ -30,7 +31,13 @@ from noetl.engine.state import (
     LoopState,
     StepState,
 )
-from noetl.engine.steps import collection, loop_result, names_read, runs_on_worker
+from noetl.engine.steps import (
+    collection,
+    loop_summary,
+    names_read,
+    runs_on_worker,
+    template_names,
+)
 from noetl.errors import TemplateError
 from noetl.protocol.events import EventType, ExecutionStatus
 from noetl.protocol.records import CommandRecord, EventRecord
@@ -73,6 +80,8 @@ class Decision:
     events: tuple[EventRecord, ...] = ()
     commands: tuple[CommandRecord, ...] = ()
     cancelled: tuple[str, ...] = ()  # command ids whose pending work is cancelled
+    # data the engine lacked (engine/loops.py): nothing was decided; load it and decide again
+    needs: tuple[Need, ...] = ()
 
     @property
     def finished(self) -> bool:
@@ -80,10 +89,15 @@ class Decision:
 
 
 def decide(
-    playbook: Playbook, state: ExecutionState, event: Incoming, *, new_id: Callable[[], int]
+    playbook: Playbook,
+    state: ExecutionState,
+    event: Incoming,
+    *,
+    new_id: Callable[[], int],
+    data: LoopData = NO_DATA,
 ) -> Decision:
     """Apply one incoming event. `state` is not modified; the new state is in the decision."""
-    return decide_all(playbook, state, [event], new_id=new_id)
+    return decide_all(playbook, state, [event], new_id=new_id, data=data)
 
 
 def decide_all(
@@ -92,25 +106,18 @@ def decide_all(
     incoming: Sequence[Incoming],
     *,
     new_id: Callable[[], int],
+    data: LoopData = NO_DATA,
 ) -> Decision:
     """Apply events in order, as `decide` would one after the other, copying the state once:
-    the server hands a batch of concurrent reports for one execution to one transaction."""
-    run = _Run(playbook, state.copy(), new_id)
-    for event in incoming:
-        if not run.running:
-            break
-        match event:
-            case Started(workload=workload):
-                run.start(workload)
-            case CommandCompleted(
-                command_id=command_id, result=result, variables=variables, problems=problems
-            ):
-                run.command_completed(command_id, result, variables, problems)
-            case CommandFailed(command_id=command_id, error=error):
-                run.command_failed(command_id, error)
-            case CancelRequested(reason=reason):
-                run.finish(ExecutionStatus.CANCELLED, error=reason)
-        run.maybe_complete()
+    the server hands a batch of concurrent reports for one execution to one transaction.
+
+    `data` holds the loop items and results the state does not (engine/loops.py). When the
+    decision needs more, it says so in `needs` and changes nothing: load, then call again."""
+    run = _Run(playbook, state.copy(), new_id, data)
+    try:
+        run.apply(incoming)
+    except NeedData as missing:
+        return Decision(state, needs=(missing.need,))
     return Decision(run.state, tuple(run.events), tuple(run.commands), tuple(run.cancelled))
 
 
@@ -130,10 +137,66 @@ class _Run:
     playbook: Playbook
     state: ExecutionState
     new_id: Callable[[], int]
+    data: LoopData = NO_DATA
     events: list[EventRecord] = field(default_factory=list)
     commands: list[CommandRecord] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     problems: dict[str, list[str]] = field(default_factory=dict)  # by step, for its step.exit
+    entered: dict[LoopKey, Sequence[Any]] = field(default_factory=dict)  # items of loops entered
+    fresh: dict[LoopKey, dict[int, Any]] = field(default_factory=dict)  # results decided here
+    full: dict[str, Any] = field(default_factory=dict)  # finished loops' results, with `results`
+
+    def apply(self, incoming: Sequence[Incoming]) -> None:
+        for event in incoming:
+            if not self.running:
+                return
+            match event:
+                case Started(workload=workload):
+                    self.start(workload)
+                case CommandCompleted(
+                    command_id=command_id, result=result, variables=variables, problems=problems
+                ):
+                    self.command_completed(command_id, result, variables, problems)
+                case CommandFailed(command_id=command_id, error=error):
+                    self.command_failed(command_id, error)
+                case CancelRequested(reason=reason):
+                    self.finish(ExecutionStatus.CANCELLED, error=reason)
+            self.maybe_complete()
+
+    # -- loop data kept out of the state ------------------------------------------------
+
+    def need(self, names: frozenset[str] | set[str]) -> None:
+        """Make the `results` of the finished loops among `names` readable by templates."""
+        for name in names:
+            if name in self.state.collected and name not in self.full:
+                self.full[name] = self.collected_result(name)
+
+    def collected_result(self, name: str) -> dict[str, Any]:
+        run = self.state.collected[name]
+        summary = self.state.results[name]
+        count = int(summary["count"])
+        fresh = self.fresh.get((name, run), {})
+        stored: Mapping[int, Any] = {}
+        if len(fresh) < count:
+            loaded = self.data.results.get((name, run))
+            if loaded is None:
+                raise NeedData(Need("results", name, run))
+            stored = loaded
+        merged = {**stored, **fresh} if fresh else stored
+        return {"results": [merged.get(i) for i in range(count)], **summary}
+
+    def result_of(self, name: str) -> Any:
+        return self.full[name] if name in self.full else self.state.results.get(name)
+
+    def item(self, step: str, run: int, loop: LoopState, index: int) -> Any:
+        if not loop.stored:
+            return index
+        items = self.entered.get((step, run))
+        if items is None:
+            items = self.data.items.get((step, run))
+            if items is None:
+                raise NeedData(Need("items", step, run))
+        return items[index]
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -153,6 +216,7 @@ class _Run:
         state = self.state
         ctx: dict[str, Any] = {**state.workload, **state.variables}
         ctx.update(state.results)
+        ctx.update(self.full)
         ctx.update(
             workload=state.workload,
             ctx=state.variables,
@@ -187,6 +251,7 @@ class _Run:
 
     def admitted(self, step: Step) -> tuple[bool, str | None]:
         """Step `spec.policy.admit.rules`: the first rule whose `when` holds decides."""
+        self.need(template_names(list(step.admit)))
         ctx = self.context()
         for rule in step.admit:
             ok, problem = semantics.fires(rule["when"], ctx)
@@ -208,24 +273,35 @@ class _Run:
                 self.emit(EventType.STEP_SKIPPED, step=name, status=SKIPPED, payload=payload)
                 self.route(name, [])
                 return
-        st.status, st.runs, st.arrived, st.dead, st.loop = RUNNING, st.runs + 1, [], [], None
-        self.emit(EventType.STEP_ENTER, step=name, payload={"run": st.runs})
-        if step.loop is None:
-            self.issue(step, st.runs)
+        if step.loop is None or step.loop.mode == "cursor":
+            st.status, st.runs, st.arrived, st.dead, st.loop = RUNNING, st.runs + 1, [], [], None
+            self.emit(EventType.STEP_ENTER, step=name, payload={"run": st.runs})
+            if step.loop is None:
+                self.issue(step, st.runs)
+            else:
+                self.fail_step(
+                    name,
+                    "cursor loops (loop.cursor, spec.mode: cursor) are not supported here yet;"
+                    " use `loop.in` over the rows of a postgres step",
+                )
             return
-        if step.loop.mode == "cursor":
-            self.fail_step(
-                name,
-                "cursor loops (loop.cursor, spec.mode: cursor) are not supported here yet;"
-                " use `loop.in` over the rows of a postgres step",
-            )
-            return
+        problem, items = None, None
         try:
+            self.need(template_names(step.loop.collection))
             items = collection(render(step.loop.collection, self.context()))
         except (TemplateError, TypeError) as exc:
-            self.fail_step(name, f"loop collection: {exc}")
+            problem = f"loop collection: {exc}"
+        st.status, st.runs, st.arrived, st.dead, st.loop = RUNNING, st.runs + 1, [], [], None
+        entered: dict[str, Any] = {"run": st.runs}
+        if items is not None and not isinstance(items, range):
+            items = plain(items)
+            entered["items"] = items  # the log keeps a list's items: the state only counts
+            self.entered[(name, st.runs)] = items
+        self.emit(EventType.STEP_ENTER, step=name, payload=entered)
+        if problem is not None or items is None:
+            self.fail_step(name, problem or "loop collection: no items")
             return
-        st.loop = LoopState(items=items, results=[None] * len(items))
+        st.loop = LoopState(count=len(items), stored=not isinstance(items, range))
         self.dispatch_iterations(step, st)
 
     def dispatch_iterations(self, step: Step, st: StepState) -> None:
@@ -234,13 +310,15 @@ class _Run:
         cap = 1 if spec.mode == "sequential" else self.max_in_flight(step)
         if cap is None:
             return
-        while self.running and loop.in_flight < cap and loop.next_index < len(loop.items):
+        while self.running and loop.in_flight < cap and loop.next_index < loop.count:
             index = loop.next_index
             loop.next_index += 1
             loop.in_flight += 1
             self.issue(step, st.runs, index)
         if self.running and loop.finished and st.status == RUNNING:
-            self.complete_step(step.name, loop_result(loop), semantics.LOOP_DONE)
+            self.state.collected[step.name] = st.runs
+            self.full.pop(step.name, None)
+            self.complete_step(step.name, loop_summary(loop), semantics.LOOP_DONE)
 
     def max_in_flight(self, step: Step) -> int | None:
         """The loop's cap; a template is rendered against the current context (None: the
@@ -249,6 +327,7 @@ class _Run:
         cap: Any = step.loop.max_in_flight
         if isinstance(cap, str):
             try:
+                self.need(template_names(cap))
                 cap = render(cap, self.context())
                 cap = int(cap)
             except (TemplateError, TypeError, ValueError) as exc:
@@ -262,13 +341,17 @@ class _Run:
     def issue(self, step: Step, run: int, iteration: int | None = None) -> None:
         st = self.step_state(step.name)
         extra: dict[str, Any] = {}
+        names = names_read(self.playbook, step.name)
+        self.need(names)
         if st.came_from and "result" not in self.state.workload | self.state.results:
-            extra["result"] = self.state.results.get(st.came_from)  # the upstream's result
-        command_id = f"{self.state.execution_id}:{step.name}" + (f"#{run}" if run > 1 else "")
+            if "result" in names:
+                self.need({st.came_from})
+            extra["result"] = self.result_of(st.came_from)  # the upstream's result
+        command_id = command_prefix(self.state.execution_id, step.name, run)
         if iteration is not None:
             loop = self.step_state(step.name).loop
             assert loop is not None and step.loop is not None
-            item = loop.items[iteration]
+            item = self.item(step.name, run, loop, iteration)
             extra |= {
                 step.loop.iterator: item,
                 "iter": {step.loop.iterator: item, "_index": iteration},
@@ -371,7 +454,7 @@ class _Run:
         assert loop is not None
         loop.in_flight -= 1
         loop.succeeded += 1
-        loop.results[ref.iteration] = result
+        self.fresh.setdefault((ref.step, ref.run), {})[ref.iteration] = result
         self.dispatch_iterations(self.playbook.step(ref.step), st)
 
     def command_failed(self, command_id: str, error: str) -> None:
@@ -390,8 +473,11 @@ class _Run:
         st = self.step_state(name)
         st.status = COMPLETED
         self.state.results[name] = result
-        ctx = self.context(output=semantics.succeeded(result), event={"name": event_name})
         item_set = {} if runs_on_worker(step) else step.tool.set
+        names = template_names([item_set, step.set, *self.arc_templates(step)])
+        self.need(names | {name} if "output" in names else names)
+        output = semantics.succeeded(self.result_of(name))
+        ctx = self.context(output=output, event={"name": event_name})
         problems = [*self.problems.pop(name, ()), *self.apply_set(item_set, ctx)]
         problems += self.apply_set(step.set, ctx)
         fired: list[str] = []
@@ -418,6 +504,10 @@ class _Run:
         if not fired:
             self.state.last_step = name
         self.route(name, fired)
+
+    @staticmethod
+    def arc_templates(step: Step) -> list[Any]:
+        return [[arc.when, arc.set] for arc in step.next.arcs] if step.next else []
 
     def route(self, name: str, fired: list[str]) -> None:
         back = back_edges(self.playbook)
@@ -468,6 +558,7 @@ class _Run:
         self.finish(ExecutionStatus.FAILED, error=f"step '{name}' failed: {error}")
 
     def failure_arcs(self, step: Step, error: str) -> list[str]:
+        self.need(template_names(self.arc_templates(step)))
         ctx = self.context(output=semantics.failed(error), event={"name": semantics.CALL_ERROR})
         fired: list[str] = []
         for arc in step.next.arcs if step.next else ():
@@ -505,7 +596,9 @@ class _Run:
     def maybe_complete(self) -> None:
         if self.running and not self.state.commands:
             last = self.state.last_step
-            self.state.result = self.state.results.get(last) if last else None
+            if last:
+                self.need({last})
+            self.state.result = self.result_of(last) if last else None
             self.finish(ExecutionStatus.COMPLETED)
 
 

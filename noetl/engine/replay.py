@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from noetl.dsl.model import Playbook
@@ -11,10 +11,12 @@ from noetl.engine.decide import (
     CancelRequested,
     CommandCompleted,
     CommandFailed,
+    Decision,
     Incoming,
     Started,
-    decide,
+    decide_all,
 )
+from noetl.engine.loops import LoopLedger
 from noetl.engine.state import ExecutionState
 
 
@@ -33,14 +35,45 @@ def incoming(event: Mapping[str, Any]) -> Incoming | None:
     return None
 
 
+class Replayer:
+    """Decides events one batch at a time and keeps the loop data those decisions produce
+    (items of loops entered, iteration results) so later decisions never lack it."""
+
+    def __init__(
+        self, playbook: Playbook, state: ExecutionState, new_id: Callable[[], int]
+    ) -> None:
+        self.playbook = playbook
+        self.state = state
+        self.new_id = new_id
+        self.ledger = LoopLedger()
+
+    def apply(self, incoming: Sequence[Incoming]) -> Decision:
+        refs = [
+            (change, self.state.commands.get(change.command_id))
+            for change in incoming
+            if isinstance(change, CommandCompleted)
+        ]
+        decision = decide_all(
+            self.playbook, self.state, incoming, new_id=self.new_id, data=self.ledger.data()
+        )
+        if decision.needs:  # the ledger saw every decision: nothing can be missing
+            raise RuntimeError(f"loop data missing from the replay: {decision.needs}")
+        self.ledger.record_events(decision.events)
+        for change, ref in refs:
+            if ref is not None and ref.iteration is not None:
+                self.ledger.record_result(ref.step, ref.run, ref.iteration, change.result)
+        self.state = decision.state
+        return decision
+
+
 def fold(
     playbook: Playbook, execution_id: int, events: Iterable[Mapping[str, Any]]
 ) -> ExecutionState:
     """Replay `events` (in event_id order) through the engine from an empty state."""
     counter = itertools.count(1)
-    state = ExecutionState(execution_id)
+    replayer = Replayer(playbook, ExecutionState(execution_id), lambda: next(counter))
     for event in events:
         change = incoming(event)
         if change is not None:
-            state = decide(playbook, state, change, new_id=lambda: next(counter)).state
-    return state
+            replayer.apply([change])
+    return replayer.state

@@ -20,30 +20,31 @@ SKIPPED = StepStatus.SKIPPED.value
 
 @dataclass
 class LoopState:
-    items: list[Any]
+    """A loop's counters only: its items and results live in the event log (engine/loops.py),
+    so the snapshot does not grow with the number of items."""
+
+    count: int
+    stored: bool = False  # the items are a list in the step.enter event, not range(count)
     next_index: int = 0
     in_flight: int = 0
     succeeded: int = 0
     failed: int = 0
-    results: list[Any] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
-        return self.next_index >= len(self.items) and self.in_flight == 0
+        return self.next_index >= self.count and self.in_flight == 0
 
     def copy(self) -> LoopState:
-        """`items` is never changed in place, so it is shared; `results` is copied."""
-        return replace(self, results=list(self.results))
+        return replace(self)
 
     def to_json(self) -> dict[str, Any]:
-        """The lists are shared, not copied: the snapshot is serialised right away."""
         return {
-            "items": self.items,
+            "count": self.count,
+            "stored": self.stored,
             "next_index": self.next_index,
             "in_flight": self.in_flight,
             "succeeded": self.succeeded,
             "failed": self.failed,
-            "results": self.results,
         }
 
 
@@ -94,6 +95,8 @@ class ExecutionState:
     result: Any = None
     error: str | None = None
     last_step: str | None = None  # the step whose branch ended last: its result is the result
+    # finished loops whose `results` are read from the event log: step → run
+    collected: dict[str, int] = field(default_factory=dict)
 
     def copy(self) -> ExecutionState:
         """A copy the engine may change. Values it only ever replaces (workload, variables,
@@ -103,6 +106,7 @@ class ExecutionState:
             results=dict(self.results),
             steps={name: step.copy() for name, step in self.steps.items()},
             commands=dict(self.commands),
+            collected=dict(self.collected),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -120,6 +124,7 @@ class ExecutionState:
             "result": self.result,
             "error": self.error,
             "last_step": self.last_step,
+            "collected": self.collected,
         }
 
     @classmethod
@@ -146,4 +151,5 @@ class ExecutionState:
             result=data.get("result"),
             error=data.get("error"),
             last_step=data.get("last_step"),
+            collected=dict(data.get("collected") or {}),
         )

@@ -52,7 +52,7 @@ def template_strings(value: Any) -> list[str]:
 MAX_LOOP_ITEMS = 1_000_000
 
 
-def collection(value: Any) -> list[Any]:
+def collection(value: Any) -> list[Any] | range:
     size = len(value) if isinstance(value, list | dict) else value
     if isinstance(size, int) and not isinstance(size, bool) and size > MAX_LOOP_ITEMS:
         raise TypeError(f"{size} items is more than a loop takes ({MAX_LOOP_ITEMS})")
@@ -61,16 +61,20 @@ def collection(value: Any) -> list[Any]:
     if isinstance(value, dict):
         return [{"key": key, "value": item} for key, item in value.items()]
     if isinstance(value, int) and not isinstance(value, bool):
-        return list(range(value))
+        return range(value)  # item i is i: nothing to store
     if value is None:
         return []
     raise TypeError(f"expected a list, a mapping or an integer, got {type(value).__name__}")
 
 
-def loop_result(loop: LoopState) -> dict[str, Any]:
-    return {
-        "results": loop.results,
-        "count": len(loop.items),
-        "succeeded": loop.succeeded,
-        "failed": loop.failed,
-    }
+def loop_summary(loop: LoopState) -> dict[str, Any]:
+    """A finished loop's result without its `results` (those are read from the event log)."""
+    return {"count": loop.count, "succeeded": loop.succeeded, "failed": loop.failed}
+
+
+def template_names(value: Any) -> frozenset[str]:
+    """Top-level names the templates inside `value` read."""
+    names: set[str] = set()
+    for text in template_strings(value):
+        names |= referenced_names(text)
+    return frozenset(names)

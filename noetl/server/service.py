@@ -31,7 +31,6 @@ from noetl.engine import (
     Incoming,
     Started,
     decide,
-    decide_all,
     give_up,
 )
 from noetl.errors import ConflictError, NotFoundError, RequestError
@@ -40,6 +39,7 @@ from noetl.protocol.message import CommandMessage
 from noetl.protocol.outcome import Report, ReportReply
 from noetl.protocol.records import CommandRecord, EventRecord
 from noetl.server import metrics, subplaybooks
+from noetl.server.loop_data import LoopDataLoader
 from noetl.server.records import Effects
 from noetl.server.worker_api import WorkerAPI
 from noetl.store import catalog, commands, events, executions
@@ -63,6 +63,7 @@ class Orchestrator:
         self.new_id = new_id
         self._playbooks: OrderedDict[int, Playbook] = OrderedDict()  # parsed, most recent last
         self.workers = WorkerAPI(self)
+        self.loop_data = LoopDataLoader()
 
     # -- catalog ------------------------------------------------------------------------
 
@@ -233,7 +234,7 @@ class Orchestrator:
         playbook = await self.playbook(execution["catalog_id"])
         state = ExecutionState.from_json(execution["state"])
         try:
-            decision = decide_all(playbook, state, incoming, new_id=self.new_id)
+            decision = await self.loop_data.decide(conn, playbook, state, incoming, self.new_id)
         except Exception as exc:  # an engine bug must not leave the execution RUNNING forever
             log.exception("engine failed on execution %s", state.execution_id)
             error = f"internal error in the engine: {type(exc).__name__}: {exc}"

@@ -36,7 +36,7 @@ def execution_detail(row: dict[str, Any]) -> dict[str, Any]:
         loop = step.get("loop")
         if loop:
             entry["loop"] = {
-                "count": len(loop["items"]),
+                "count": loop["count"],
                 "succeeded": loop["succeeded"],
                 "failed": loop["failed"],
                 "in_flight": loop["in_flight"],

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from noetl.dsl import parse_playbook
-from noetl.engine import CommandCompleted, CommandFailed, Decision, ExecutionState, Started, decide
+from noetl.engine import CommandCompleted, CommandFailed, Decision, ExecutionState, Started
+from noetl.engine.replay import Replayer
 from noetl.protocol.records import CommandRecord, EventRecord
 
 Answer = Callable[[CommandRecord], tuple[bool, Any]]
@@ -17,16 +18,21 @@ class Harness:
     def __init__(self, text: str, execution_id: int = 7) -> None:
         self.playbook = parse_playbook(text)
         self.ids = itertools.count(1000)
-        self.state = ExecutionState(execution_id)
+        self.replayer = Replayer(
+            self.playbook, ExecutionState(execution_id), lambda: next(self.ids)
+        )
         self.events: list[EventRecord] = []
         self.pending: list[CommandRecord] = []
 
     def apply(self, incoming: Any) -> Decision:
-        decision = decide(self.playbook, self.state, incoming, new_id=lambda: next(self.ids))
-        self.state = decision.state
+        decision = self.replayer.apply([incoming])
         self.events.extend(decision.events)
         self.pending.extend(decision.commands)
         return decision
+
+    @property
+    def state(self) -> ExecutionState:
+        return self.replayer.state
 
     def start(self, workload: dict[str, Any] | None = None) -> Decision:
         return self.apply(Started({**self.playbook.workload, **(workload or {})}))

@@ -1,0 +1,108 @@
+"""Loop items and results live in the event log, not in the state: the snapshot only counts."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+from noetl.dsl import parse_playbook
+from noetl.engine import CommandCompleted, ExecutionState, Started, decide_all
+from noetl.engine.loops import LoopData, Need, iteration_of
+from tests.unit.engine_harness import Harness
+
+HEAD = "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: t}\n"
+
+
+def _loop(n: int) -> str:
+    return (
+        HEAD + "workflow:\n  - step: start\n"
+        f"    loop: {{in: {n}, iterator: i, spec: {{mode: parallel, max_in_flight: 5}}}}\n"
+        "    tool: {kind: noop}\n"
+    )
+
+
+def _snapshot_after(n: int, completions: int) -> str:
+    h = Harness(_loop(n))
+    h.start()
+    for _ in range(completions):
+        command = h.pending.pop(0)
+        h.apply(CommandCompleted(command.command_id, {"i": command.iteration, "pad": "x" * 50}))
+    return json.dumps(h.state.to_json())
+
+
+def test_the_snapshot_of_a_running_loop_does_not_grow_with_its_items_or_results() -> None:
+    small, large = _snapshot_after(20, 8), _snapshot_after(100_000, 8)
+    assert len(large) - len(small) <= 10  # only the digits of the count differ
+    many_done = _snapshot_after(100_000, 2_000)
+    assert len(many_done) - len(large) <= 60  # 2,000 results later: only longer indices
+    assert "pad" not in many_done
+
+
+LIST_LOOP = (
+    HEAD
+    + """workload: {names: [ann, bob, cy]}
+workflow:
+  - step: a
+    loop: {in: "{{ names }}", iterator: who, spec: {mode: sequential}}
+    tool: {kind: noop, input: {who: "{{ who }}"}}
+    next: [b]
+  - step: b
+    tool: {kind: noop}
+    next: [c]
+  - step: c
+    tool: {kind: noop, input: {all: "{{ a.results }}", n: "{{ a.count }}"}}
+"""
+)
+
+
+def test_a_list_loop_keeps_its_items_in_the_step_enter_event_and_asks_for_them() -> None:
+    playbook = parse_playbook(LIST_LOOP)
+    ids = itertools.count(1)
+    first = decide_all(
+        playbook,
+        ExecutionState(5),
+        [Started({"names": ["ann", "bob", "cy"]})],
+        new_id=lambda: next(ids),
+    )
+    enter = [e for e in first.events if e.event_type == "step.enter"]
+    assert enter[0].payload == {"run": 1, "items": ["ann", "bob", "cy"]}
+    assert "ann" not in json.dumps(first.state.to_json()["steps"])
+    assert [c.input for c in first.commands] == [{"who": "ann"}]
+
+    done = CommandCompleted(first.commands[0].command_id, "A")
+    asked = decide_all(playbook, first.state, [done], new_id=lambda: next(ids))
+    assert asked.needs == (Need("items", "a", 1),)
+    assert asked.events == () and asked.commands == () and asked.state is first.state
+
+    given = LoopData(items={("a", 1): ["ann", "bob", "cy"]})
+    second = decide_all(playbook, first.state, [done], new_id=lambda: next(ids), data=given)
+    assert [c.input for c in second.commands] == [{"who": "bob"}]
+    assert iteration_of(second.commands[0].command_id) == 1
+
+
+def test_a_later_step_reading_a_finished_loop_gets_its_results_from_the_caller() -> None:
+    h = Harness(LIST_LOOP)
+    h.start({"names": ["ann", "bob", "cy"]})
+    for value in ("A", "B", "C"):
+        command = h.pending.pop(0)
+        h.apply(CommandCompleted(command.command_id, value))
+    assert h.state.results["a"] == {"count": 3, "succeeded": 3, "failed": 0}
+    b = h.pending.pop(0)
+    assert b.step == "b"
+    done = CommandCompleted(b.command_id, None)
+    ids = itertools.count(9000)
+    asked = decide_all(h.playbook, h.state, [done], new_id=lambda: next(ids))
+    assert asked.needs == (Need("results", "a", 1),)
+    data = LoopData(results={("a", 1): {0: "A", 2: "C", 1: "B"}})
+    decision = decide_all(h.playbook, h.state, [done], new_id=lambda: next(ids), data=data)
+    (c,) = decision.commands
+    assert c.input == {"all": ["A", "B", "C"], "n": 3}
+    assert "results" not in decision.state.results["a"]  # still only the summary
+
+
+def test_an_integer_loop_iterates_its_range_and_stores_no_items() -> None:
+    h = Harness(_loop(3))
+    h.start()
+    enter = [e for e in h.events if e.event_type == "step.enter"]
+    assert enter[0].payload == {"run": 1}
+    assert [c.iteration for c in h.pending] == [0, 1, 2]
