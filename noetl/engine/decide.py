@@ -176,14 +176,16 @@ class _Run:
         summary = self.state.results[name]
         count = int(summary["count"])
         fresh = self.fresh.get((name, run), {})
-        stored: Mapping[int, Any] = {}
+        results: list[Any] = [None] * count
         if len(fresh) < count:
-            loaded = self.data.results.get((name, run))
-            if loaded is None:
+            stored = self.data.results.get((name, run))
+            if stored is None:
                 raise NeedData(Need("results", name, run))
-            stored = loaded
-        merged = {**stored, **fresh} if fresh else stored
-        return {"results": [merged.get(i) for i in range(count)], **summary}
+            known = min(len(stored), count)
+            results[:known] = stored[:known]
+        for index, value in fresh.items():
+            results[index] = value
+        return {"results": results, **summary}
 
     def result_of(self, name: str) -> Any:
         return self.full[name] if name in self.full else self.state.results.get(name)

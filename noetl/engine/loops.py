@@ -40,11 +40,12 @@ class NeedData(Exception):  # a signal inside the engine, never raised out of it
 
 @dataclass(frozen=True)
 class LoopData:
-    """What the caller hands the engine: items by loop, stored results by loop and iteration
-    (the results of outcomes decided in the same call are added by the engine)."""
+    """What the caller hands the engine: items by loop, and stored results by loop, indexed
+    by iteration (None where there is none; the list may be shorter than the loop). Results
+    of outcomes decided in the same call are added by the engine."""
 
     items: Mapping[LoopKey, Sequence[Any]] = field(default_factory=dict)
-    results: Mapping[LoopKey, Mapping[int, Any]] = field(default_factory=dict)
+    results: Mapping[LoopKey, Sequence[Any]] = field(default_factory=dict)
 
 
 NO_DATA = LoopData()
@@ -68,7 +69,7 @@ class LoopLedger:
     """Loop items and results gathered from the engine's own decisions, in memory."""
 
     items: dict[LoopKey, Sequence[Any]] = field(default_factory=dict)
-    results: dict[LoopKey, dict[int, Any]] = field(default_factory=dict)
+    results: dict[LoopKey, list[Any]] = field(default_factory=dict)
 
     def data(self) -> LoopData:
         return LoopData(self.items, self.results)
@@ -81,4 +82,7 @@ class LoopLedger:
                 self.items[(str(event.step), int(payload["run"]))] = payload["items"]
 
     def record_result(self, step: str, run: int, iteration: int, result: Any) -> None:
-        self.results.setdefault((step, run), {})[iteration] = result
+        found = self.results.setdefault((step, run), [])
+        if len(found) <= iteration:
+            found.extend([None] * (iteration + 1 - len(found)))
+        found[iteration] = result

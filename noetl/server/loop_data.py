@@ -41,7 +41,7 @@ class LoopDataLoader:
     ) -> Decision:
         """`decide_all` with the loop data it needs, loaded from the log as it asks."""
         items = self._running_items(state)
-        results: dict[LoopKey, dict[int, Any]] = {}
+        results: dict[LoopKey, list[Any]] = {}
         for _ in range(MAX_ROUNDS):
             data = LoopData(items, results)
             decision = decide_all(playbook, state, incoming, new_id=new_id, data=data)
@@ -66,7 +66,7 @@ class LoopDataLoader:
         execution_id: int,
         need: Need,
         items: dict[LoopKey, Sequence[Any]],
-        results: dict[LoopKey, dict[int, Any]],
+        results: dict[LoopKey, list[Any]],
     ) -> None:
         key = (need.step, need.run)
         if need.kind == "items":

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.rows import tuple_row
+
+RESULTS_PAGE = 20_000  # rows per read: a million results never sit in memory twice
 
 
 async def items(
@@ -23,18 +26,27 @@ async def items(
 
 async def results(
     conn: AsyncConnection[Any], execution_id: int, step: str, prefix: str
-) -> dict[int, Any]:
-    """Iteration → result of the completed iterations whose command ids start with `prefix`
-    (`<execution>:<step>[#run][`), from their `command.completed` events."""
-    cur = await conn.execute(
-        "SELECT substr(command_id, %s) AS tail, result FROM noetl.event"
-        " WHERE execution_id = %s AND event_type = 'command.completed' AND step = %s"
-        " AND left(command_id, %s) = %s",
-        (len(prefix) + 1, execution_id, step, len(prefix), prefix),
-    )
-    found: dict[int, Any] = {}
-    for row in await cur.fetchall():
-        tail = row["tail"]
-        if tail.endswith("]") and tail[:-1].isdigit():
-            found[int(tail[:-1])] = row["result"]
-    return found
+) -> list[Any]:
+    """The results of the completed iterations whose command ids start with `prefix`
+    (`<execution>:<step>[#run][`), indexed by iteration, None where there is none; read
+    from their `command.completed` events a page at a time."""
+    found: list[Any] = []
+    after = 0
+    cur = conn.cursor(row_factory=tuple_row)
+    while True:
+        await cur.execute(
+            "SELECT event_id, substr(command_id, %s), result FROM noetl.event"
+            " WHERE execution_id = %s AND event_id > %s AND event_type = 'command.completed'"
+            " AND step = %s AND left(command_id, %s) = %s ORDER BY event_id LIMIT %s",
+            (len(prefix) + 1, execution_id, after, step, len(prefix), prefix, RESULTS_PAGE),
+        )
+        rows = await cur.fetchall()
+        for event_id, tail, result in rows:
+            after = event_id
+            if tail.endswith("]") and tail[:-1].isdigit():
+                index = int(tail[:-1])
+                if len(found) <= index:
+                    found.extend([None] * (index + 1 - len(found)))
+                found[index] = result
+        if len(rows) < RESULTS_PAGE:
+            return found

@@ -189,7 +189,7 @@ async def test_an_engine_bug_fails_the_execution_instead_of_leaving_it_running(
             raise KeyError("simulated engine bug")
         return real(playbook, state, incoming, **kwargs)
 
-    monkeypatch.setattr("noetl.server.service.decide_all", broken)
+    monkeypatch.setattr("noetl.server.loop_data.decide_all", broken)
     execution = await run_playbook(
         api, HEADER + "workflow:\n  - step: start\n    tool: {kind: noop}\n"
     )

@@ -93,7 +93,7 @@ def test_a_later_step_reading_a_finished_loop_gets_its_results_from_the_caller()
     ids = itertools.count(9000)
     asked = decide_all(h.playbook, h.state, [done], new_id=lambda: next(ids))
     assert asked.needs == (Need("results", "a", 1),)
-    data = LoopData(results={("a", 1): {0: "A", 2: "C", 1: "B"}})
+    data = LoopData(results={("a", 1): ["A", "B", "C"]})
     decision = decide_all(h.playbook, h.state, [done], new_id=lambda: next(ids), data=data)
     (c,) = decision.commands
     assert c.input == {"all": ["A", "B", "C"], "n": 3}
