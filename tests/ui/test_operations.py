@@ -116,3 +116,23 @@ async def test_steps_are_reachable_with_the_keyboard(
     await expect(page.locator("#step-body h3")).to_have_text("count")
     await expect(page.locator("#step-body")).to_contain_text("6")
     await expect(page).to_have_url(re.compile("#step-count$"))
+
+
+async def test_a_parent_links_to_its_child_and_the_child_to_its_parent(
+    runtime: Runtime, api: httpx.AsyncClient, watched: Watched
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    child = (root / "examples/child.yaml").read_text()
+    assert (await api.post("/api/catalog/register", json={"content": child})).status_code == 201
+    parent = await run_playbook(api, (root / "examples/parent.yaml").read_text())
+    assert parent["status"] == "COMPLETED", parent
+    page = watched.page
+    await page.goto(f"{runtime.url}/ui/executions/{parent['execution_id']}")
+    await page.locator('#graph a.step[data-step="start"]').click()
+    link = page.locator("#step-body li a")
+    await expect(link).to_have_count(1)
+    await expect(page.locator("#children li")).to_have_count(1)
+    await link.click()
+    await expect(page.locator("#x-path")).to_contain_text("examples/child")
+    await page.locator("#x-links a").click()
+    await expect(page).to_have_url(f"{runtime.url}/ui/executions/{parent['execution_id']}")

@@ -80,3 +80,32 @@ async def test_the_cancel_button_cancels_a_running_execution(
     await expect(page.locator("#cancel")).to_be_hidden()
     ended = await wait_for_end(api, execution_id)
     assert ended["status"] == "CANCELLED"
+
+
+async def test_the_list_and_the_execution_page_update_live_without_reloading(
+    runtime: Runtime, api: httpx.AsyncClient, watched: Watched
+) -> None:
+    page = watched.page
+    await page.goto(f"{runtime.url}/")
+    await expect(page.locator("#empty")).to_be_visible()
+    started = (await api.post("/api/execute", json={"playbook": slow_chain(2)})).json()
+    execution_id = started["execution_id"]
+    row = page.locator(f'#executions tr[data-id="{execution_id}"]')
+    await expect(row).to_contain_text("running")
+    await expect(row).to_contain_text("completed")  # the same page, polled
+
+    second = (await api.post("/api/execute", json={"playbook": slow_chain(2)})).json()
+    await page.goto(f"{runtime.url}/ui/executions/{second['execution_id']}")
+    graph = page.locator("#graph svg")
+    await expect(graph.locator('a.step[data-step="start"]')).to_have_attribute(
+        "data-status", "running"
+    )
+    await expect(graph.locator('a.step[data-step="end"]')).to_have_attribute(
+        "data-status", "waiting"
+    )
+    await expect(graph.locator('a.step[data-step="end"]')).to_have_attribute(
+        "data-status", "completed"
+    )
+    await expect(page.locator("#x-status")).to_contain_text("completed")
+    await expect(page.locator("#x-result")).to_contain_text("3")
+    await expect(page.locator("#timeline .row")).to_have_count(4)

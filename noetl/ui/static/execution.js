@@ -132,27 +132,27 @@ async function select(step) {
   if (detail.result !== null && detail.result !== undefined) {
     parts.push(el("details", { open: true }, el("summary", {}, "Result"), el("pre", { class: "json" }, pretty(detail.result))));
   }
-  const logs = await stepLogs(step);
-  if (logs) parts.push(el("details", { open: true }, el("summary", {}, "Output"), el("pre", { class: "log" }, logs)));
+  const mine = children.filter((c) => stepOf(c) === step);
+  if (mine.length) parts.push(el("h4", {}, "Child executions"), el("ul", {}, ...mine.map(childLink)));
+  const logs = await stepLogs(step).catch((error) => `(cannot read the output: ${error.message})`);
+  if (logs) parts.push(el("details", { open: true }, el("summary", {}, "Output (stdout, stderr)"), el("pre", { class: "log" }, logs)));
   if (!parts.length) parts.push(el("p", { class: "muted" }, "No result, error or output recorded yet."));
   if (selected === step) panel.append(...parts);
 }
 
+// What the step's commands printed (GET /api/executions/{id}/logs?step=), the last 200
+// entries: one block per command, attempt and stream; python tracebacks arrive on stderr.
 async function stepLogs(step) {
   if (!has("logs")) return null;
-  try {
-    const body = await api(`${base}/logs?step=${encodeURIComponent(step)}`);
-    const items = Array.isArray(body) ? body : (body && body.items) || [];
-    const lines = items.map((item) => {
-      if (typeof item === "string") return item;
-      const text = item.text ?? item.line ?? item.message ?? item.output ?? pretty(item);
-      const stream = item.stream ? `[${item.stream}] ` : "";
-      return `${stream}${text}`.replace(/\n$/, "");
-    });
-    return lines.length ? lines.join("\n") : null;
-  } catch (error) {
-    return null;  // a server without step logs, or none captured
-  }
+  const body = await api(`${base}/logs?step=${encodeURIComponent(step)}&limit=200`);
+  const items = (body && body.items) || [];
+  if (!items.length) return null;
+  const several = new Set(items.map((item) => item.command_id)).size > 1;
+  return items.map((item) => {
+    const who = several ? `${item.command_id} · ` : "";
+    const attempt = item.attempt ? `attempt ${item.attempt} · ` : "";
+    return `── ${who}${attempt}${item.stream} ──\n${String(item.text ?? "").replace(/\n$/, "")}`;
+  }).join("\n");
 }
 
 // -- events ----------------------------------------------------------------------------------
@@ -193,13 +193,25 @@ document.getElementById("more-events").addEventListener("click", async () => {
 
 // -- children --------------------------------------------------------------------------------
 
+let children = [];
+
+function childLink(c) {
+  return el("li", {}, el("a", { href: `/ui/executions/${c.execution_id}`, class: "mono" }, c.execution_id),
+    " ", c.path, " ", badge(c.status));
+}
+
+// A child's parent_command_id is "<execution>:<step>" or "<execution>:<step>[<iteration>]".
+function stepOf(child) {
+  const command = String(child.parent_command_id || "");
+  return command.slice(command.indexOf(":") + 1).replace(/\[\d+\]$/, "");
+}
+
 async function renderChildren() {
   const page = await api(`/api/executions?parent=${encodeURIComponent(id)}&brief=true&limit=100`);
+  children = page.items;
   const section = document.getElementById("children-section");
   section.hidden = page.items.length === 0;
-  document.getElementById("children").replaceChildren(...page.items.map((c) => el("li", {},
-    el("a", { href: `/ui/executions/${c.execution_id}`, class: "mono" }, c.execution_id), " ",
-    c.path, " ", badge(c.status))));
+  document.getElementById("children").replaceChildren(...page.items.map(childLink));
 }
 
 async function renderTimeline() {
