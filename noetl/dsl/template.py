@@ -72,8 +72,10 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().getitem(obj, argument) if found is _MISSING else found
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = _Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+def _environment(
+    undefined: type[jinja2.Undefined] = jinja2.StrictUndefined,
+) -> ImmutableSandboxedEnvironment:
+    env = _Environment(undefined=undefined, autoescape=False)
     env.filters.update(
         tojson=_tojson, fromjson=_fromjson, b64encode=_b64encode, b64decode=_b64decode
     )
@@ -83,6 +85,7 @@ def _environment() -> ImmutableSandboxedEnvironment:
 
 
 _ENV = _environment()
+_LENIENT = _environment(jinja2.ChainableUndefined)  # workload defaults, as upstream renders them
 
 
 def is_template(value: object) -> bool:
@@ -172,3 +175,43 @@ def plain(value: Any) -> Any:
     if isinstance(value, jinja2.Undefined):
         return None
     return value
+
+
+def render_lenient(value: Any, context: Mapping[str, Any]) -> Any:
+    """Render like upstream NoETL renders workload defaults: an undefined name (or an
+    attribute of one) is empty (None for a whole-value expression, "" inside text). Other
+    template errors raise TemplateError."""
+    if isinstance(value, Mapping):
+        return {key: render_lenient(item, context) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [render_lenient(item, context) for item in value]
+    if not is_template(value):
+        return value
+    source = str(value)
+    try:
+        match = _SINGLE.match(source)
+        if match and "{{" not in match["expr"] and "}}" not in match["expr"]:
+            result = _LENIENT.compile_expression(match["expr"], undefined_to_none=False)(**context)
+            return None if isinstance(result, jinja2.Undefined) else plain(result)
+        return _LENIENT.from_string(source).render(**context)
+    except jinja2.TemplateError as exc:
+        raise TemplateError(f"{exc} in {source.strip()!r}") from None
+    except Exception as exc:  # a filter or operator raised
+        raise TemplateError(f"{type(exc).__name__}: {exc} in {source.strip()!r}") from None
+
+
+def render_workload(
+    defaults: Mapping[str, Any], payload: Mapping[str, Any], base: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The workload an execution sees: the payload's keys as given; every other default
+    rendered once, in document order, against `base` (execution_id, job, env), `payload` /
+    `input` (the request payload), `workload` and the keys before it. A default never sees
+    itself, so `x: "{{ x | default(1) }}"` is 1 unless the payload gives x."""
+    done: dict[str, Any] = {}
+    for key, value in defaults.items():
+        if key in payload:
+            continue
+        scope = {**base, **done, **payload, "payload": payload, "input": payload}
+        scope["workload"] = {**done, **payload}
+        done[key] = render_lenient(value, scope)
+    return {**done, **payload}

@@ -18,7 +18,7 @@ from typing import Any
 
 from noetl.dsl import semantics
 from noetl.dsl.model import Playbook, Step
-from noetl.dsl.template import plain, referenced_names, render
+from noetl.dsl.template import plain, referenced_names, render, render_workload
 from noetl.engine.graph import back_edges, forward_upstreams
 from noetl.engine.loops import NO_DATA, LoopData, LoopKey, Need, NeedData, command_prefix
 from noetl.engine.state import (
@@ -243,7 +243,24 @@ class _Run:
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self, workload: Mapping[str, Any]) -> None:
-        self.state.workload = dict(workload)
+        """The workload's template defaults are rendered once, here (upstream renders them at
+        start): see `render_workload`. `env` is empty: the server's environment is not the
+        playbook's business (its secrets would leak), so `env.X | default(...)` takes the
+        default."""
+        defaults = self.playbook.workload
+        payload = {k: v for k, v in workload.items() if k not in defaults or defaults[k] != v}
+        execution_id = self.state.execution_id
+        base = {
+            "execution_id": execution_id,
+            "job": {"uuid": str(execution_id), "execution_id": execution_id},
+            "env": {},
+        }
+        try:
+            self.state.workload = render_workload(defaults, payload, base)
+        except TemplateError as exc:
+            self.state.workload = dict(workload)
+            self.finish(ExecutionStatus.FAILED, error=f"workload: {exc}")
+            return
         try:
             self.context()
         except TemplateError as exc:

@@ -235,3 +235,46 @@ def test_routed_failures_and_admission_always_reach_the_join_once(
     assert h.state.status == "COMPLETED" and h.state.result == "joined"
     assert h.kinds("join").count("step.enter") == 1
     assert ("step.enter" in h.kinds("b")) is admit_b
+
+
+def test_workload_defaults_are_rendered_once_at_start_as_upstream_does() -> None:
+    h = Harness(
+        HEAD
+        + """
+workload:
+  test_id: "save_{{ execution_id }}"
+  job_id: "{{ job.uuid }}"
+  user_id: "{{ payload.user_id }}"
+  provider: "{{ env.QUANTUM_PROVIDER | default('simulator') }}"
+  username: "{{ username | default('someone') }}"
+  greeting: "hello {{ username }}"
+  given: "{{ not_rendered }}"
+workflow:
+  - step: start
+    tool: {kind: noop, result: "{{ workload }}"}
+""",
+        execution_id=5,
+    )
+    state = h.run(workload={"given": "{{ raw }}"})
+    assert state.status == "COMPLETED"
+    assert state.result == {
+        "test_id": "save_5",
+        "job_id": "5",
+        "user_id": None,
+        "provider": "simulator",
+        "username": "someone",
+        "greeting": "hello someone",
+        "given": "{{ raw }}",
+    }
+
+
+def test_a_payload_value_wins_over_a_templated_default() -> None:
+    h = Harness(
+        HEAD
+        + """
+workload: {username: "{{ username | default('someone') }}", greeting: "hi {{ username }}"}
+workflow:
+  - {step: start, tool: {kind: noop, result: "{{ greeting }}"}}
+"""
+    )
+    assert h.run(workload={"username": "ann"}).result == "hi ann"
