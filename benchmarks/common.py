@@ -21,6 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 @contextlib.contextmanager
 def cluster(workers: int = 1, concurrency: int = 8) -> Iterator[str]:
     """Embedded PostgreSQL + NATS, one `noetl server start` and `workers` worker processes."""
+    with stack(workers, concurrency) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def stack(workers: int = 1, concurrency: int = 8) -> Iterator[tuple[str, str]]:
+    """`cluster`, yielding the server's URL and the database URL (to read the event log)."""
     with tempfile.TemporaryDirectory(prefix="noetl-bench-") as tmp:
         pg = EmbeddedPostgres.start(Path(tmp) / "pg")
         nats = EmbeddedNats.start(Path(tmp) / "nats")
@@ -46,7 +53,7 @@ def cluster(workers: int = 1, concurrency: int = 8) -> Iterator[str]:
                 for i in range(workers)
             ]
             _wait_workers(url, workers)
-            yield url
+            yield url, pg.url
         finally:
             for process in reversed(processes):
                 process.terminate()

@@ -169,28 +169,30 @@ async def _run(
     *,
     keep_up: bool = False,
 ) -> dict[str, Any]:
-    from noetl.embedded.runtime import embedded_services, running
+    from noetl.embedded.runtime import embedded_services, preload, running
 
-    async with (
-        embedded_services(settings) as live,
-        running(live) as runtime,
-        httpx.AsyncClient(base_url=runtime.url, timeout=30) as client,
-    ):
-        for text in register_first:
-            _check(await client.post("/api/catalog/register", json={"content": text}))
-        response = await client.post("/api/execute", json={"playbook": content, "payload": payload})
-        started = _check(response)
-        execution = await follow(client, started["execution_id"], console)
-        if keep_up:
-            from noetl.cli.ui import until_stopped
+    imported = asyncio.create_task(asyncio.to_thread(preload))  # while the services start
+    async with embedded_services(settings) as live:
+        await imported
+        async with (
+            running(live, ui=keep_up) as runtime,
+            httpx.AsyncClient(base_url=runtime.url, timeout=30) as client,
+        ):
+            for text in register_first:
+                _check(await client.post("/api/catalog/register", json={"content": text}))
+            body = {"playbook": content, "payload": payload}
+            started = _check(await client.post("/api/execute", json=body))
+            execution = await follow(client, started["execution_id"], console)
+            if keep_up:
+                from noetl.cli.ui import until_stopped
 
-            err.print(
-                f"{execution['status']}: see {runtime.url}/ui/executions/"
-                f"{execution['execution_id']} (Ctrl-C stops the services)",
-                highlight=False,
-            )
-            await until_stopped()
-        return execution
+                err.print(
+                    f"{execution['status']}: see {runtime.url}/ui/executions/"
+                    f"{execution['execution_id']} (Ctrl-C stops the services)",
+                    highlight=False,
+                )
+                await until_stopped()
+            return execution
 
 
 def _validate_or_exit(content: str, file: str) -> Playbook:

@@ -13,15 +13,26 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-
-import uvicorn
+from typing import TYPE_CHECKING
 
 from noetl.config import Settings
 from noetl.embedded.services import EmbeddedNats, EmbeddedPostgres, free_port
-from noetl.server.app import create_app
-from noetl.worker.worker import Worker
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from noetl.worker.worker import Worker
 
 log = logging.getLogger(__name__)
+
+
+def preload() -> None:
+    """Import the server and the worker (most of `noetl run`'s start-up): call it in a thread
+    while the embedded services start, so the two overlap."""
+    import uvicorn  # noqa: F401
+
+    import noetl.server.app
+    import noetl.worker.worker  # noqa: F401
 
 
 @dataclass
@@ -37,32 +48,45 @@ class Runtime:
 
 @contextlib.asynccontextmanager
 async def embedded_services(settings: Settings) -> AsyncIterator[Settings]:
-    """Start what of PostgreSQL and NATS the settings lack; yield settings that point at both."""
-    started: list[EmbeddedPostgres | EmbeddedNats] = []
+    """Start what of PostgreSQL and NATS the settings lack (both at once); yield settings that
+    point at both. Stops what it started, both at once."""
+    pg_task = nats_task = None
+    if not settings.database_url:
+        pg_task = asyncio.create_task(
+            asyncio.to_thread(EmbeddedPostgres.start, settings.home / "pg")
+        )
+    if not settings.nats_url:
+        nats_task = asyncio.create_task(
+            asyncio.to_thread(EmbeddedNats.start, settings.home / "nats")
+        )
+    tasks = [task for task in (pg_task, nats_task) if task is not None]
     try:
-        if not settings.database_url:
-            pg = await asyncio.to_thread(EmbeddedPostgres.start, settings.home / "pg")
-            started.append(pg)
-            settings = settings.with_(database_url=pg.url)
-        if not settings.nats_url:
-            nats = await asyncio.to_thread(EmbeddedNats.start, settings.home / "nats")
-            started.append(nats)
-            settings = settings.with_(nats_url=nats.url)
+        await asyncio.gather(*tasks)
+        if pg_task is not None:
+            settings = settings.with_(database_url=pg_task.result().url)
+        if nats_task is not None:
+            settings = settings.with_(nats_url=nats_task.result().url)
         yield settings
     finally:
-        for service in reversed(started):
-            await asyncio.to_thread(service.stop)
+        await asyncio.wait(tasks)  # a failed start: the other one may still be starting
+        started = [t.result() for t in tasks if not t.cancelled() and t.exception() is None]
+        await asyncio.gather(*(asyncio.to_thread(service.stop) for service in started))
 
 
 @contextlib.asynccontextmanager
 async def running(
-    settings: Settings, *, workers: int = 1, port: int | None = None
+    settings: Settings, *, workers: int = 1, port: int | None = None, ui: bool = True
 ) -> AsyncIterator[Runtime]:
     """Serve the API on `port` (default: a free one) and run `workers` workers in-process."""
+    import uvicorn
+
+    from noetl.server.app import create_app
+    from noetl.worker.worker import Worker
+
     port = port or free_port()
     settings = settings.with_(server_port=port, server_url=f"http://127.0.0.1:{port}")
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, ui=ui),
         host="127.0.0.1",
         port=port,
         log_level="warning",

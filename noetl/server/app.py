@@ -17,7 +17,6 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from noetl import ui
 from noetl.bus.nats_client import NATSCommandPublisher, Topology
 from noetl.config import Settings
 from noetl.errors import (
@@ -80,7 +79,10 @@ class BodyLimit:
         ).observe(time.perf_counter() - started)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, ui: bool = True) -> FastAPI:
+    """The server's application; `ui=False` leaves out the web UI (`noetl run` without
+    `--ui`, where nobody browses it: its import is a fifth of the command's start-up)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await open_pool(settings.require_database_url(), max_size=20)
@@ -119,7 +121,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BearerAuth, api_token=settings.api_token, worker_token=settings.worker_token)
     app.include_router(router)
     app.include_router(credential_routes.router)
-    ui.install(app)
+    if ui:
+        from noetl import ui as web_ui
+
+        web_ui.install(app)
 
     @app.exception_handler(NoetlError)
     async def noetl_error(request: Request, exc: NoetlError) -> JSONResponse:
