@@ -112,12 +112,22 @@ def decide_all(
     the server hands a batch of concurrent reports for one execution to one transaction.
 
     `data` holds the loop items and results the state does not (engine/loops.py). When the
-    decision needs more, it says so in `needs` and changes nothing: load, then call again."""
+    decision needs more, it says so in `needs` and changes nothing: load, then call again.
+
+    Never raises: an internal error (a bug) fails the execution with the error's name and
+    message, so nothing is left RUNNING forever."""
     run = _Run(playbook, state.copy(), new_id, data)
     try:
         run.apply(incoming)
     except NeedData as missing:
         return Decision(state, needs=(missing.need,))
+    except Exception as exc:
+        error = f"internal error in the engine: {type(exc).__name__}: {exc}"
+        settled = state.copy()
+        for change in incoming:  # their outcomes are recorded: nothing left to cancel
+            if isinstance(change, CommandCompleted | CommandFailed):
+                settled.commands.pop(change.command_id, None)
+        return give_up(playbook, settled, error, new_id=new_id)
     return Decision(run.state, tuple(run.events), tuple(run.commands), tuple(run.cancelled))
 
 

@@ -13,7 +13,7 @@ import uuid
 
 from noetl.protocol.events import CommandStatus
 from noetl.protocol.message import CommandMessage
-from noetl.server import metrics, subplaybooks
+from noetl.server import metrics
 from noetl.server.service import Orchestrator
 from noetl.store import commands, executions, workers
 
@@ -46,7 +46,7 @@ class Relay:
             rows = await commands.due_for_relay(conn, self.settings.relay_after)
             unsettled = await executions.unsettled(conn, self.settings.relay_after)
         for execution_id in unsettled:
-            await subplaybooks.settle(self.orchestrator, execution_id)
+            await self.orchestrator.settle(execution_id)
         sent: list[int] = []
         for row in rows:
             if (

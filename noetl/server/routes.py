@@ -219,32 +219,58 @@ async def renew_lease(request: Request, event_id: str, body: LeaseRequest) -> di
 async def post_event(request: Request, body: EventRequest) -> Response:
     """A worker's event. `command.claimed` is the seed's claim; the outcome events record the
     result and let the engine decide what runs next."""
-    return _json(await _apply_event(_orchestrator(request), body))
+    orchestrator = _orchestrator(request)
+    if body.event_type == EventType.COMMAND_CLAIMED.value:
+        return _json(await _claim_event(orchestrator, body))
+    return _json((await orchestrator.report(_report_of(body))).to_json())
 
 
 @router.post("/api/events/batch")
 async def post_events(request: Request, body: EventBatchRequest) -> Response:
-    """Several worker events in one round trip; each answered as `/api/events` would."""
+    """Several worker events in one round trip; each answered as `/api/events` would. The
+    outcomes go to the server's one batching point together (grouped by execution there)."""
     orchestrator = _orchestrator(request)
-    answers = await asyncio.gather(
-        *(_apply_event(orchestrator, event) for event in body.events), return_exceptions=True
-    )
-    results = []
-    for answer in answers:
-        if isinstance(answer, NoetlError):
-            results.append({"status": status_of(answer), "body": body_of(answer)})
-        elif isinstance(answer, BaseException):
-            raise answer
-        else:
-            results.append({"status": 200, "body": answer})
+    answers: list[Any] = [None] * len(body.events)
+    reports: dict[int, Report] = {}
+    claims: dict[int, Any] = {}
+    for index, event in enumerate(body.events):
+        try:
+            if event.event_type == EventType.COMMAND_CLAIMED.value:
+                claims[index] = _claim_event(orchestrator, event)
+            else:
+                reports[index] = _report_of(event)
+        except NoetlError as exc:
+            answers[index] = exc
+    for index, answer in zip(claims, await _gather(claims.values()), strict=True):
+        answers[index] = answer
+    replies = await orchestrator.report_all(list(reports.values()))
+    for index, reply in zip(reports, replies, strict=True):
+        answers[index] = reply if isinstance(reply, Exception) else reply.to_json()
+    results = [
+        {"status": status_of(a), "body": body_of(a)}
+        if isinstance(a, Exception)
+        else {"status": 200, "body": a}
+        for a in answers
+    ]
     return _json({"results": results})
 
 
-async def _apply_event(orchestrator: Orchestrator, body: EventRequest) -> dict[str, Any]:
-    if body.event_type == EventType.COMMAND_CLAIMED.value:
-        if body.event_id is None:
-            raise RequestError("command.claimed needs `event_id` (the command.issued event)")
-        return (await orchestrator.workers.claim(body.event_id, body.worker_id)).to_json()
+async def _gather(work: Any) -> list[Any]:
+    answers = await asyncio.gather(*work, return_exceptions=True)
+    for answer in answers:
+        if isinstance(answer, BaseException) and not isinstance(answer, NoetlError):
+            raise answer
+    return answers
+
+
+async def _claim_event(orchestrator: Orchestrator, body: EventRequest) -> dict[str, Any]:
+    if body.event_id is None:
+        raise RequestError("command.claimed needs `event_id` (the command.issued event)")
+    return (await orchestrator.workers.claim(body.event_id, body.worker_id)).to_json()
+
+
+def _report_of(body: EventRequest) -> Report:
+    """The typed report of an outcome event; RequestError when a field it needs is missing."""
     if body.command_id is None or body.attempt is None:
         raise RequestError(f"{body.event_type} needs `command_id` and `attempt`")
     if body.event_type == EventType.COMMAND_FAILED.value and not body.error:
@@ -257,8 +283,7 @@ async def _apply_event(orchestrator: Orchestrator, body: EventRequest) -> dict[s
         variables=body.variables or {},
         problems=tuple(body.problems or ()),
     )
-    report = Report(body.execution_id, body.command_id, body.attempt, body.worker_id, outcome)
-    return (await orchestrator.report(report)).to_json()
+    return Report(body.execution_id, body.command_id, body.attempt, body.worker_id, outcome)
 
 
 @router.post("/api/workers/heartbeat")

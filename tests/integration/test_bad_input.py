@@ -180,16 +180,19 @@ async def test_cancel_ends_a_running_execution_and_its_commands(api: httpx.Async
 async def test_an_engine_bug_fails_the_execution_instead_of_leaving_it_running(
     api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from noetl.engine import CommandCompleted, decide_all
+    import importlib
 
-    real = decide_all
+    from noetl.engine import CommandCompleted
 
-    def broken(playbook: Any, state: Any, incoming: Any, **kwargs: Any) -> Any:
+    decide = importlib.import_module("noetl.engine.decide")
+    real = decide._Run.apply
+
+    def broken(run: Any, incoming: Any) -> Any:
         if any(isinstance(event, CommandCompleted) for event in incoming):
             raise KeyError("simulated engine bug")
-        return real(playbook, state, incoming, **kwargs)
+        return real(run, incoming)
 
-    monkeypatch.setattr("noetl.server.loop_data.decide_all", broken)
+    monkeypatch.setattr(decide._Run, "apply", broken)  # decide_all itself must catch it
     execution = await run_playbook(
         api, HEADER + "workflow:\n  - step: start\n    tool: {kind: noop}\n"
     )

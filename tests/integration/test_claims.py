@@ -13,7 +13,7 @@ from noetl.config import Settings
 from noetl.embedded.runtime import running
 from noetl.protocol.message import CommandMessage
 from noetl.worker.worker import Worker
-from tests.conftest import event_log, wait_for_end
+from tests.conftest import event_log, eventually, wait_for_end
 
 APPEND = """
 apiVersion: noetl.io/v2
@@ -130,3 +130,45 @@ async def test_same_message_delivered_twice_runs_the_tool_once(
         assert marker.read_text() == "ran\n"
         events = await event_log(api, started["execution_id"])
         assert [e["event_type"] for e in events].count("command.claimed") == 1
+
+
+async def test_a_command_whose_every_attempt_is_lost_fails_with_worker_lost(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The claim's attempt bound: attempt 1 and 2 are taken as their leases lapse, never a
+    third; the command then fails `worker_lost` and so does the execution."""
+    settings = settings.with_(lease_seconds=0.3, max_attempts=2)
+    async with running(settings, workers=0) as rt, httpx.AsyncClient(base_url=rt.url) as api:
+        started = (
+            await api.post(
+                "/api/execute",
+                json={"playbook": APPEND, "payload": {"marker": str(tmp_path / "m")}},
+            )
+        ).json()
+        issued = await _issued(api, started["execution_id"])
+        url = f"/api/commands/{issued['event_id']}/claim"
+        first = await api.post(url, json={"worker_id": "lost-1"})
+        assert first.status_code == 200 and first.json()["attempt"] == 1
+
+        async def claimed_again() -> httpx.Response | None:
+            answer = await api.post(url, json={"worker_id": "lost-2"})
+            return answer if answer.status_code == 200 else None
+
+        second = await eventually(claimed_again)
+        assert second.json()["attempt"] == 2
+
+        async def refused_for_good() -> httpx.Response | None:
+            answer = await api.post(url, json={"worker_id": "lost-3"})
+            assert answer.status_code != 200, answer.text  # never a third attempt
+            text = answer.json()["message"]
+            return answer if "no attempts left" in text or "already FAILED" in text else None
+
+        third = await eventually(refused_for_good)
+        assert third.status_code == 409
+        execution = await wait_for_end(api, started["execution_id"])
+        events = await event_log(api, started["execution_id"])
+    assert execution["status"] == "FAILED" and "worker_lost" in execution["error"]
+    claims = [e for e in events if e["event_type"] == "command.claimed"]
+    assert [(e["attempt"], e["worker_id"]) for e in claims] == [(1, "lost-1"), (2, "lost-2")]
+    [failed] = [e for e in events if e["event_type"] == "command.failed"]
+    assert failed["attempt"] == 2 and failed["error"].startswith("worker_lost: no result after 2")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from noetl.engine import CommandCompleted, CommandFailed, decide_all, give_up
+from noetl.engine.state import CommandRef
 from tests.unit.engine_harness import Harness
 
 HEAD = "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: t}\n"
@@ -291,3 +292,19 @@ def test_giving_up_fails_the_execution_and_cancels_what_is_pending() -> None:
     assert decision.state.status == "FAILED" and decision.state.error == "internal error"
     assert decision.cancelled == (h.pending[0].command_id,)
     assert [e.event_type for e in decision.events][-1] == "playbook.failed"
+
+
+def test_an_internal_error_is_a_failed_execution_not_an_exception() -> None:
+    steps = "  - {step: start, tool: {kind: noop}, next: [b]}\n  - {step: b, tool: {kind: noop}}\n"
+    h = Harness(HEAD + "workflow:\n" + steps)
+    h.start()
+    [first] = h.pending
+    broken = h.state.copy()
+    broken.commands[first.command_id] = CommandRef("no-such-step", 1)  # a corrupt snapshot
+    decision = decide_all(
+        h.playbook, broken, [CommandCompleted(first.command_id, 1)], new_id=lambda: next(h.ids)
+    )
+    assert decision.state.status == "FAILED"
+    assert (decision.state.error or "").startswith("internal error in the engine: KeyError")
+    assert decision.cancelled == ()  # the reported command is settled, not cancelled
+    assert [e.event_type for e in decision.events] == ["playbook.failed"]

@@ -1,0 +1,433 @@
+"""The one write path: append → decide → write → after commit.
+
+Every change to an execution goes through here: starting it (`execute`, `start`), recording
+an outcome (`report`, from a worker, the server's own sub-playbook commands or the reaper),
+cancelling it (`cancel`). Each is ONE transaction under the execution's row lock: the incoming
+events are appended, the engine decides, and the decision's events, commands and state
+snapshot are written with them (`_decide`). Commands of `kind: playbook` start their child
+execution inside the same transaction. After commit, `after_commit` publishes the new commands
+to NATS and settles sub-playbooks, which comes back here as reports and cancels. A crash
+between commit and after-commit is repaired by the relay; NATS is a wake-up signal only.
+
+Outcomes are batched in one place: reports of one execution that arrive while its transaction
+runs are decided together in the next one (one lock, one state write), however they arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from psycopg_pool import AsyncConnectionPool
+
+from noetl.batching import KeyedBatcher
+from noetl.bus.nats_client import NATSCommandPublisher
+from noetl.config import Settings
+from noetl.engine import (
+    CancelRequested,
+    CommandCompleted,
+    CommandFailed,
+    Decision,
+    ExecutionState,
+    Incoming,
+    Started,
+    decide_all,
+    give_up,
+)
+from noetl.errors import ConflictError, LoopDataMissing, NoetlError, NotFoundError
+from noetl.protocol.events import CommandStatus, EventType, ExecutionStatus
+from noetl.protocol.message import CommandMessage
+from noetl.protocol.outcome import Outcome, Report, ReportReply
+from noetl.protocol.records import CommandRecord, EventRecord
+from noetl.server import metrics, subplaybooks
+from noetl.server.loop_data import LoopDataLoader
+from noetl.server.playbooks import Playbooks
+from noetl.server.records import SERVER_WORKER, Effects
+from noetl.store import commands, events, executions
+
+log = logging.getLogger(__name__)
+
+
+class Flow:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        publisher: NATSCommandPublisher,
+        settings: Settings,
+        new_id: Callable[[], int],
+        playbooks: Playbooks,
+    ) -> None:
+        self.pool = pool
+        self.publisher = publisher
+        self.settings = settings
+        self.new_id = new_id
+        self.playbooks = playbooks
+        self.loop_data = LoopDataLoader()
+        self._reports: KeyedBatcher[Report, ReportReply] = KeyedBatcher(self._report_batch)
+
+    # -- the operations ---------------------------------------------------------------------
+
+    async def execute(
+        self,
+        entry: dict[str, Any],
+        payload: dict[str, Any] | None = None,
+        *,
+        parent_execution_id: int | None = None,
+    ) -> int:
+        effects = Effects()
+        async with self.transaction() as conn:
+            execution_id = await self.start(
+                conn, entry, payload or {}, effects, parent_execution_id=parent_execution_id
+            )
+        await self.after_commit(effects)
+        return execution_id
+
+    async def start(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        entry: dict[str, Any],
+        payload: dict[str, Any],
+        effects: Effects,
+        *,
+        parent_execution_id: int | None = None,
+        parent_command_id: str | None = None,
+        depth: int = 0,
+    ) -> int:
+        """Create an execution and its first decision inside the caller's transaction."""
+        playbook = await self.playbooks.playbook(entry["catalog_id"])
+        workload = {**playbook.workload, **payload}
+        execution_id = self.new_id()
+        initialized = EventRecord(
+            execution_id,
+            self.new_id(),
+            EventType.PLAYBOOK_INITIALIZED,
+            status=ExecutionStatus.RUNNING.value,
+            payload={"workload": workload, "path": entry["path"], "version": entry["version"]},
+            parent_execution_id=parent_execution_id,
+        )
+        decision = decide_all(
+            playbook, ExecutionState(execution_id), [Started(workload)], new_id=self.new_id
+        )
+        await executions.insert_execution(
+            conn,
+            execution_id,
+            entry["catalog_id"],
+            entry["path"],
+            entry["version"],
+            decision.state.to_json(),
+            parent_execution_id,
+            parent_command_id,
+        )
+        await self._write(conn, decision, [initialized], effects, depth)
+        metrics.EXECUTIONS_STARTED.inc()
+        return execution_id
+
+    async def cancel(self, execution_id: int, reason: str) -> str:
+        effects = Effects()
+        async with self.transaction() as conn:
+            execution = await executions.lock_execution(conn, execution_id)
+            if execution is None:
+                raise NotFoundError(f"execution {execution_id} does not exist")
+            decision = await self._decide(conn, execution, [CancelRequested(reason)], [], effects)
+        if decision is None:
+            raise ConflictError(f"execution {execution_id} has already finished")
+        await self.after_commit(effects)
+        return decision.state.status
+
+    async def report(self, report: Report) -> ReportReply:
+        """Record an outcome and decide what runs next; 404/409 as NotFound/ConflictError."""
+        return await self._reports.submit(report.execution_id, report)
+
+    async def report_all(self, reports: Sequence[Report]) -> list[ReportReply | Exception]:
+        """Several outcomes (of any executions) at once; each answered as `report` would."""
+        answers = await asyncio.gather(
+            *(self.report(report) for report in reports), return_exceptions=True
+        )
+        replies: list[ReportReply | Exception] = []
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, NoetlError):
+                raise answer
+            replies.append(answer)
+        return replies
+
+    # -- outcomes -------------------------------------------------------------------------
+
+    async def _report_batch(self, reports: Sequence[Report]) -> list[ReportReply | Exception]:
+        try:
+            return await self._report_together(reports)
+        except ConflictError:
+            if len(reports) == 1:
+                raise
+        # a unique-index conflict spoiled the batch: decide each report on its own
+        answers: list[ReportReply | Exception] = []
+        for report in reports:
+            try:
+                answers += await self._report_together([report])
+            except (ConflictError, NotFoundError) as exc:
+                answers.append(exc)
+        return answers
+
+    async def _report_together(self, reports: Sequence[Report]) -> list[ReportReply | Exception]:
+        execution_id = reports[0].execution_id
+        answers: list[ReportReply | Exception | None] = []
+        effects = Effects()
+        decision = None
+        async with self.transaction() as conn:
+            execution, rows = await commands.lock_with_execution(
+                conn, execution_id, [r.command_id for r in reports]
+            )
+            recorded: list[EventRecord] = []
+            incoming: list[Incoming] = []
+            settled: dict[CommandStatus, list[str]] = {
+                CommandStatus.COMPLETED: [],
+                CommandStatus.FAILED: [],
+            }
+            for report in reports:
+                done = {c for ids in settled.values() for c in ids}
+                problem = _check(execution, rows.get(report.command_id), report, done)
+                answers.append(problem)
+                if problem is None:
+                    event, change = self._outcome(report, rows[report.command_id]["step"])
+                    recorded.append(event)
+                    incoming.append(change)
+                    settled[report.outcome.status].append(report.command_id)
+            if recorded and execution is not None:
+                decision = await self._decide(conn, execution, incoming, recorded, effects)
+                for settled_as, ids in settled.items():
+                    await commands.set_status(conn, execution_id, ids, settled_as.value)
+        for report in reports:
+            metrics.EVENTS.labels(report.event_type.value).inc()
+        await self.after_commit(effects)
+        status = ExecutionStatus(
+            decision.state.status if decision else (execution or {}).get("status", "RUNNING")
+        )
+        reply = ReportReply(status, len(decision.commands) if decision else 0)
+        return [reply if answer is None else answer for answer in answers]
+
+    def _outcome(self, report: Report, step: str) -> tuple[EventRecord, Incoming]:
+        """The event that records an outcome, and what it tells the engine."""
+        outcome = report.outcome
+        extra: dict[str, Any] = {}
+        if outcome.variables:
+            extra["variables"] = dict(outcome.variables)
+        if outcome.problems:
+            extra["problems"] = list(outcome.problems)
+        event = EventRecord(
+            report.execution_id,
+            self.new_id(),
+            outcome.event_type,
+            step=step,
+            command_id=report.command_id,
+            attempt=report.attempt,
+            worker_id=report.worker_id,
+            status=outcome.status.value,
+            result=outcome.result if outcome.ok else None,
+            error=outcome.error,
+            duration=outcome.duration,
+            payload=extra or None,
+        )
+        change: Incoming = (
+            CommandCompleted(report.command_id, outcome.result, outcome.variables, outcome.problems)
+            if outcome.ok
+            else CommandFailed(report.command_id, outcome.error or "failed")
+        )
+        return event, change
+
+    # -- append → decide → write ----------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A transaction in pipeline mode: reads sync when fetched, writes go with COMMIT.
+
+        A unique-index conflict at commit means another request recorded the same outcome
+        first: that is a 409, and nothing of this transaction is kept.
+        """
+        try:
+            async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+                yield conn
+        except psycopg.errors.UniqueViolation as exc:
+            raise ConflictError(f"already recorded: {exc.diag.constraint_name}") from None
+
+    async def _decide(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        execution: dict[str, Any],
+        incoming: Sequence[Incoming],
+        recorded: Sequence[EventRecord],
+        effects: Effects,
+    ) -> Decision | None:
+        """Append `recorded`, run the engine unless the execution has ended, write it all."""
+        if execution["status"] != ExecutionStatus.RUNNING:
+            await events.insert_events(conn, recorded)
+            return None
+        playbook = await self.playbooks.playbook(execution["catalog_id"])
+        state = ExecutionState.from_json(execution["state"])
+        try:  # the engine never raises; the loop data it asks for may be missing
+            decision = await self.loop_data.decide(conn, playbook, state, incoming, self.new_id)
+        except LoopDataMissing as exc:
+            log.exception("execution %s: loop data missing", state.execution_id)
+            for change in incoming:  # their outcomes are recorded: nothing left to cancel
+                if isinstance(change, CommandCompleted | CommandFailed):
+                    state.commands.pop(change.command_id, None)
+            decision = give_up(playbook, state, str(exc), new_id=self.new_id)
+        await self._write(conn, decision, recorded, effects)
+        return decision
+
+    async def _write(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        decision: Decision,
+        recorded: Sequence[EventRecord],
+        effects: Effects,
+        depth: int = 0,
+    ) -> None:
+        state = decision.state
+        await events.insert_events(conn, [*recorded, *decision.events])
+        await commands.insert_commands(conn, decision.commands)
+        await commands.set_status(
+            conn, state.execution_id, decision.cancelled, CommandStatus.CANCELLED.value
+        )
+        await executions.save_state(
+            conn, state.execution_id, state.to_json(), state.status, state.result, state.error
+        )
+        cancelled = set(decision.cancelled)
+        for command in decision.commands:
+            if command.command_id in cancelled:
+                continue
+            if command.tool.get("kind") == "playbook":
+                await self._start_child(conn, command, effects, depth)
+            else:
+                effects.publish.append(command)
+        metrics.COMMANDS_ISSUED.inc(len(decision.commands))
+        if decision.finished:
+            effects.finished.append(state.execution_id)
+            metrics.EXECUTIONS_FINISHED.labels(state.status).inc()
+            log.info(
+                "execution %s %s%s",
+                state.execution_id,
+                state.status,
+                f": {state.error}" if state.error else "",
+            )
+
+    async def _start_child(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        command: CommandRecord,
+        effects: Effects,
+        depth: int,
+    ) -> None:
+        """A `kind: playbook` command: the server claims it and starts the child execution in
+        the same transaction; a child that cannot start fails the command after commit."""
+        await commands.claim_for_server(
+            conn, command.execution_id, [command.command_id], SERVER_WORKER
+        )
+        await events.insert_events(conn, [subplaybooks.claimed(command, self.new_id())])
+        try:
+            request = subplaybooks.child_request(command, depth)
+            entry = await self.playbooks.resolve(
+                path=request.path, catalog_id=request.catalog_id, version=request.version
+            )
+            await self.start(
+                conn,
+                entry,
+                dict(command.input),
+                effects,
+                parent_execution_id=command.execution_id,
+                parent_command_id=command.command_id,
+                depth=depth + 1,
+            )
+        except (NoetlError, ValueError) as exc:
+            outcome = Outcome.failure(f"sub-playbook: {exc}")
+            effects.reports.append(
+                Report(command.execution_id, command.command_id, 1, SERVER_WORKER, outcome)
+            )
+
+    # -- after commit ---------------------------------------------------------------------
+
+    async def after_commit(self, effects: Effects) -> None:
+        """Publish, then tell parents and children; each failure is left to the relay."""
+        await self.publish(effects.publish)
+        for execution_id in effects.finished:
+            await self.settle(execution_id)
+        for report in effects.reports:
+            try:
+                await self.report(report)
+            except (ConflictError, NotFoundError) as exc:
+                log.info("outcome of %s not recorded: %s", report.command_id, exc)
+
+    async def settle(self, execution_id: int) -> None:
+        """Tell the parent of an ended child; cancel the running children of an ended parent.
+        The relay calls it again for anything a crash left between two transactions."""
+        async with self.pool.connection() as conn:
+            row = await executions.get_execution(conn, execution_id)
+            if row is None or row["status"] == ExecutionStatus.RUNNING:
+                return
+            parent_command = None
+            if row["parent_command_id"]:
+                parent_command = await commands.get_by_command_id(
+                    conn, row["parent_execution_id"], row["parent_command_id"]
+                )
+            children = await executions.running_children(conn, execution_id)
+        report = subplaybooks.parent_report(row, parent_command)
+        if report is not None:
+            try:
+                await self.report(report)
+            except (ConflictError, NotFoundError) as exc:
+                log.info("parent of %s not told: %s", execution_id, exc)
+        for child in children:
+            with contextlib.suppress(ConflictError):  # it ended meanwhile
+                await self.cancel(child, f"parent execution {execution_id} {row['status']}")
+
+    async def publish(self, issued: Sequence[CommandRecord]) -> int:
+        """Tell the workers, all at once; a failure is logged and left to the relay."""
+        if not issued:
+            return 0
+        outcomes = await asyncio.gather(
+            *(
+                self.publisher.publish(
+                    CommandMessage(
+                        command.execution_id,
+                        command.event_id,
+                        command.command_id,
+                        command.step,
+                        self.settings.server_url,
+                    ),
+                    f"{command.event_id}:1",
+                )
+                for command in issued
+            ),
+            return_exceptions=True,
+        )
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:
+            log.warning("%d publish(es) deferred to the relay: %s", len(failed), failed[0])
+            metrics.PUBLISH_FAILURES.inc(len(failed))
+        return len(outcomes) - len(failed)
+
+
+def _check(
+    execution: dict[str, Any] | None,
+    row: dict[str, Any] | None,
+    report: Report,
+    settled: set[str],
+) -> Exception | None:
+    """Why a report cannot be recorded (404 or 409), or None when it can."""
+    if execution is None:
+        return NotFoundError(f"execution {report.execution_id} does not exist")
+    if row is None:
+        return NotFoundError(f"command {report.command_id} does not exist")
+    status = CommandStatus(row["status"])
+    if status.terminal or report.command_id in settled:
+        shown = status.value if status.terminal else "reported"
+        return ConflictError(f"command {report.command_id} is already {shown}")
+    if status is not CommandStatus.CLAIMED or row["attempt"] != report.attempt:
+        return ConflictError(
+            f"attempt {report.attempt} of {report.command_id} is stale"
+            f" (current attempt {row['attempt']})"
+        )
+    return None
