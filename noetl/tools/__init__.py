@@ -1,62 +1,27 @@
-"""Built-in tools by kind. Adding a tool: a new module and one line in ``_TOOLS``.
+"""Built-in tools by kind, behind one small interface (``noetl.tools.base``).
 
-Each kind is created once per process and reused (tools keep no per-call state, but some
-hold resources, e.g. the postgres tool's connection pools); ``close_tools`` releases them.
+A worker holds its tools in a ``ToolRegistry`` (``noetl.tools.registry``). ``get_tool`` and
+``close_tools`` are the same over one default registry, for direct calls (tests, scripts).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable
-
 from noetl.tools.base import Tool, ToolCall, ToolError, UnknownToolError
-from noetl.tools.duckdb import DuckDBTool
-from noetl.tools.http import HttpTool
-from noetl.tools.noop import NoopTool
-from noetl.tools.postgres import PostgresTool
-from noetl.tools.python import PythonTool
-from noetl.tools.shell import ShellTool
+from noetl.tools.registry import ToolRegistry, builtin_factories
 
-logger = logging.getLogger(__name__)
+KNOWN_KINDS: frozenset[str] = frozenset(builtin_factories())
 
-_TOOLS: dict[str, Callable[[], Tool]] = {
-    "noop": NoopTool,
-    "python": PythonTool,
-    "http": HttpTool,
-    "postgres": PostgresTool,
-    "duckdb": DuckDBTool,
-    "shell": ShellTool,
-}
-
-KNOWN_KINDS: frozenset[str] = frozenset(_TOOLS)
-
-_instances: dict[str, Tool] = {}
+_default = ToolRegistry()
 
 
 def get_tool(kind: str) -> Tool:
-    """Return the built-in tool for kind (the same object every time); raise
-    UnknownToolError for an unknown kind."""
-    tool = _instances.get(kind)
-    if tool is None:
-        factory = _TOOLS.get(kind)
-        if factory is None:
-            raise UnknownToolError(kind, KNOWN_KINDS)
-        tool = _instances[kind] = factory()
-    return tool
+    """The tool for kind from the default registry; UnknownToolError for an unknown kind."""
+    return _default.get(kind)
 
 
 async def close_tools() -> None:
-    """Close what the tools hold (pools, clients); the next get_tool creates them anew."""
-    tools = list(_instances.values())
-    _instances.clear()
-    for tool in tools:
-        close: Callable[[], Awaitable[None]] | None = getattr(tool, "close", None)
-        if close is None:
-            continue
-        try:
-            await close()
-        except Exception:  # one tool failing to close must not keep the others open
-            logger.warning("closing the %s tool failed", tool.kind, exc_info=True)
+    """Close what the default registry's tools hold; the next get_tool creates them anew."""
+    await _default.close()
 
 
 __all__ = [
@@ -64,6 +29,7 @@ __all__ = [
     "Tool",
     "ToolCall",
     "ToolError",
+    "ToolRegistry",
     "UnknownToolError",
     "close_tools",
     "get_tool",

@@ -28,6 +28,14 @@ class ToolCall:
     auth: Mapping[str, Any] | None = None
     """The data of the credential named by the tool's ``auth`` field, resolved by the worker
     right before the run (e.g. ``{"host", "port", "user", "password", "database"}``)."""
+    timeout: float | None = None
+    """Seconds the call may take, decided once by the worker (``ToolRegistry.time_limit``)
+    from the tool's ``timeout_seconds`` (alias ``timeout``) or the kind's default."""
+
+    def time_limit(self, default: float) -> float:
+        """The call's time limit: ``timeout`` when the worker set it, else parsed from the
+        config the same way (a tool called directly, e.g. in a test)."""
+        return self.timeout if self.timeout is not None else timeout_seconds(self.config, default)
 
 
 class ToolError(Exception):

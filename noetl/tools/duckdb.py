@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from noetl.tools.base import ToolCall, ToolError, timeout_seconds
+from noetl.tools.base import ToolCall, ToolError
 from noetl.tools.sql import Params, affected_result, rows_result, sql_params, sql_text
 
 if TYPE_CHECKING:
@@ -39,11 +39,12 @@ class DuckDBTool:
     """Runs SQL on DuckDB; see the module docstring."""
 
     kind = "duckdb"
+    default_timeout = DEFAULT_TIMEOUT
 
     async def run(self, call: ToolCall) -> Any:
         query = sql_text(call.config, self.kind)
         params = sql_params(call.config)
-        timeout = timeout_seconds(call.config, DEFAULT_TIMEOUT)
+        timeout = call.time_limit(DEFAULT_TIMEOUT)
         path = _db_path(call.config)
         import duckdb
 

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from noetl.tools.base import ToolCall, ToolError, timeout_seconds
+from noetl.tools.base import ToolCall, ToolError
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class HttpTool:
     """Sends one request per call; see the module docstring."""
 
     kind = "http"
+    default_timeout = DEFAULT_TIMEOUT
 
     def __init__(self) -> None:
         self._clients: dict[bool | str, httpx.AsyncClient] = {}
@@ -51,7 +52,7 @@ class HttpTool:
         url = _url(config.get("url"))
         method = str(config.get("method") or "GET").upper()
         shown = safe_url(url)
-        timeout = timeout_seconds(config, DEFAULT_TIMEOUT)
+        timeout = call.time_limit(DEFAULT_TIMEOUT)
         headers = httpx.Headers(_headers(config.get("headers")))
         auth = _apply_auth(call.auth, headers)
         client = self._client(_verify(config.get("verify")))

@@ -27,7 +27,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from noetl.tools.base import ToolCall, ToolError, timeout_seconds
+from noetl.tools.base import ToolCall, ToolError
 from noetl.tools.sql import affected_result, rows_result, sql_params, sql_text
 
 logger = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class PostgresTool:
     """Runs SQL with pooled connections; see the module docstring."""
 
     kind = "postgres"
+    default_timeout = DEFAULT_TIMEOUT
 
     def __init__(self, *, max_pool_size: int = MAX_POOL_SIZE) -> None:
         self._max_pool_size = max_pool_size
@@ -87,7 +88,7 @@ class PostgresTool:
         target = connection_target(call.auth, call.config)
         query = sql_text(call.config, self.kind)
         params = sql_params(call.config)
-        timeout = timeout_seconds(call.config, DEFAULT_TIMEOUT)
+        timeout = call.time_limit(DEFAULT_TIMEOUT)
         pool = await self._pool(target)
         try:
             async with pool.connection(timeout=CHECKOUT_TIMEOUT) as conn, conn.cursor() as cur:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from noetl.tools import python_pool
-from noetl.tools.base import ToolCall, ToolError, timeout_seconds
+from noetl.tools.base import ToolCall, ToolError
 from noetl.tools.python_exec import STEP_MODULE, Reply, ResultError, run_code
 from noetl.tools.python_exec import to_json as _to_json
 from noetl.tools.python_pool import configure
@@ -74,10 +74,14 @@ class PythonTool:
     """Runs ``code`` with the call's inputs; see the module docstring."""
 
     kind = "python"
+    default_timeout = DEFAULT_TIMEOUT
+
+    def __init__(self, pool: python_pool.PythonPool | None = None) -> None:
+        self.pool = pool or python_pool.default()
 
     async def run(self, call: ToolCall) -> Any:
         code = _source(call.config)
-        timeout = timeout_seconds(call.config, DEFAULT_TIMEOUT)
+        timeout = call.time_limit(DEFAULT_TIMEOUT)
         libs = _libs(call.config.get("libs"))
         isolated = _isolated(call.config.get("isolated", True))
         if call.config.get("env"):
@@ -85,7 +89,7 @@ class PythonTool:
         inputs = dict(call.input)
         context = {"execution_id": call.execution_id, "step": call.step, "input": inputs}
         if isolated:
-            reply = await python_pool.run(
+            reply = await self.pool.run(
                 code, inputs, step=call.step, libs=libs, context=context, limit_seconds=timeout
             )
         else:
@@ -106,7 +110,7 @@ class PythonTool:
 
     async def close(self) -> None:
         """Stop the child processes (``close_tools`` calls this); the next call starts anew."""
-        await python_pool.close()
+        await self.pool.close()
 
 
 def execute_python(

@@ -37,6 +37,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -71,14 +72,18 @@ def default_pool_size() -> int:
     return max(2, os.cpu_count() or 4)
 
 
-class _Current:
-    """The settings, and the pool (None until the first call, and after close())."""
+class PythonPool:
+    """Child processes for isolated python steps: the settings, and the pool of children
+    (started at the first call, stopped by close()). A worker owns one and hands it to its
+    python tool; the module functions below use a default one (direct calls, tests)."""
 
-    def __init__(self) -> None:
+    def __init__(self, pool_size: int | None = None, memory_mb: int | None = None) -> None:
         self.lock = threading.Lock()
         self.pool_size = default_pool_size()
         self.memory_mb = DEFAULT_MEMORY_MB
         self.pool: _Pool | None = None
+        self.configure(pool_size, memory_mb)
+        _instances.add(self)
 
     def get(self) -> _Pool:
         with self.lock:
@@ -91,35 +96,78 @@ class _Current:
             pool, self.pool = self.pool, None
             return pool
 
+    def configure(self, pool_size: int | None = None, memory_mb: int | None = None) -> None:
+        """Set the number of child processes and each one's memory limit in MiB (0: no
+        limit). None leaves a setting as it is. A smaller pool retires idle children first,
+        busy ones when their calls end; a new memory limit applies to each child before its
+        next call (by replacing the child)."""
+        if pool_size is not None and (isinstance(pool_size, bool) or pool_size < 1):
+            raise ValueError(f"pool_size must be a positive integer, got {pool_size!r}")
+        if memory_mb is not None and (isinstance(memory_mb, bool) or memory_mb < 0):
+            raise ValueError(f"memory_mb must be a non-negative integer, got {memory_mb!r}")
+        with self.lock:
+            if pool_size is not None:
+                self.pool_size = int(pool_size)
+            if memory_mb is not None:
+                self.memory_mb = int(memory_mb)
+            if self.pool is not None:
+                self.pool.memory_mb = self.memory_mb
+                self.pool.resize(self.pool_size)
 
-_current = _Current()
+    def settings(self) -> dict[str, int]:
+        """The current ``pool_size`` and ``memory_mb``."""
+        with self.lock:
+            return {"pool_size": self.pool_size, "memory_mb": self.memory_mb}
+
+    async def run(
+        self,
+        code: str,
+        inputs: Mapping[str, Any],
+        *,
+        step: str,
+        libs: Mapping[str, str],
+        context: Mapping[str, Any],
+        limit_seconds: float,
+    ) -> Reply:
+        """Run the code in a child; its reply, or ToolError when the child fails or runs for
+        longer than limit_seconds (counted from the start of the run, not the wait for a
+        child)."""
+        request = {"code": code, "inputs": inputs, "step": step, "libs": libs, "context": context}
+        job = _Job(asyncio.get_running_loop(), request, limit_seconds)
+        self.get().submit(job)
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            job.cancel()
+            raise
+
+    async def close(self) -> None:
+        """Stop every child and the threads that own them; the next call starts anew."""
+        pool = self.take()
+        if pool is None:
+            return
+        threads = pool.shutdown()
+        if threads:
+            await asyncio.get_running_loop().run_in_executor(None, _join, threads)
+
+
+_instances: weakref.WeakSet[PythonPool] = weakref.WeakSet()
+_current = PythonPool()
+
+
+def default() -> PythonPool:
+    """The pool of direct calls (a worker injects its own)."""
+    return _current
 
 
 def configure(pool_size: int | None = None, memory_mb: int | None = None) -> None:
-    """Set the number of child processes and each one's memory limit in MiB (0: no limit).
-
-    None leaves a setting as it is. A smaller pool retires idle children first, busy ones
-    when their calls end; a new memory limit applies to each child before its next call (by
-    replacing the child).
-    """
-    if pool_size is not None and (isinstance(pool_size, bool) or pool_size < 1):
-        raise ValueError(f"pool_size must be a positive integer, got {pool_size!r}")
-    if memory_mb is not None and (isinstance(memory_mb, bool) or memory_mb < 0):
-        raise ValueError(f"memory_mb must be a non-negative integer, got {memory_mb!r}")
-    with _current.lock:
-        if pool_size is not None:
-            _current.pool_size = int(pool_size)
-        if memory_mb is not None:
-            _current.memory_mb = int(memory_mb)
-        if _current.pool is not None:
-            _current.pool.memory_mb = _current.memory_mb
-            _current.pool.resize(_current.pool_size)
+    """`PythonPool.configure` on the default pool."""
+    _current.configure(pool_size, memory_mb)
 
 
 def settings() -> dict[str, int]:
-    """The current ``pool_size`` and ``memory_mb``."""
-    with _current.lock:
-        return {"pool_size": _current.pool_size, "memory_mb": _current.memory_mb}
+    """The default pool's ``pool_size`` and ``memory_mb``."""
+    return _current.settings()
 
 
 async def run(
@@ -131,26 +179,15 @@ async def run(
     context: Mapping[str, Any],
     limit_seconds: float,
 ) -> Reply:
-    """Run the code in a child; its reply, or ToolError when the child fails or runs for
-    longer than limit_seconds (counted from the start of the run, not the wait for a child)."""
-    request = {"code": code, "inputs": inputs, "step": step, "libs": libs, "context": context}
-    job = _Job(asyncio.get_running_loop(), request, limit_seconds)
-    _current.get().submit(job)
-    try:
-        return await job.future
-    except asyncio.CancelledError:
-        job.cancel()
-        raise
+    """`PythonPool.run` on the default pool."""
+    return await _current.run(
+        code, inputs, step=step, libs=libs, context=context, limit_seconds=limit_seconds
+    )
 
 
 async def close() -> None:
-    """Stop every child and the threads that own them; the next call starts a new pool."""
-    pool = _current.take()
-    if pool is None:
-        return
-    threads = pool.shutdown()
-    if threads:
-        await asyncio.get_running_loop().run_in_executor(None, _join, threads)
+    """`PythonPool.close` on the default pool."""
+    await _current.close()
 
 
 def _join(threads: list[threading.Thread]) -> None:
@@ -161,9 +198,10 @@ def _join(threads: list[threading.Thread]) -> None:
 
 @atexit.register
 def _kill_children_at_exit() -> None:
-    pool = _current.pool
-    if pool is not None:
-        pool.shutdown()
+    for owner in list(_instances):
+        pool = owner.pool
+        if pool is not None:
+            pool.shutdown()
 
 
 class _Gone(Exception):

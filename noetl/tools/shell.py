@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from noetl.tools.base import ToolCall, ToolError, timeout_seconds
+from noetl.tools.base import ToolCall, ToolError
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +40,13 @@ class ShellTool:
     """Runs shell commands; see the module docstring."""
 
     kind = "shell"
+    default_timeout = DEFAULT_TIMEOUT
 
     async def run(self, call: ToolCall) -> Any:
         commands, several = _commands(call.config)
         cwd = _cwd(call.config.get("cwd"))
         env = _env(call.config.get("env"))
-        timeout = timeout_seconds(call.config, DEFAULT_TIMEOUT)
+        timeout = call.time_limit(DEFAULT_TIMEOUT)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         steps: list[dict[str, Any]] = []

@@ -1,10 +1,12 @@
-"""The pull loop: claim → fetch → run → report → ack, with bounded concurrency.
+"""The pull loop: fetch → claim (a batch in one request) → run → report → answer NATS.
 
-What the HTTP status of a claim or report means for the NATS message:
-2xx → ack; 409 (another live attempt, or already finished) → ack; 404 → term;
-5xx or no connection → nak with a delay (NATS redelivers; the relay covers the rest).
-While a tool runs the worker tells NATS `in_progress` and renews its claim's lease; when the
-server answers that the command was cancelled or superseded, the tool is stopped.
+A worker reads one way: `_pull_loop` fetches messages up to its concurrency; `take` claims the
+fetched batch; `work` runs each claimed command through the middleware (`worker.middleware`:
+timing, lease keepalive, size limit, ...) around the tool runner (`worker.runner`), reports
+the outcome (outcomes that finish together go in one request) and settles the NATS message
+with the disposition the answer calls for (`worker.ack`: ack, nak with a delay, or term).
+Tools, middleware, the server client and the NATS subscriber are passed in (or built from the
+settings); nothing is process-wide.
 """
 
 from __future__ import annotations
@@ -13,30 +15,27 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
 from collections.abc import Coroutine, Sequence
-from dataclasses import replace
 from typing import Any
 
 from nats.aio.msg import Msg
 
-from noetl import jsonfast
 from noetl.batching import KeyedBatcher
 from noetl.bus.nats_client import NATSCommandSubscriber, Topology
 from noetl.config import Settings
-from noetl.jsonfast import clean_text
-from noetl.protocol.command import ClaimedCommand, ClaimReply, LeaseReply, Refusal
+from noetl.protocol.command import ClaimedCommand, ClaimReply, Refusal
 from noetl.protocol.message import CommandMessage
-from noetl.protocol.outcome import Outcome, Report
-from noetl.tools import close_tools, get_tool
-from noetl.tools.base import ToolCall, ToolError
-from noetl.tools.python import configure as configure_python
+from noetl.protocol.outcome import Report
+from noetl.tools.python_pool import PythonPool
+from noetl.tools.registry import ToolRegistry, builtin_factories
+from noetl.worker.ack import Ack, Disposition, Nak, Term, for_status, settle
 from noetl.worker.client import Response, ServerClient, ServerUnreachable
-from noetl.worker.pipeline import run_pipeline
+from noetl.worker.middleware import Job, Middleware, process
+from noetl.worker.middleware import standard as standard_middleware
+from noetl.worker.runner import Credentials, ToolRunner
 
 log = logging.getLogger(__name__)
 
-NAK_DELAY = 2.0
 REPORT_TRIES = 5
 
 
@@ -47,7 +46,10 @@ class Worker:
         *,
         subscriber: NATSCommandSubscriber | None = None,
         client: ServerClient | None = None,
+        tools: ToolRegistry | None = None,
+        middleware: Sequence[Middleware] | None = None,
     ) -> None:
+        """`middleware`: the whole list, outermost first (default `middleware.standard`)."""
         self.settings = settings
         self.worker_id = settings.worker_id
         self.subscriber = subscriber or NATSCommandSubscriber(
@@ -58,22 +60,36 @@ class Worker:
         self.client = client or ServerClient(
             settings.server_url, token=settings.worker_token or settings.api_token
         )
+        self.keepalive = min(Topology().ack_wait, settings.lease_seconds) / 3
+        self.tools = tools or ToolRegistry(
+            builtin_factories(
+                PythonPool(
+                    pool_size=settings.python_processes or settings.worker_concurrency,
+                    memory_mb=settings.python_memory_mb,
+                )
+            )
+        )
+        self.runner = ToolRunner(self.tools, Credentials(self.client))
+        self.middleware = list(
+            middleware
+            if middleware is not None
+            else standard_middleware(
+                self.client,
+                keepalive=self.keepalive,
+                max_payload_bytes=settings.max_payload_bytes,
+            )
+        )
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set once subscribed to the consumer
         self.running: set[asyncio.Task[None]] = set()
         self.held = 0  # messages fetched and not yet acked, naked or terminated
         self.released = asyncio.Event()
         self.reports: KeyedBatcher[Report, Response] = KeyedBatcher(self._send_reports)
-        self.keepalive = min(Topology().ack_wait, settings.lease_seconds) / 3
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def run(self) -> None:
         """Work until `stop()`; then finish what is held and return."""
-        configure_python(
-            pool_size=self.settings.python_processes or self.settings.worker_concurrency,
-            memory_mb=self.settings.python_memory_mb,
-        )
         if not await self._subscribe():
             await self.client.close()
             return
@@ -96,7 +112,7 @@ class Worker:
             await self._send_heartbeat("stopped")
             await self.subscriber.close()
             await self.client.close()
-            await close_tools()
+            await self.tools.close()
             log.info("worker %s stopped", self.worker_id)
 
     async def _subscribe(self) -> bool:
@@ -178,7 +194,7 @@ class Worker:
         except Exception:  # a bug or a malformed reply must not leak the slots
             log.exception("could not handle %d message(s); nak", len(pending))
             for msg in pending.values():
-                await self._answer(msg, 503, "worker error")
+                await self._settle(msg, Nak("worker error"))
 
     async def _take(self, msgs: list[Msg], pending: dict[int, Msg]) -> None:
         refs: list[tuple[Msg, CommandMessage]] = []
@@ -187,19 +203,19 @@ class Worker:
                 refs.append((msg, CommandMessage.decode(msg.data)))
             except ValueError as exc:
                 log.error("dropping malformed message: %s", exc)  # noqa: TRY400 - no traceback needed
-                await self._answer(pending.pop(id(msg)), 404, "malformed message")
+                await self._settle(pending.pop(id(msg)), Term("malformed message"))
         if not refs:
             return
         try:
-            response = await self.client.claim_many(
-                [ref.event_id for _, ref in refs], self.worker_id
-            )
+            event_ids = [ref.event_id for _, ref in refs]
+            response = await self.client.claim_many(event_ids, self.worker_id)
         except ServerUnreachable as exc:
             log.warning("claim of %d command(s) failed (%s); nak", len(refs), exc)
             response = Response(503, {"message": str(exc)})
         if response.status >= 300:
             for msg, _ in refs:
-                await self._answer(pending.pop(id(msg)), response.status, response.message)
+                disposition = for_status(response.status, response.message)
+                await self._settle(pending.pop(id(msg)), disposition)
             return
         reply = ClaimReply.from_json(response.body)
         claimed = {command.event_id: command for command in reply.claimed}
@@ -207,49 +223,38 @@ class Worker:
             command = claimed.pop(ref.event_id, None)  # a duplicate in the batch gets nothing
             pending.pop(id(msg))
             if command is not None:
-                self._spawn(self.work(msg, ref, command))
+                self._spawn(self.work(msg, command))
             else:
                 refusal = reply.refused.get(ref.event_id) or Refusal(409, "duplicate")
                 log.debug("claim of %s: %s", ref.command_id, refusal.message)
-                await self._answer(msg, refusal.status, refusal.message)
+                await self._settle(msg, for_status(refusal.status, refusal.message))
 
-    async def work(self, msg: Msg, ref: CommandMessage, command: ClaimedCommand) -> None:
+    async def work(self, msg: Msg, command: ClaimedCommand) -> None:
+        """Run one claimed command through the middleware, report it, answer NATS."""
         try:
-            status, message = await self._work(msg, ref, command)
+            disposition = await self._work(msg, command)
         except Exception:  # a bug must not leak the slot; NATS redelivers after a nak
-            log.exception("command %s: worker error", ref.command_id)
-            status, message = 503, "worker error"
-        await self._answer(msg, status, message)
+            log.exception("command %s: worker error", command.command_id)
+            disposition = Nak("worker error")
+        await self._settle(msg, disposition)
 
-    async def _work(
-        self, msg: Msg, ref: CommandMessage, command: ClaimedCommand
-    ) -> tuple[int, str]:
-        outcome = await self._run_with_keepalive(msg, ref, command)
+    async def _work(self, msg: Msg, command: ClaimedCommand) -> Disposition:
+        outcome = await process(self.middleware, Job(command, msg), self.runner)
         if outcome is None:  # cancelled or superseded while running: nothing to report
-            return 409, "cancelled or superseded"
-        if outcome.error:
-            outcome = replace(outcome, error=clean_text(outcome.error))
-        report = Report(ref.execution_id, ref.command_id, command.attempt, self.worker_id, outcome)
+            return Ack("cancelled or superseded")
+        report = Report(
+            command.execution_id, command.command_id, command.attempt, self.worker_id, outcome
+        )
         response = await self.reports.submit("reports", report)
         if response.status >= 300:
             log.warning(
-                "report of %s: HTTP %d %s", ref.command_id, response.status, response.message
+                "report of %s: HTTP %d %s", command.command_id, response.status, response.message
             )
-        return response.status, response.message
+        return for_status(response.status, response.message)
 
-    async def _answer(self, msg: Msg, status: int, message: str) -> None:
-        """What an HTTP status means for the NATS message: 2xx and 409 ack (done, or someone
-        else's), 404 term (nothing to do, ever), anything else nak (try again later)."""
+    async def _settle(self, msg: Msg, disposition: Disposition) -> None:
         try:
-            if status < 300 or status == 409:
-                await msg.ack()
-            elif status == 404:
-                log.warning("terminating message: %s", message)
-                await msg.term()
-            else:
-                await msg.nak(delay=NAK_DELAY)
-        except Exception as exc:  # NATS away: the message is redelivered after the ack wait
-            log.warning("could not answer NATS: %s", exc)
+            await settle(msg, disposition)
         finally:
             self.held -= 1
             self.released.set()
@@ -274,106 +279,3 @@ class Worker:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
         return [Response(503, {"message": "server unreachable"})] * len(bodies)
-
-    async def _run_with_keepalive(
-        self, msg: Msg, ref: CommandMessage, command: ClaimedCommand
-    ) -> Outcome | None:
-        work = asyncio.create_task(self.execute(ref, command))
-        while True:
-            done, _ = await asyncio.wait({work}, timeout=self.keepalive)
-            if done:
-                return work.result()
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
-            if not await self._renew(ref, command):
-                log.warning("command %s was cancelled or superseded; stopping it", ref.command_id)
-                work.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await work
-                return None
-
-    async def _renew(self, ref: CommandMessage, command: ClaimedCommand) -> bool:
-        try:
-            response = await self.client.renew_lease(ref.event_id, command.attempt)
-        except ServerUnreachable:
-            return True  # the server is unreachable: keep working, report later
-        if response.status >= 500:
-            return True
-        if response.status >= 300:
-            return False
-        try:
-            return LeaseReply.from_json(response.body).keep_going
-        except ValueError:
-            log.warning("lease of %s: unexpected answer %s", ref.command_id, response.message)
-            return True
-
-    async def execute(self, ref: CommandMessage, command: ClaimedCommand) -> Outcome:
-        """Run the command's tool or pipeline; every failure becomes an Outcome."""
-        spec = dict(command.tool)
-        kind = str(spec.pop("kind", ""))
-        started = time.perf_counter()
-
-        async def call(kind: str, config: dict[str, Any], tool_input: dict[str, Any]) -> Any:
-            auth = await self._credential(config.get("auth"))
-            call = ToolCall(kind, config, tool_input, ref.execution_id, ref.step, auth)
-            return await get_tool(kind).run(call)
-
-        variables: dict[str, Any] = {}
-        problems: list[str] = []
-        try:
-            if kind == "pipeline":
-                payload = command.input
-                keychain = {
-                    name: await self._credential(credential)
-                    for name, credential in (payload.get("keychain") or {}).items()
-                }
-                run = await run_pipeline(spec["items"], payload, call, keychain)
-                variables, problems = run.variables, run.problems
-                if not run.ok:
-                    raise ToolError(run.error or "failed")
-                result = run.data
-            else:
-                result = await call(kind, spec, dict(command.input))
-            self._check_size(result)
-        except ToolError as exc:
-            error = str(exc)
-        except Exception as exc:  # a bug in a tool must not take the worker down
-            log.exception("tool %s crashed on %s", kind, ref.command_id)
-            error = f"{type(exc).__name__}: {exc}"
-        else:
-            return Outcome.success(
-                result,
-                duration=time.perf_counter() - started,
-                variables=variables,
-                problems=tuple(problems),
-            )
-        return Outcome.failure(
-            error, duration=time.perf_counter() - started, problems=tuple(problems)
-        )
-
-    async def _credential(self, auth: Any) -> dict[str, Any] | None:
-        """The data of the credential a tool names in `auth`, fetched right before the run."""
-        if auth is None or auth == "":
-            return None
-        if isinstance(auth, dict):
-            return auth  # connection fields given inline
-        try:
-            reply = await self.client.credential(str(auth))
-        except ServerUnreachable as exc:
-            raise ToolError(
-                f"credential {auth!r}: server unreachable ({exc})", retryable=True
-            ) from None
-        if reply.status == 404:
-            raise ToolError(f"credential {auth!r} does not exist")
-        if reply.status != 200:
-            raise ToolError(f"credential {auth!r}: HTTP {reply.status} {reply.message}")
-        data: dict[str, Any] = reply.body["data"]
-        return data
-
-    def _check_size(self, result: Any) -> None:
-        size = len(jsonfast.dumps(result))
-        if size > self.settings.max_payload_bytes:
-            raise ToolError(
-                f"result is {size} bytes; the limit is {self.settings.max_payload_bytes}"
-                " (NOETL_MAX_PAYLOAD_BYTES)"
-            )

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import httpx
 
 from noetl.config import Settings
 from noetl.embedded.runtime import running
-from noetl.protocol.command import ClaimedCommand
-from noetl.protocol.message import CommandMessage
-from noetl.protocol.outcome import Outcome
+from noetl.worker.client import Response, ServerClient
+from noetl.worker.middleware import Job, Middleware, standard
 from noetl.worker.worker import Worker
 from tests.conftest import wait_for_end
 
@@ -25,24 +23,24 @@ workflow:
 """
 
 
-class BuggyOnce(Worker):
-    """Fails inside its own handling code the first time, as a bug would."""
+class BuggyOnce(Middleware):
+    """Fails inside the worker's own handling code the first time, as a bug would."""
 
     crashed = False
 
-    async def _run_with_keepalive(
-        self, msg: Any, ref: CommandMessage, command: ClaimedCommand
-    ) -> Outcome | None:
+    async def before(self, job: Job) -> None:
         if not BuggyOnce.crashed:
             BuggyOnce.crashed = True
             raise RuntimeError("a bug in the worker")
-        return await super()._run_with_keepalive(msg, ref, command)
 
 
 async def test_a_worker_bug_naks_the_message_and_keeps_the_slot(settings: Settings) -> None:
     settings = settings.with_(worker_concurrency=1, lease_seconds=1.0)
     async with running(settings, workers=0) as rt, httpx.AsyncClient(base_url=rt.url) as api:
-        worker = BuggyOnce(rt.settings.with_(worker_id="buggy"))
+        settings = rt.settings.with_(worker_id="buggy")
+        client = ServerClient(settings.server_url)
+        middleware = [*standard(client, keepalive=1.0, max_payload_bytes=1 << 20), BuggyOnce()]
+        worker = Worker(settings, client=client, middleware=middleware)
         working = asyncio.create_task(worker.run())
         try:
             first = (await api.post("/api/execute", json={"playbook": ONE_STEP})).json()
@@ -56,13 +54,15 @@ async def test_a_worker_bug_naks_the_message_and_keeps_the_slot(settings: Settin
     assert worker.held == 0
 
 
-class StoppedWhileClaiming(Worker):
-    """stop() arrives while a fetched batch is being claimed."""
+class StopWhileClaiming(ServerClient):
+    """A server client through which stop() arrives while a fetched batch is being claimed."""
 
-    async def _take(self, msgs: Any, pending: Any) -> None:
-        self.stop()
+    worker: Worker
+
+    async def claim_many(self, event_ids: list[int], worker_id: str) -> Response:
+        self.worker.stop()
         await asyncio.sleep(0.3)
-        await super()._take(msgs, pending)
+        return await super().claim_many(event_ids, worker_id)
 
 
 async def test_a_worker_stopping_mid_claim_finishes_the_work_it_claimed(
@@ -70,7 +70,9 @@ async def test_a_worker_stopping_mid_claim_finishes_the_work_it_claimed(
 ) -> None:
     async with running(settings, workers=0) as rt, httpx.AsyncClient(base_url=rt.url) as api:
         started = (await api.post("/api/execute", json={"playbook": ONE_STEP})).json()
-        worker = StoppedWhileClaiming(rt.settings.with_(worker_id="stopping"))
+        settings = rt.settings.with_(worker_id="stopping")
+        client = StopWhileClaiming(settings.server_url)
+        worker = client.worker = Worker(settings, client=client)
         await asyncio.wait_for(worker.run(), 60)  # returns only when its work is done
         execution = (await api.get(f"/api/executions/{started['execution_id']}")).json()
     assert execution["status"] == "COMPLETED"

@@ -119,9 +119,10 @@ async def test_same_message_delivered_twice_runs_the_tool_once(
                 info = await js.consumer_info(settings.stream, settings.consumer)
                 return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
-            from tests.conftest import eventually
-
             await eventually(drained)
+            # the second delivery's claim got 409 (already completed): acked, never redelivered
+            info = await js.consumer_info(settings.stream, settings.consumer)
+            assert info.num_redelivered == 0
             await nc.close()
         finally:
             worker.stop()

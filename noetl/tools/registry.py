@@ -1,0 +1,77 @@
+"""The tools of one worker, by kind: created on first use, closed together.
+
+A worker builds its own registry (with its own python pool) and passes it down; nothing here
+is process-wide. ``time_limit`` is the one timeout rule of every tool: a tool's
+``timeout_seconds`` (alias ``timeout``), else the kind's ``default_timeout``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from noetl.tools.base import Tool, UnknownToolError, timeout_seconds
+from noetl.tools.duckdb import DuckDBTool
+from noetl.tools.http import HttpTool
+from noetl.tools.noop import NoopTool
+from noetl.tools.postgres import PostgresTool
+from noetl.tools.python import PythonTool
+from noetl.tools.python_pool import PythonPool
+from noetl.tools.shell import ShellTool
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 300.0  # seconds, for a kind that names no default of its own
+
+Factory = Callable[[], Tool]
+
+
+def builtin_factories(python: PythonPool | None = None) -> dict[str, Factory]:
+    """The built-in kinds; adding a tool is a new module and one line here."""
+    return {
+        "noop": NoopTool,
+        "python": lambda: PythonTool(python),
+        "http": HttpTool,
+        "postgres": PostgresTool,
+        "duckdb": DuckDBTool,
+        "shell": ShellTool,
+    }
+
+
+class ToolRegistry:
+    def __init__(self, factories: Mapping[str, Factory] | None = None) -> None:
+        self._factories = dict(factories if factories is not None else builtin_factories())
+        self._instances: dict[str, Tool] = {}
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        return frozenset(self._factories)
+
+    def get(self, kind: str) -> Tool:
+        """The tool for `kind` (the same object every time); UnknownToolError otherwise."""
+        tool = self._instances.get(kind)
+        if tool is None:
+            factory = self._factories.get(kind)
+            if factory is None:
+                raise UnknownToolError(kind, self._factories)
+            tool = self._instances[kind] = factory()
+        return tool
+
+    def time_limit(self, kind: str, config: Mapping[str, Any]) -> float:
+        """Seconds a call of `kind` with `config` may take (ToolError when the value is bad)."""
+        default = getattr(self.get(kind), "default_timeout", DEFAULT_TIMEOUT)
+        return timeout_seconds(config, float(default))
+
+    async def close(self) -> None:
+        """Close what the tools hold (pools, clients); the next `get` creates them anew."""
+        tools = list(self._instances.values())
+        self._instances.clear()
+        for tool in tools:
+            close: Callable[[], Awaitable[None]] | None = getattr(tool, "close", None)
+            if close is None:
+                continue
+            try:
+                await close()
+            except Exception:  # one tool failing to close must not keep the others open
+                log.warning("closing the %s tool failed", tool.kind, exc_info=True)

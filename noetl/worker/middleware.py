@@ -1,0 +1,168 @@
+"""The command path as a small pipeline of middleware around the tool runner (the actor).
+
+    before hooks, in order          (a ToolError here is the attempt's failure)
+      around hooks, first outermost (e.g. the lease keepalive runs the rest as a task)
+        the actor: ToolRunner       (tool or pipeline → Outcome, never raises for a tool)
+    after hooks, in reverse order   (may change the outcome: size limit, clean text, ...)
+
+The first middleware's `after` sees the outcome last: put what must see everything (secret
+masking) first. Any other exception from a hook is a bug in the worker: it propagates, and the
+message is nak'ed for a redelivery (the worker slot is never lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from noetl import jsonfast
+from noetl.jsonfast import clean_text
+from noetl.protocol.command import ClaimedCommand, LeaseReply
+from noetl.protocol.outcome import Outcome
+from noetl.tools.base import ToolError
+from noetl.worker.client import ServerClient, ServerUnreachable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """One claimed command on its way through the middleware."""
+
+    command: ClaimedCommand
+    message: Msg | None = None  # the NATS message that brought it
+    started: float = 0.0  # time.perf_counter() when the first before hook ran
+    notes: dict[str, Any] = field(default_factory=dict)  # scratch space for middleware
+
+
+Proceed = Callable[[], Awaitable[Outcome | None]]
+Actor = Callable[[Job], Awaitable[Outcome]]
+
+
+class Middleware:
+    """One concern around running a command; override the hooks it needs."""
+
+    async def before(self, job: Job) -> None:
+        return None
+
+    async def around(self, job: Job, proceed: Proceed) -> Outcome | None:
+        """Run `proceed()` (the rest of the chain); None means stopped, nothing to report."""
+        return await proceed()
+
+    async def after(self, job: Job, outcome: Outcome) -> Outcome:
+        return outcome
+
+
+async def process(middleware: Sequence[Middleware], job: Job, actor: Actor) -> Outcome | None:
+    """Run `job` through the middleware and the actor; None when it was stopped."""
+    outcome: Outcome | None
+    try:
+        for hook in middleware:
+            await hook.before(job)
+    except ToolError as exc:
+        outcome = Outcome.failure(str(exc))
+    else:
+
+        async def act() -> Outcome | None:
+            return await actor(job)
+
+        proceed: Proceed = act
+        for hook in reversed(middleware):
+            proceed = functools.partial(hook.around, job, proceed)
+        outcome = await proceed()
+        if outcome is None:
+            return None
+    for hook in reversed(middleware):
+        outcome = await hook.after(job, outcome)
+    return outcome
+
+
+class Timing(Middleware):
+    """The outcome's duration: from the first before hook to the last after hook."""
+
+    async def before(self, job: Job) -> None:
+        job.started = time.perf_counter()
+
+    async def after(self, job: Job, outcome: Outcome) -> Outcome:
+        return replace(outcome, duration=time.perf_counter() - job.started)
+
+
+class SizeLimit(Middleware):
+    """A result larger than NOETL_MAX_PAYLOAD_BYTES fails the attempt (it would not be stored)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+
+    async def after(self, job: Job, outcome: Outcome) -> Outcome:
+        if not outcome.ok:
+            return outcome
+        size = len(jsonfast.dumps(outcome.result))
+        if size <= self.max_bytes:
+            return outcome
+        error = f"result is {size} bytes; the limit is {self.max_bytes} (NOETL_MAX_PAYLOAD_BYTES)"
+        return replace(outcome, ok=False, result=None, error=error)
+
+
+class CleanText(Middleware):
+    """An error message PostgreSQL can store (no NUL, no lone surrogates)."""
+
+    async def after(self, job: Job, outcome: Outcome) -> Outcome:
+        if outcome.error is None:
+            return outcome
+        return replace(outcome, error=clean_text(outcome.error))
+
+
+class LeaseKeepalive(Middleware):
+    """While the command runs: tell NATS `in_progress` and renew the claim's lease every
+    `interval` seconds; stop the work when the server says the attempt should not go on
+    (cancelled, superseded, ended). An unreachable server does not stop it."""
+
+    def __init__(self, client: ServerClient, interval: float) -> None:
+        self.client = client
+        self.interval = interval
+
+    async def around(self, job: Job, proceed: Proceed) -> Outcome | None:
+        work = asyncio.ensure_future(proceed())
+        while True:
+            done, _ = await asyncio.wait({work}, timeout=self.interval)
+            if done:
+                return work.result()
+            if job.message is not None:
+                with contextlib.suppress(Exception):
+                    await job.message.in_progress()
+            if not await self._renew(job.command):
+                log.warning(
+                    "command %s was cancelled or superseded; stopping it", job.command.command_id
+                )
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+                return None
+
+    async def _renew(self, command: ClaimedCommand) -> bool:
+        try:
+            response = await self.client.renew_lease(command.event_id, command.attempt)
+        except ServerUnreachable:
+            return True  # keep working, report later
+        if response.status >= 500:
+            return True
+        if response.status >= 300:
+            return False
+        try:
+            return LeaseReply.from_json(response.body).keep_going
+        except ValueError:
+            log.warning("lease of %s: unexpected answer %s", command.command_id, response.message)
+            return True
+
+
+def standard(client: ServerClient, *, keepalive: float, max_payload_bytes: int) -> list[Middleware]:
+    """The worker's middleware, outermost first."""
+    return [Timing(), LeaseKeepalive(client, keepalive), SizeLimit(max_payload_bytes), CleanText()]

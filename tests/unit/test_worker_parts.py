@@ -1,0 +1,168 @@
+"""The worker's parts, each built by injection: dispositions, the middleware chain, the tool
+runner's one timeout rule, the tool registry."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from noetl.protocol.command import ClaimedCommand
+from noetl.protocol.outcome import Outcome
+from noetl.tools.base import ToolCall, ToolError, UnknownToolError
+from noetl.tools.registry import ToolRegistry
+from noetl.worker.ack import Ack, Nak, Term, for_status
+from noetl.worker.client import ServerClient
+from noetl.worker.middleware import CleanText, Job, Middleware, SizeLimit, Timing, process
+from noetl.worker.runner import Credentials, ToolRunner
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [(200, Ack), (201, Ack), (409, Ack), (404, Term), (500, Nak), (503, Nak), (422, Nak)],
+)
+def test_an_http_status_decides_ack_nak_or_term(status: int, kind: type) -> None:
+    assert isinstance(for_status(status, "why"), kind)
+
+
+def _job(tool: dict[str, Any], tool_input: dict[str, Any] | None = None) -> Job:
+    return Job(ClaimedCommand(1, 2, "1:s", "s", tool, tool_input or {}, 1, "w"))
+
+
+class Recorder(Middleware):
+    def __init__(self, name: str, log: list[str], *, fail_before: bool = False) -> None:
+        self.name, self.log, self.fail_before = name, log, fail_before
+
+    async def before(self, job: Job) -> None:
+        self.log.append(f"before {self.name}")
+        if self.fail_before:
+            raise ToolError(f"{self.name} refused")
+
+    async def around(self, job: Job, proceed: Any) -> Outcome | None:
+        self.log.append(f"enter {self.name}")
+        outcome: Outcome | None = await proceed()
+        self.log.append(f"leave {self.name}")
+        return outcome
+
+    async def after(self, job: Job, outcome: Outcome) -> Outcome:
+        self.log.append(f"after {self.name}")
+        return outcome
+
+
+async def test_hooks_run_before_in_order_around_nested_and_after_in_reverse() -> None:
+    log: list[str] = []
+
+    async def actor(job: Job) -> Outcome:
+        log.append("actor")
+        return Outcome.success(1)
+
+    outcome = await process([Recorder("a", log), Recorder("b", log)], _job({}), actor)
+    assert outcome == Outcome.success(1)
+    assert log == [
+        "before a",
+        "before b",
+        "enter a",
+        "enter b",
+        "actor",
+        "leave b",
+        "leave a",
+        "after b",
+        "after a",
+    ]
+
+
+async def test_a_tool_error_in_a_before_hook_fails_the_attempt_and_the_after_hooks_see_it() -> None:
+    log: list[str] = []
+
+    async def actor(job: Job) -> Outcome:
+        raise AssertionError("the actor must not run")
+
+    middleware = [Recorder("a", log), Recorder("b", log, fail_before=True)]
+    outcome = await process(middleware, _job({}), actor)
+    assert outcome == Outcome.failure("b refused")
+    assert log == ["before a", "before b", "after b", "after a"]
+
+
+async def test_a_stopped_attempt_has_no_outcome_and_skips_the_after_hooks() -> None:
+    class Stop(Middleware):
+        async def around(self, job: Job, proceed: Any) -> Outcome | None:
+            return None
+
+    log: list[str] = []
+
+    async def actor(job: Job) -> Outcome:
+        return Outcome.success(1)
+
+    assert await process([Recorder("a", log), Stop()], _job({}), actor) is None
+    assert "after a" not in log
+
+
+async def test_the_standard_after_hooks_time_limit_size_and_clean_the_error() -> None:
+    async def big(job: Job) -> Outcome:
+        return Outcome.success("x" * 100)
+
+    outcome = await process([Timing(), SizeLimit(50)], _job({}), big)
+    assert outcome is not None and not outcome.ok and outcome.result is None
+    assert "limit is 50 (NOETL_MAX_PAYLOAD_BYTES)" in (outcome.error or "")
+    assert outcome.duration is not None and outcome.duration >= 0
+
+    async def nul(job: Job) -> Outcome:
+        return Outcome.failure("a\x00b")
+
+    cleaned = await process([CleanText()], _job({}), nul)
+    assert cleaned is not None and "\x00" not in (cleaned.error or "")
+
+
+class Sleeper:
+    """A tool that never stops by itself (it has no timeout of its own)."""
+
+    kind = "sleeper"
+    default_timeout = 0.05
+    calls: list[ToolCall] = []
+
+    async def run(self, call: ToolCall) -> Any:
+        Sleeper.calls.append(call)
+        await asyncio.Event().wait()
+
+
+def _runner() -> ToolRunner:
+    registry = ToolRegistry({"sleeper": Sleeper})
+    return ToolRunner(registry, Credentials(ServerClient("http://unused")), grace=0.0)
+
+
+async def test_every_tool_gets_one_time_limit_and_is_stopped_at_it() -> None:
+    Sleeper.calls.clear()
+    outcome = await _runner()(_job({"kind": "sleeper"}))
+    assert outcome == Outcome.failure("sleeper timed out after 0.05 s")
+    assert Sleeper.calls[0].timeout == 0.05  # the kind's default, handed to the tool
+    await _runner()(_job({"kind": "sleeper", "timeout_seconds": 0.01}))
+    assert Sleeper.calls[1].timeout == 0.01  # the tool's own field wins
+
+
+async def test_a_bad_time_limit_or_an_unknown_kind_fails_the_attempt_by_name() -> None:
+    outcome = await _runner()(_job({"kind": "sleeper", "timeout_seconds": "soon"}))
+    assert outcome.error == "timeout_seconds must be a positive number, got 'soon'"
+    unknown = await _runner()(_job({"kind": "fortran"}))
+    assert (unknown.error or "").startswith("unknown tool kind 'fortran'")
+
+
+async def test_a_registry_creates_each_tool_once_and_closes_them() -> None:
+    closed: list[str] = []
+
+    class Closable:
+        kind = "c"
+
+        async def run(self, call: ToolCall) -> Any:
+            return None
+
+        async def close(self) -> None:
+            closed.append("c")
+
+    registry = ToolRegistry({"c": Closable})
+    assert registry.get("c") is registry.get("c")
+    assert registry.kinds == frozenset({"c"})
+    await registry.close()
+    assert closed == ["c"]
+    with pytest.raises(UnknownToolError):
+        registry.get("d")
