@@ -26,8 +26,11 @@ def incoming(event: Mapping[str, Any]) -> Incoming | None:
     if kind == "playbook.initialized":
         return Started(dict(event["payload"]["workload"]))
     if kind == "command.completed":
-        variables = (event.get("payload") or {}).get("variables") or {}
-        return CommandCompleted(str(event["command_id"]), event["result"], variables)
+        payload = event.get("payload") or {}
+        problems = tuple(payload.get("problems") or ())
+        return CommandCompleted(
+            str(event["command_id"]), event["result"], payload.get("variables") or {}, problems
+        )
     if kind == "command.failed":
         return CommandFailed(str(event["command_id"]), str(event["error"]))
     if kind == "playbook.cancelled":
