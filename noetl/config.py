@@ -1,7 +1,9 @@
 """Settings, read once from the environment and passed down.
 
-No other module reads `os.environ`. A missing or invalid value raises `ConfigError` naming the
-variable. The table below is the source of the README's configuration table.
+No other module reads a setting from `os.environ` (tools copy the environment for the
+processes they start: shell commands, python children). A missing or invalid value raises
+`ConfigError` naming the variable. The table below is the source of the README's
+configuration table.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@
     ├── RequestError           a request is malformed                        → HTTP 422
     └── PayloadTooLargeError   a request or result exceeds the size limit    → HTTP 413
 
-HTTP handlers never build status codes themselves: `noetl.server.app` maps this tree to
-status codes in one table.
+(PlaybookError and TemplateError are 422 too.) HTTP handlers never build status codes
+themselves: `noetl.server.problems.STATUS_OF` maps this tree to status codes in one table.
 """
 
 from __future__ import annotations

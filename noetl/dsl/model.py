@@ -84,7 +84,3 @@ class Playbook:
 
     def step(self, name: str) -> Step:
         return self.steps[name]
-
-    def upstreams(self, name: str) -> tuple[str, ...]:
-        """Steps with an arc to `name`, in document order."""
-        return tuple(s.name for s in self.steps.values() if name in s.targets)

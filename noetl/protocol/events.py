@@ -21,17 +21,6 @@ class EventType(StrEnum):
     COMMAND_CANCELLED = "command.cancelled"
 
 
-WORKER_EVENTS = frozenset(
-    {EventType.COMMAND_CLAIMED, EventType.COMMAND_COMPLETED, EventType.COMMAND_FAILED}
-)
-COMMAND_TERMINAL = frozenset(
-    {EventType.COMMAND_COMPLETED, EventType.COMMAND_FAILED, EventType.COMMAND_CANCELLED}
-)
-PLAYBOOK_TERMINAL = frozenset(
-    {EventType.PLAYBOOK_COMPLETED, EventType.PLAYBOOK_FAILED, EventType.PLAYBOOK_CANCELLED}
-)
-
-
 class ExecutionStatus(StrEnum):
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
