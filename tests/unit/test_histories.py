@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from noetl.dsl import parse_playbook
-from noetl.engine import ExecutionState, decide
-from noetl.engine.replay import incoming
+from noetl.engine import ExecutionState
+from noetl.engine.replay import Replayer, incoming
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 FILES = sorted(HISTORIES.glob("*.json"))
@@ -50,15 +50,15 @@ def test_a_recorded_history_folds_to_its_recorded_end(path: Path) -> None:
     for run in _runs(record):
         execution = run["execution"]
         playbook = parse_playbook(record["playbooks"][execution["path"].rsplit("/", 1)[-1]])
-        state = ExecutionState(int(execution["execution_id"]))
-        ids = itertools.count(1)
+        replayer = Replayer(
+            playbook, ExecutionState(int(execution["execution_id"])), itertools.count(1).__next__
+        )
         emitted: list[tuple[Any, ...]] = []
         for event in run["events"]:
             change = incoming(event)
             if change is not None:
-                decision = decide(playbook, state, change, new_id=ids.__next__)
-                state = decision.state
-                emitted += [_shape(e) for e in decision.events]
+                emitted += [_shape(e) for e in replayer.apply([change]).events]
+        state = replayer.state
         recorded = [_shape(e) for e in run["events"] if e["event_type"] in ENGINE_EVENTS]
         assert emitted == recorded
         assert (state.status, state.result, state.error) == (
