@@ -9,7 +9,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from starlette.routing import BaseRoute
+from starlette.applications import Starlette
+from starlette.routing import Match
 
 HERE = Path(__file__).parent
 PAGES = ("catalog", "workers", "credentials", "schedules")
@@ -19,11 +20,11 @@ POLICY = (
     " connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 
-# Optional parts of the API the pages use when this server has them (route → feature name).
+# Optional parts of the API the pages use when this server has them: name → a request.
 FEATURES = {
-    "/api/executions/{execution_id}/rerun": "rerun",
-    "/api/executions/{execution_id}/logs": "logs",
-    "/api/schedules": "schedules",
+    "rerun": ("POST", "/api/executions/0/rerun"),
+    "logs": ("GET", "/api/executions/0/logs"),
+    "schedules": ("GET", "/api/schedules"),
 }
 
 templates = Environment(
@@ -32,14 +33,23 @@ templates = Environment(
 router = APIRouter(include_in_schema=False)
 
 
-def features(routes: list[BaseRoute]) -> list[str]:
-    paths = {getattr(route, "path", "") for route in routes}
-    return sorted(name for path, name in FEATURES.items() if path in paths)
+def features(app: Starlette) -> list[str]:
+    """The optional API parts this app routes (asked of the router, so included routers
+    count), computed once per app."""
+    known: list[str] | None = getattr(app.state, "ui_features", None)
+    if known is None:
+        known = []
+        for name, (method, path) in FEATURES.items():
+            scope = {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
+            if any(route.matches(scope)[0] is Match.FULL for route in app.router.routes):
+                known.append(name)
+        app.state.ui_features = known
+    return known
 
 
 def _page(request: Request, name: str, **values: Any) -> HTMLResponse:
     html = templates.get_template(f"{name}.html").render(
-        page=name, features=" ".join(features(request.app.routes)), **values
+        page=name, features=" ".join(features(request.app)), **values
     )
     return HTMLResponse(
         html,
