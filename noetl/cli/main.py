@@ -359,9 +359,57 @@ def execute(
         started = _check(client.post("/api/execute", json=body))
     execution_id = started["execution_id"]
     out.print(f"execution {execution_id} started")
-    if not wait:
-        return
+    if wait:
+        _wait_and_exit(execution_id)
 
+
+@app.command()
+def rerun(
+    execution_id: Annotated[str, typer.Argument(help="The ended execution to re-run")],
+    from_failed: Annotated[
+        bool, typer.Option("--from-failed", help="Restart at the failed steps (the default)")
+    ] = False,
+    from_step: Annotated[
+        str | None, typer.Option("--from", help="Restart at this step (and run all after it)")
+    ] = None,
+    payload: PayloadOption = None,
+    set_: SetOption = None,
+    version: Annotated[
+        str | None, typer.Option(help="Catalog version or 'latest' (default: the original's)")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow until the re-run ends")] = False,
+) -> None:
+    """Re-run an ended execution: completed steps before the restart point are reused."""
+    if from_failed and from_step:
+        _fail("give --from-failed or --from STEP, not both")
+    body: dict[str, Any] = {"payload": _payload(payload, set_)}
+    if from_step:
+        body["from_step"] = from_step
+    else:
+        body["from_failed"] = True
+    if version is not None:
+        body["version"] = version if version == "latest" else _int(version, "--version")
+    with _client() as client:
+        started = _check(client.post(f"/api/executions/{execution_id}/rerun", json=body))
+    new_id = started["execution_id"]
+    reused = ", ".join(started["reused"]) or "nothing"
+    out.print(
+        f"execution {new_id} started (re-run of {execution_id} from"
+        f" {', '.join(started['restart'])}; reused: {reused})",
+        highlight=False,
+    )
+    if wait:
+        _wait_and_exit(new_id)
+
+
+def _int(value: str, option: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        _fail(f"{option} expects an integer or 'latest', got {value!r}")
+
+
+def _wait_and_exit(execution_id: str) -> NoReturn:
     async def wait_for() -> dict[str, Any]:
         async with httpx.AsyncClient(base_url=_settings().server_url, timeout=30) as client:
             return await follow(client, execution_id, out, poll=0.2)

@@ -57,6 +57,8 @@ def show(console: Console, event: dict[str, Any]) -> None:
         console.print(f"[green]✓[/] {step}")
     elif kind == "step.exit":
         console.print(f"[red]✗[/] {step}: {event['error']}")
+    elif kind == "command.reused" and (event.get("payload") or {}).get("iteration") is None:
+        console.print(f"[dim]↺ {step} reused from the original execution[/]")
     elif kind == "step.skipped":
         console.print(f"[dim]- {step} skipped[/]")
     elif kind == "command.failed":

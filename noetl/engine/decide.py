@@ -12,6 +12,7 @@ forever.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 from noetl.dsl import semantics
 from noetl.dsl.model import Playbook, Step
 from noetl.dsl.template import plain, referenced_names, render, render_workload
+from noetl.engine import rerun
 from noetl.engine.graph import back_edges, forward_upstreams
 from noetl.engine.loops import NO_DATA, LoopData, LoopKey, Need, NeedData, command_prefix
 from noetl.engine.state import (
@@ -48,6 +50,7 @@ from noetl.protocol.records import CommandRecord, EventRecord
 @dataclass(frozen=True)
 class Started:
     workload: Mapping[str, Any]
+    reuse: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # a re-run's, by key
 
 
 @dataclass(frozen=True)
@@ -155,14 +158,16 @@ class _Run:
     entered: dict[LoopKey, Sequence[Any]] = field(default_factory=dict)  # items of loops entered
     fresh: dict[LoopKey, dict[int, Any]] = field(default_factory=dict)  # results decided here
     full: dict[str, Any] = field(default_factory=dict)  # finished loops' results, with `results`
+    reused: deque[tuple[str, Mapping[str, Any]]] = field(default_factory=deque)
+    _reuse_owned: bool = False  # the state's reuse map was copied and may be changed
 
     def apply(self, incoming: Sequence[Incoming]) -> None:
         for event in incoming:
             if not self.running:
                 return
             match event:
-                case Started(workload=workload):
-                    self.start(workload)
+                case Started(workload=workload, reuse=reuse):
+                    self.start(workload, reuse)
                 case CommandCompleted(
                     command_id=command_id, result=result, variables=variables, problems=problems
                 ):
@@ -171,6 +176,7 @@ class _Run:
                     self.command_failed(command_id, error)
                 case CancelRequested(reason=reason):
                     self.finish(ExecutionStatus.CANCELLED, error=reason)
+            self.complete_reused()
             self.maybe_complete()
 
     # -- loop data kept out of the state ------------------------------------------------
@@ -252,11 +258,13 @@ class _Run:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    def start(self, workload: Mapping[str, Any]) -> None:
+    def start(self, workload: Mapping[str, Any], reuse: Mapping[str, Any]) -> None:
         """The workload's template defaults are rendered once, here (upstream renders them at
         start): see `render_workload`. `env` is empty: the server's environment is not the
         playbook's business (its secrets would leak), so `env.X | default(...)` takes the
         default."""
+        self.state.reuse = {key: dict(entry) for key, entry in reuse.items()}
+        self._reuse_owned = True
         defaults = self.playbook.workload
         payload = {k: v for k, v in workload.items() if k not in defaults or defaults[k] != v}
         execution_id = self.state.execution_id
@@ -376,7 +384,7 @@ class _Run:
             if "result" in names:
                 self.need({st.came_from})
             extra["result"] = self.result_of(st.came_from)  # the upstream's result
-        command_id = command_prefix(self.state.execution_id, step.name, run)
+        item: Any = None
         if iteration is not None:
             loop = self.step_state(step.name).loop
             assert loop is not None and step.loop is not None
@@ -386,7 +394,11 @@ class _Run:
                 "iter": {step.loop.iterator: item, "_index": iteration},
                 "loop_index": iteration,
             }
-            command_id += f"[{iteration}]"
+        command_id = command_prefix(self.state.execution_id, step.name, run)
+        command_id += f"[{iteration}]" if iteration is not None else ""
+        key = rerun.command_key(step.name, run, iteration)
+        if self.state.reuse and self.reuse(command_id, key, step.name, run, iteration, item):
+            return
         try:
             if runs_on_worker(step) or "keychain" in names_read(self.playbook, step.name):
                 tool, tool_input = self.pipeline(step, self.context(**extra))
@@ -418,6 +430,34 @@ class _Run:
                 execution_id, event_id, command_id, step.name, tool, tool_input, iteration
             )
         )
+
+    def reuse(
+        self, command_id: str, key: str, step: str, run: int, iteration: int | None, item: Any
+    ) -> bool:
+        """A re-run's recorded outcome stands in for this command: no command is issued, and
+        the outcome is applied once the current event is (`complete_reused`)."""
+        entry = self.state.reuse.get(key)
+        if entry is None or not rerun.reusable(entry, iteration, item):
+            return False
+        if not self._reuse_owned:  # copy on first write: states share the map
+            self.state.reuse, self._reuse_owned = dict(self.state.reuse), True
+        del self.state.reuse[key]
+        self.state.commands[command_id] = CommandRef(step, run, iteration)
+        self.emit(
+            EventType.COMMAND_REUSED,
+            step=step,
+            command_id=command_id,
+            status="COMPLETED",
+            result=entry.get("result"),
+            payload={"iteration": iteration, "run": run},
+        )
+        self.reused.append((command_id, entry))
+        return True
+
+    def complete_reused(self) -> None:
+        while self.reused and self.running:
+            command_id, entry = self.reused.popleft()
+            self.command_completed(command_id, entry.get("result"), entry.get("variables") or {})
 
     def pipeline(self, step: Step, ctx: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """A command the worker renders item by item: policies and `set` run between items.

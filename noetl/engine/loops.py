@@ -5,7 +5,8 @@ that rewrites it) does not grow with the number of items. The data lives in the 
 
 - the items of a loop over a list are in the payload of the loop's `step.enter` event
   (`{"run": n, "items": [...]}`); a loop over an integer `n` iterates `range(n)`, stored nowhere;
-- each iteration's result is in its `command.completed` event.
+- each iteration's result is in its `command.completed` event (or, in a re-run, its
+  `command.reused` event).
 
 The engine asks for what it lacks: a decision with `needs` changed nothing, and the caller
 loads the named data (`LoopData`) and decides again. `LoopLedger` keeps that data in memory
@@ -75,11 +76,18 @@ class LoopLedger:
         return LoopData(self.items, self.results)
 
     def record_events(self, events: Iterable[Any]) -> None:
-        """Remember the items of loops entered (from `step.enter` events' payloads)."""
+        """Remember the items of loops entered (from `step.enter` events' payloads) and the
+        results of iterations a re-run reused (`command.reused`)."""
         for event in events:
             payload = event.payload or {}
             if event.event_type == EventType.STEP_ENTER and "items" in payload:
                 self.items[(str(event.step), int(payload["run"]))] = payload["items"]
+            elif (
+                event.event_type == EventType.COMMAND_REUSED
+                and payload.get("iteration") is not None
+            ):
+                step, run = str(event.step), int(payload["run"])
+                self.record_result(step, run, int(payload["iteration"]), event.result)
 
     def record_result(self, step: str, run: int, iteration: int, result: Any) -> None:
         found = self.results.setdefault((step, run), [])

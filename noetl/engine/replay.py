@@ -24,7 +24,8 @@ def incoming(event: Mapping[str, Any]) -> Incoming | None:
     """The engine input a stored event stands for, or None for the engine's own outputs."""
     kind = event["event_type"]
     if kind == "playbook.initialized":
-        return Started(dict(event["payload"]["workload"]))
+        payload = event["payload"]
+        return Started(dict(payload["workload"]), (payload.get("rerun") or {}).get("reuse") or {})
     if kind == "command.completed":
         payload = event.get("payload") or {}
         problems = tuple(payload.get("problems") or ())

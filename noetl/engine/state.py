@@ -97,6 +97,7 @@ class ExecutionState:
     last_step: str | None = None  # the step whose branch ended last: its result is the result
     # finished loops whose `results` are read from the event log: step → run
     collected: dict[str, int] = field(default_factory=dict)
+    reuse: dict[str, dict[str, Any]] = field(default_factory=dict)  # a re-run's recorded commands
 
     def copy(self) -> ExecutionState:
         """A copy the engine may change. Values it only ever replaces (workload, variables,
@@ -125,6 +126,7 @@ class ExecutionState:
             "error": self.error,
             "last_step": self.last_step,
             "collected": self.collected,
+            **({"reuse": self.reuse} if self.reuse else {}),
         }
 
     @classmethod
@@ -152,4 +154,5 @@ class ExecutionState:
             error=data.get("error"),
             last_step=data.get("last_step"),
             collected=dict(data.get("collected") or {}),
+            reuse=data.get("reuse") or {},
         )

@@ -19,6 +19,7 @@ class EventType(StrEnum):
     COMMAND_COMPLETED = "command.completed"
     COMMAND_FAILED = "command.failed"
     COMMAND_CANCELLED = "command.cancelled"
+    COMMAND_REUSED = "command.reused"  # a re-run took the original execution's result
 
 
 class ExecutionStatus(StrEnum):

@@ -39,6 +39,7 @@ from noetl.engine import (
     decide_all,
     give_up,
 )
+from noetl.engine.rerun import RerunPlan
 from noetl.errors import ConflictError, LoopDataMissing, NoetlError, NotFoundError
 from noetl.protocol.events import CommandStatus, EventType, ExecutionStatus
 from noetl.protocol.message import CommandMessage
@@ -97,22 +98,30 @@ class Flow:
         parent_execution_id: int | None = None,
         parent_command_id: str | None = None,
         depth: int = 0,
+        rerun: tuple[int, RerunPlan] | None = None,
     ) -> int:
-        """Create an execution and its first decision inside the caller's transaction."""
+        """Create an execution and its first decision inside the caller's transaction.
+        `rerun`: the execution this one re-runs and what it reuses of it."""
         playbook = await self.playbooks.playbook(entry["catalog_id"])
         workload = {**playbook.workload, **payload}
         execution_id = self.new_id()
+        started = {"workload": workload, "path": entry["path"], "version": entry["version"]}
+        if rerun is not None:
+            started["rerun"] = {"of": str(rerun[0]), **rerun[1].to_json()}
         initialized = EventRecord(
             execution_id,
             self.new_id(),
             EventType.PLAYBOOK_INITIALIZED,
             status=ExecutionStatus.RUNNING.value,
-            payload={"workload": workload, "path": entry["path"], "version": entry["version"]},
+            payload=started,
             parent_execution_id=parent_execution_id,
         )
+        reuse = rerun[1].reuse if rerun is not None else {}
         decision = decide_all(
-            playbook, ExecutionState(execution_id), [Started(workload)], new_id=self.new_id
+            playbook, ExecutionState(execution_id), [Started(workload, reuse)], new_id=self.new_id
         )
+        if decision.needs:  # a first decision has all its loop data in hand
+            raise ConflictError(f"execution {execution_id} cannot start: {decision.needs}")
         await executions.insert_execution(
             conn,
             execution_id,
@@ -122,6 +131,7 @@ class Flow:
             decision.state.to_json(),
             parent_execution_id,
             parent_command_id,
+            rerun[0] if rerun is not None else None,
         )
         await self._write(conn, decision, [initialized], effects, depth)
         metrics.EXECUTIONS_STARTED.inc()

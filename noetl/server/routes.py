@@ -14,6 +14,7 @@ from noetl.errors import NoetlError, NotFoundError, RequestError
 from noetl.protocol.command import ClaimReply, Refusal
 from noetl.protocol.events import EventType
 from noetl.protocol.outcome import Outcome, Report
+from noetl.server import rerun as reruns
 from noetl.server import views
 from noetl.server.problems import body_of, status_of
 from noetl.server.schemas import (
@@ -25,6 +26,7 @@ from noetl.server.schemas import (
     ExecuteRequest,
     LeaseRequest,
     RegisterRequest,
+    RerunRequest,
     WorkerHeartbeat,
 )
 from noetl.server.service import Orchestrator
@@ -169,6 +171,27 @@ async def cancel(
     reason = body.reason if body else "cancelled by request"
     status = await _orchestrator(request).cancel(eid, reason)
     return {"execution_id": str(eid), "status": status}
+
+
+@router.post("/api/executions/{execution_id}/rerun", status_code=201)
+async def rerun(
+    request: Request, execution_id: str, body: Annotated[RerunRequest | None, Body()] = None
+) -> dict[str, Any]:
+    """A new execution of an ended one, linked by `rerun_of`: completed steps upstream of the
+    restart point are reused, the restart step and everything downstream run fresh."""
+    eid = _parse_id(execution_id, "execution")
+    body = body or RerunRequest()
+    if body.from_step is not None and body.from_failed:
+        raise RequestError("give `from_failed` or `from_step`, not both")
+    if body.from_step is None and body.from_failed is False:
+        raise RequestError("give `from_failed: true` or `from_step`")
+    return await reruns.rerun(
+        _orchestrator(request),
+        eid,
+        from_step=body.from_step,
+        payload=body.payload,
+        version=body.version,
+    )
 
 
 # -- the worker protocol ------------------------------------------------------------------

@@ -33,6 +33,19 @@ class ExecuteRequest(Body):
     parent_execution_id: Id | None = None
 
 
+class RerunRequest(Body):
+    """Re-run an ended execution: from its failed steps (the default) or from a named step."""
+
+    from_failed: bool | None = Field(default=None, description="Restart at the failed steps")
+    from_step: str | None = Field(default=None, min_length=1, description="Restart at this step")
+    payload: dict[str, Any] = Field(
+        default_factory=dict, description="Merged over the original execution's workload"
+    )
+    version: int | Literal["latest"] | None = Field(
+        default=None, description="Catalog version (default: the original's)"
+    )
+
+
 class ClaimRequest(Body):
     worker_id: str = Field(min_length=1, max_length=200)
 

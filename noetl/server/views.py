@@ -25,6 +25,7 @@ def execution_summary(row: dict[str, Any]) -> dict[str, Any]:
         "duration_seconds": (ended - created).total_seconds() if ended else None,
         "result": row["result"],
         "error": row["error"],
+        "rerun_of": _id(row.get("rerun_of")),
     }
 
 

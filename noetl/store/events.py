@@ -57,3 +57,13 @@ async def list_events(
         (execution_id, after, limit),
     )
     return await cur.fetchall()
+
+
+async def completed_commands(conn: AsyncConnection[Any], execution_id: int) -> list[dict[str, Any]]:
+    """The `command.completed` events of an execution (what a re-run may reuse), in order."""
+    cur = await conn.execute(
+        "SELECT command_id, step, result, payload FROM noetl.event"
+        " WHERE execution_id = %s AND event_type = 'command.completed' ORDER BY event_id",
+        (execution_id,),
+    )
+    return await cur.fetchall()

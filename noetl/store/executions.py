@@ -9,7 +9,7 @@ from psycopg.types.json import Json
 
 _SUMMARY = (
     "execution_id, catalog_id, path, version, parent_execution_id, parent_command_id, status,"
-    " result, error, created_at, updated_at, ended_at"
+    " result, error, created_at, updated_at, ended_at, rerun_of"
 )
 
 
@@ -22,11 +22,12 @@ async def insert_execution(
     state: dict[str, Any],
     parent_execution_id: int | None = None,
     parent_command_id: str | None = None,
+    rerun_of: int | None = None,
 ) -> None:
     await conn.execute(
         "INSERT INTO noetl.execution (execution_id, catalog_id, path, version,"
-        " parent_execution_id, parent_command_id, status, state)"
-        " VALUES (%s, %s, %s, %s, %s, %s, 'RUNNING', %s)",
+        " parent_execution_id, parent_command_id, status, state, rerun_of)"
+        " VALUES (%s, %s, %s, %s, %s, %s, 'RUNNING', %s, %s)",
         (
             execution_id,
             catalog_id,
@@ -35,6 +36,7 @@ async def insert_execution(
             parent_execution_id,
             parent_command_id,
             Json(state),
+            rerun_of,
         ),
     )
 

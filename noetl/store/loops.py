@@ -29,14 +29,15 @@ async def results(
 ) -> list[Any]:
     """The results of the completed iterations whose command ids start with `prefix`
     (`<execution>:<step>[#run][`), indexed by iteration, None where there is none; read
-    from their `command.completed` events a page at a time."""
+    from their `command.completed` (or a re-run's `command.reused`) events a page at a time."""
     found: list[Any] = []
     after = 0
     cur = conn.cursor(row_factory=tuple_row)
     while True:
         await cur.execute(
             "SELECT event_id, substr(command_id, %s), result FROM noetl.event"
-            " WHERE execution_id = %s AND event_id > %s AND event_type = 'command.completed'"
+            " WHERE execution_id = %s AND event_id > %s"
+            " AND event_type IN ('command.completed', 'command.reused')"
             " AND step = %s AND left(command_id, %s) = %s ORDER BY event_id LIMIT %s",
             (len(prefix) + 1, execution_id, after, step, len(prefix), prefix, RESULTS_PAGE),
         )

@@ -11,7 +11,7 @@ import pytest
 from noetl.config import Settings
 from noetl.dsl import parse_playbook
 from noetl.engine.replay import fold
-from tests.conftest import event_log, run_playbook
+from tests.conftest import event_log, run_playbook, wait_for_end
 
 BRANCHY = """
 apiVersion: noetl.io/v2
@@ -59,4 +59,28 @@ async def test_fold_of_stored_events_equals_the_stored_state(
         ).fetchone()
     assert row is not None
     replayed = fold(parse_playbook(BRANCHY), int(execution["execution_id"]), events)
+    assert replayed.to_json() == row[0]
+
+
+async def test_fold_of_a_reruns_events_equals_its_stored_state(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    failing = BRANCHY.replace("result = n * 10", "assert n != 3, 'three'; result = n * 10")
+    first = await run_playbook(api, failing)
+    assert first["status"] == "FAILED"
+    response = await api.post(
+        f"/api/executions/{first['execution_id']}/rerun",
+        json={"from_step": "right", "version": "latest"},
+    )
+    assert response.status_code == 201, response.text
+    execution = await wait_for_end(api, response.json()["execution_id"])
+    events = await event_log(api, execution["execution_id"])
+    assert any(e["event_type"] == "command.reused" for e in events)
+    with psycopg.connect(settings.require_database_url()) as conn:
+        row = conn.execute(
+            "SELECT state FROM noetl.execution WHERE execution_id = %s",
+            (int(execution["execution_id"]),),
+        ).fetchone()
+    assert row is not None
+    replayed = fold(parse_playbook(failing), int(execution["execution_id"]), events)
     assert replayed.to_json() == row[0]
