@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -439,6 +440,41 @@ def events(execution_id: Annotated[str, typer.Argument()]) -> None:
             f" {event['command_id'] or ''} {detail}",
             highlight=False,
         )
+
+
+@app.command("logs")
+def show_logs(
+    execution_id: Annotated[str, typer.Argument()],
+    step: Annotated[str | None, typer.Option("--step", help="Only this step")] = None,
+    follow_: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the execution ends")
+    ] = False,
+) -> None:
+    """Print what each command's tools printed (python print/stderr, shell output)."""
+    after = 0
+    with _client() as client:
+        while True:
+            status = None
+            if follow_:
+                status = _check(client.get(f"/api/executions/{execution_id}"))["status"]
+            params: dict[str, Any] = {"after": after, **({"step": step} if step else {})}
+            items = _check(client.get(f"/api/executions/{execution_id}/logs", params=params))
+            for item in items["items"]:
+                after = max(after, int(item["event_id"]))
+                _show_log(item)
+            if not follow_ or (status != "RUNNING" and not items["items"]):
+                return
+            if not items["items"]:
+                time.sleep(0.5)
+
+
+def _show_log(item: dict[str, Any]) -> None:
+    name = item["step"] + (f"[{item['iteration']}]" if item["iteration"] is not None else "")
+    attempt = f" · attempt {item['attempt']}" if (item["attempt"] or 1) > 1 else ""
+    failed = " · FAILED" if item["status"] == "FAILED" else ""
+    color = "red" if item["stream"] == "stderr" else "cyan"
+    out.print(f"[{color}]── {name} {item['stream']}{attempt}{failed}[/]", highlight=False)
+    out.out(item["text"].rstrip("\n"), highlight=False)
 
 
 @app.command()

@@ -22,6 +22,7 @@ class Outcome:
     duration: float | None = None  # seconds the tool (or pipeline) ran
     variables: Mapping[str, Any] = field(default_factory=dict)  # written by pipeline `set`
     problems: tuple[str, ...] = ()  # template problems in `set` / `when` met on the worker
+    log: Mapping[str, str] = field(default_factory=dict)  # stdout/stderr the tools printed
 
     @classmethod
     def success(cls, result: Any, **fields: Any) -> Outcome:
@@ -67,6 +68,7 @@ class Report:
             "duration": outcome.duration,
             "variables": dict(outcome.variables) or None,
             "problems": list(outcome.problems) or None,
+            "log": dict(outcome.log) or None,
         }
 
 

@@ -227,6 +227,8 @@ class Flow:
             extra["variables"] = dict(outcome.variables)
         if outcome.problems:
             extra["problems"] = list(outcome.problems)
+        if outcome.log:
+            extra["log"] = dict(outcome.log)
         event = EventRecord(
             report.execution_id,
             self.new_id(),

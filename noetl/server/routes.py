@@ -15,7 +15,7 @@ from noetl.protocol.command import ClaimReply, Refusal
 from noetl.protocol.events import EventType
 from noetl.protocol.outcome import Outcome, Report
 from noetl.server import rerun as reruns
-from noetl.server import views
+from noetl.server import steplogs, views
 from noetl.server.problems import body_of, status_of
 from noetl.server.schemas import (
     CancelRequest,
@@ -163,6 +163,26 @@ async def get_events(
     return {"items": [views.event(row) for row in rows]}
 
 
+@router.get("/api/executions/{execution_id}/logs")
+async def get_logs(
+    request: Request,
+    execution_id: str,
+    step: Annotated[str | None, Query(max_length=500)] = None,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> dict[str, Any]:
+    """What the tools of each command printed: one item per command and stream (`stdout`,
+    `stderr`), in order; `?after=<event_id>` to follow."""
+    items = await steplogs.command_logs(
+        _orchestrator(request).pool,
+        _parse_id(execution_id, "execution"),
+        step=step,
+        after=after,
+        limit=limit,
+    )
+    return {"items": items}
+
+
 @router.post("/api/executions/{execution_id}/cancel")
 async def cancel(
     request: Request, execution_id: str, body: Annotated[CancelRequest | None, Body()] = None
@@ -305,6 +325,7 @@ def _report_of(body: EventRequest) -> Report:
         duration=body.duration,
         variables=body.variables or {},
         problems=tuple(body.problems or ()),
+        log={str(k): v for k, v in body.log.items()} if body.log else {},
     )
     return Report(body.execution_id, body.command_id, body.attempt, body.worker_id, outcome)
 

@@ -74,6 +74,9 @@ class EventRequest(Body):
         max_length=1000,
         description="Template problems in `set` / `when` met on the worker (recorded, not fatal)",
     )
+    log: dict[Literal["stdout", "stderr"], str] | None = Field(
+        default=None, description="What the tools printed (the last 64 KiB of each stream)"
+    )
 
 
 class ClaimManyRequest(Body):

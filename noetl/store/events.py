@@ -67,3 +67,26 @@ async def completed_commands(conn: AsyncConnection[Any], execution_id: int) -> l
         (execution_id,),
     )
     return await cur.fetchall()
+
+
+async def command_outputs(
+    conn: AsyncConnection[Any],
+    execution_id: int,
+    *,
+    step: str | None = None,
+    after: int = 0,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    """Outcome events that carry what their tools printed (`payload.log`), in order."""
+    cur = await conn.execute(
+        "SELECT e.event_id, e.event_type, e.step, e.command_id, e.attempt, e.status,"
+        " e.payload -> 'log' AS log, e.created_at, c.iteration FROM noetl.event e"
+        " LEFT JOIN noetl.command c"
+        "  ON c.execution_id = e.execution_id AND c.command_id = e.command_id"
+        " WHERE e.execution_id = %s AND e.event_id > %s"
+        " AND e.event_type IN ('command.completed', 'command.failed')"
+        " AND e.payload ? 'log' AND (%s::text IS NULL OR e.step = %s)"
+        " ORDER BY e.event_id LIMIT %s",
+        (execution_id, after, step, step, limit),
+    )
+    return await cur.fetchall()

@@ -23,8 +23,9 @@ until it returns. Both modes run the same ``python_exec.run_code``.
 
 stdout/stderr of the code are captured per call (in-process: sys.stdout and sys.stderr are
 replaced by routers that send a running call's writes to that call's buffer and pass every
-other write through). Output is logged at DEBUG and, on failure, put in the error's
-details; it is never part of the result.
+other write through). Output is logged at DEBUG, recorded as the command's output
+(``noetl.tools.output``, with the traceback of a failure on stderr) and, on failure, put in
+the error's details; it is never part of the result.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from noetl.tools import python_pool
+from noetl.tools import output, python_pool
 from noetl.tools.base import ToolCall, ToolError
 from noetl.tools.python_exec import STEP_MODULE, Reply, ResultError, run_code
 from noetl.tools.python_exec import to_json as _to_json
@@ -179,6 +180,8 @@ def _log_output(step: str, reply: Reply) -> None:
     details = reply.get("details") or {}
     stdout = reply.get("stdout", details.get("stdout", ""))
     stderr = reply.get("stderr", details.get("stderr", ""))
+    output.record("stdout", stdout)
+    output.record("stderr", stderr + (details.get("traceback") or ""))
     if stdout:
         logger.debug("python step %s stdout:\n%s", step, stdout)
     if stderr:

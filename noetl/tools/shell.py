@@ -8,7 +8,8 @@ Each command runs in its own session (process group); on timeout or cancellation
 group gets SIGKILL, so the children die too. stdin is /dev/null. Each stream keeps at most
 1 MiB (its start and its end). Result: ``{"exit_code", "stdout", "stderr"}``; for ``cmds``
 those of the last command run plus ``"steps"``, one such object (with ``command``) per
-command. A non-zero exit is a ToolError whose details hold the result.
+command. A non-zero exit is a ToolError whose details hold the result. Each command's
+stdout and stderr are also recorded as the command's output (``noetl.tools.output``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from noetl.tools import output
 from noetl.tools.base import ToolCall, ToolError
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,8 @@ class ShellTool:
             remaining = deadline - loop.time()
             step = await _run_one(command, cwd, env, remaining, timeout)
             steps.append(step)
+            output.record("stdout", step["stdout"])
+            output.record("stderr", step["stderr"])
             logger.debug(
                 "shell step %s: command %d/%d exited with %s",
                 call.step,

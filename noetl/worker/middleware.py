@@ -27,8 +27,10 @@ from noetl import jsonfast
 from noetl.jsonfast import clean_text
 from noetl.protocol.command import ClaimedCommand, LeaseReply
 from noetl.protocol.outcome import Outcome
+from noetl.tools import output
 from noetl.tools.base import ToolError
 from noetl.worker.client import ServerClient, ServerUnreachable
+from noetl.worker.masking import mask
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,25 @@ class CleanText(Middleware):
         return replace(outcome, error=clean_text(outcome.error))
 
 
+class CapturedOutput(Middleware):
+    """What the tools print (`noetl.tools.output`), bounded per stream, with the values of the
+    credentials the command was given masked, goes with the outcome as its `log`. Put it
+    outside the keepalive: the work runs as a task that must inherit the capture."""
+
+    async def around(self, job: Job, proceed: Proceed) -> Outcome | None:
+        with output.capturing() as captured:
+            job.notes["output"] = captured
+            return await proceed()
+
+    async def after(self, job: Job, outcome: Outcome) -> Outcome:
+        captured: output.CommandOutput | None = job.notes.get("output")
+        printed = captured.as_dict() if captured is not None else {}
+        if not printed or captured is None:
+            return outcome
+        log = {k: clean_text(mask(v, captured.secrets)) for k, v in printed.items()}
+        return replace(outcome, log=log)
+
+
 class LeaseKeepalive(Middleware):
     """While the command runs: tell NATS `in_progress` and renew the claim's lease every
     `interval` seconds; stop the work when the server says the attempt should not go on
@@ -165,4 +186,10 @@ class LeaseKeepalive(Middleware):
 
 def standard(client: ServerClient, *, keepalive: float, max_payload_bytes: int) -> list[Middleware]:
     """The worker's middleware, outermost first."""
-    return [Timing(), LeaseKeepalive(client, keepalive), SizeLimit(max_payload_bytes), CleanText()]
+    return [
+        Timing(),
+        CapturedOutput(),
+        LeaseKeepalive(client, keepalive),
+        SizeLimit(max_payload_bytes),
+        CleanText(),
+    ]

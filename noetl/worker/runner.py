@@ -15,6 +15,7 @@ from typing import Any
 
 from noetl.protocol.command import ClaimedCommand
 from noetl.protocol.outcome import Outcome
+from noetl.tools import output
 from noetl.tools.base import ToolCall, ToolError
 from noetl.tools.registry import ToolRegistry
 from noetl.worker.client import ServerClient, ServerUnreachable
@@ -36,6 +37,7 @@ class Credentials:
         if auth is None or auth == "":
             return None
         if isinstance(auth, dict):
+            output.remember_secret(auth)
             return auth  # connection fields given inline
         try:
             reply = await self.client.credential(str(auth))
@@ -48,6 +50,7 @@ class Credentials:
         if reply.status != 200:
             raise ToolError(f"credential {auth!r}: HTTP {reply.status} {reply.message}")
         data: dict[str, Any] = reply.body["data"]
+        output.remember_secret(data)  # masked out of what the tools print
         return data
 
 

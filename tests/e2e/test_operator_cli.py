@@ -1,5 +1,5 @@
-"""`noetl rerun` as a user runs it: a step that counts its runs in a file runs once in all
-after a failed execution and its re-run."""
+"""Operator commands as a user runs them against a server: `noetl rerun` (a step that counts
+its runs in a file runs once in all after a failed execution and its re-run), `noetl logs`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 from noetl.embedded.runtime import Runtime
+from tests.conftest import run_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,3 +73,38 @@ async def test_noetl_rerun_reuses_the_completed_step(runtime: Runtime, tmp_path:
     assert "↺ start reused" in rerun.stdout and "COMPLETED" in rerun.stdout
     assert '"result": 42' in rerun.stdout
     assert counter.read_text().splitlines() == ["ran"]
+
+
+PRINTS = """
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: prints, path: tests/prints}
+workflow:
+  - step: start
+    tool: {kind: python, code: "print('starting up'); result = 1"}
+    next: [fails]
+  - step: fails
+    tool:
+      kind: python
+      code: |
+        print("about to fail")
+        raise KeyError("missing")
+"""
+
+
+async def test_noetl_logs_prints_each_steps_output(runtime: Runtime) -> None:
+    async with httpx.AsyncClient(base_url=runtime.url, timeout=30) as api:
+        execution = await run_playbook(api, PRINTS)
+    execution_id = execution["execution_id"]
+    shown = await asyncio.to_thread(_cli, runtime.url, "logs", execution_id)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[:2] == ["── start stdout", "starting up"]
+    assert "── fails stdout · FAILED" in lines and "about to fail" in lines
+    assert "── fails stderr · FAILED" in lines
+    assert "line 2 (playbook line 14), in <module>" in shown.stdout
+    assert lines[-1] == "KeyError: 'missing'"
+    one = await asyncio.to_thread(_cli, runtime.url, "logs", execution_id, "--step", "start")
+    assert one.stdout.splitlines() == ["── start stdout", "starting up"]
+    followed = await asyncio.to_thread(_cli, runtime.url, "logs", execution_id, "--follow")
+    assert followed.returncode == 0 and followed.stdout == shown.stdout
