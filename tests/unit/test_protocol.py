@@ -70,7 +70,10 @@ def test_a_report_is_the_body_of_the_seeds_outcome_events() -> None:
         "duration": 0.5,
         "variables": {"v": 1},
         "problems": None,
+        "log": None,
     }
+    printed = Outcome.failure("boom", log={"stderr": "Traceback ..."})
+    assert Report(5, "c", 1, "w", printed).to_json()["log"] == {"stderr": "Traceback ..."}
     assert failed.event_type is EventType.COMMAND_FAILED
     assert failed.outcome.status is CommandStatus.FAILED
     assert failed.to_json()["problems"] == ["set x: y"]
