@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +30,27 @@ from noetl.embedded.runtime import Runtime, running
 from noetl.embedded.services import EmbeddedNats, EmbeddedPostgres
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+
+
+_OWN_BASETEMP = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each test session gets its own temporary root, outside /tmp/pytest-of-<user>.
+
+    pytest tightens that shared folder to mode 0700 whenever a session starts; the embedded
+    PostgreSQL (run as the `pgserver` user when the tests run as root) then loses access to
+    its data folder and dies mid-run. Concurrent test sessions on one machine did exactly that.
+    """
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        config.option.basetemp = tempfile.mkdtemp(prefix="noetl-tests-")
+        config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    own = config.stash.get(_OWN_BASETEMP, None)
+    if own and not os.environ.get("NOETL_KEEP_TEST_TMP"):
+        shutil.rmtree(own, ignore_errors=True)
 
 
 @dataclass
