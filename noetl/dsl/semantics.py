@@ -24,16 +24,26 @@ One error behaviour for both sides:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from noetl.dsl.model import Playbook, Tool
 from noetl.dsl.parse import UNRENDERED
-from noetl.dsl.template import evaluate_condition, plain, render
+from noetl.dsl.template import (
+    check_syntax,
+    evaluate_condition,
+    is_template,
+    plain,
+    referenced_names,
+    render,
+    render_lenient,
+)
 from noetl.errors import TemplateError
 
 SET_SCOPES = frozenset({"ctx", "iter", "step", "vars"})  # prefixes a `set` key may carry
+LOCAL_SCOPES = ("iter", "step")  # `iter.x` stays in the loop iteration, `step.x` in the step
 
 # `event.name` in arcs: why the step's arcs are being evaluated (upstream's names)
 CALL_DONE = "call.done"  # a step's tool (or pipeline) finished
@@ -46,19 +56,56 @@ ERROR = "error"
 # -- the outcome envelope: `output` in `set`, arcs and policy rules ---------------------
 
 
-def succeeded(data: Any) -> dict[str, Any]:
-    """`output` of a tool call that returned `data`."""
-    return {"status": OK, "data": data, "error": None, "response": data}
+def succeeded(data: Any, kind: str | None = None) -> dict[str, Any]:
+    """`output` of a tool call that returned `data`; with the tool's `kind`, also upstream's
+    per-kind views: `output.http` ({status, headers}), `output.pg`, `output.py`."""
+    output = {"status": OK, "data": data, "error": None, "response": data}
+    output.update(_kind_views(kind, data))
+    return output
 
 
-def failed(message: str, *, retryable: bool = False) -> dict[str, Any]:
-    """`output` of a tool call that failed with `message`."""
-    return {
-        "status": ERROR,
-        "data": None,
-        "error": {"message": message, "retryable": retryable},
-        "response": None,
-    }
+def failed(
+    message: str,
+    *,
+    retryable: bool = False,
+    kind: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`output` of a tool call that failed with `message`. `details` is what the tool knew
+    (an HTTP error's response): `output.http.status`, `output.error.status` and
+    `output.error.kind` (rate_limit, server_error, auth, not_found, client_error, error)."""
+    error: dict[str, Any] = {"message": message, "retryable": retryable, "kind": "error"}
+    output: dict[str, Any] = {"status": ERROR, "data": None, "error": error, "response": None}
+    if details:
+        views = _kind_views("http" if "status_code" in details else kind, details)
+        output.update(views)
+        status = details.get("status_code")
+        if isinstance(status, int):
+            error["status"] = status
+            error["kind"] = _error_kind(status)
+    return output
+
+
+def _kind_views(kind: str | None, data: Any) -> dict[str, Any]:
+    if kind == "http" and isinstance(data, Mapping) and "status_code" in data:
+        return {"http": {"status": data["status_code"], "headers": data.get("headers") or {}}}
+    if kind == "postgres":
+        return {"pg": data}
+    if kind == "python":
+        return {"py": data}
+    return {}
+
+
+def _error_kind(status: int) -> str:
+    if status == 429:
+        return "rate_limit"
+    if status >= 500:
+        return "server_error"
+    if status in (401, 403):
+        return "auth"
+    if status == 404:
+        return "not_found"
+    return "client_error" if status >= 400 else "error"
 
 
 def is_ok(output: Mapping[str, Any]) -> bool:
@@ -96,8 +143,49 @@ def render_tool(
     fields = dict(config)
     fields.pop("kind", None)
     raw_input = {**step_input, **(fields.pop("input", None) or {})}
-    rendered = {k: v if k in UNRENDERED else render(v, scope) for k, v in fields.items()}
+    rendered = {
+        k: render_code(v, scope) if k in UNRENDERED else render(v, scope) for k, v in fields.items()
+    }
+    code = fields.get("code")
+    if isinstance(code, str) and _CONTEXT.search(code):
+        explicit = rendered.get("context")
+        rendered["context"] = {
+            **{name: scope[name] for name in context_names(code) if name in scope},
+            **(explicit if isinstance(explicit, Mapping) else {}),
+        }
     return plain(rendered), plain(render(raw_input, scope))
+
+
+_CONTEXT = re.compile(r"\bcontext\b")
+_QUOTED = re.compile(r"""["']([A-Za-z_][A-Za-z0-9_]*)["']""")
+
+
+def render_code(code: Any, scope: Mapping[str, Any]) -> Any:
+    """Python `code` with Jinja in it is rendered before it runs, as upstream does
+    (`{{ fetch_page }}` in code), and as leniently: an undefined name renders empty. Code
+    whose braces are not a valid template (`{{1: 2}}`, a set in a dict) is passed as written."""
+    if not isinstance(code, str) or not is_template(code) or check_syntax(code):
+        return code
+    return str(render_lenient(code, scope))
+
+
+def context_names(code: str) -> frozenset[str]:
+    """Names python code reads from its `context` global (upstream: the whole template
+    context): the quoted identifiers in code that mentions `context`. The engine and the
+    pipeline put those of them that exist into the tool's `context` field."""
+    if not _CONTEXT.search(code):
+        return frozenset()
+    return frozenset(_QUOTED.findall(code))
+
+
+def code_names(code: Any) -> frozenset[str]:
+    """Top-level names python code reads: those of its Jinja, and `context_names`."""
+    if not isinstance(code, str):
+        return frozenset()
+    names = context_names(code)
+    if is_template(code) and not check_syntax(code):
+        names |= referenced_names(code)
+    return names
 
 
 # -- set --------------------------------------------------------------------------------
@@ -110,6 +198,7 @@ class Assigned:
     variables: dict[str, Any]  # the new variable map (a copy; the old one is untouched)
     changed: tuple[str, ...] = ()  # top-level names written
     problems: tuple[str, ...] = ()  # template errors, one per skipped assignment
+    local: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # new `iter` / `step`
 
 
 def target(key: str) -> list[str]:
@@ -136,16 +225,28 @@ def assign(
         return Assigned(dict(variables), (), tuple(problems))
     new = dict(variables)
     changed: dict[str, None] = {}
+    local: dict[str, dict[str, Any]] = {}
     for key, value in values.items():
+        head, _, rest = key.partition(".")
+        if head in LOCAL_SCOPES and rest:  # `iter.x` / `step.x`: not an execution variable
+            if head not in local:
+                current = scope.get(head)
+                local[head] = dict(current) if isinstance(current, Mapping) else {}
+            _write(local[head], rest.split("."), value)
+            continue
         parts = target(key)
-        node = new
-        for part in parts[:-1]:
-            child = node.get(part)
-            node[part] = dict(child) if isinstance(child, dict) else {}
-            node = node[part]
-        node[parts[-1]] = value
+        _write(new, parts, value)
         changed[parts[0]] = None
-    return Assigned(new, tuple(changed), tuple(problems))
+    return Assigned(new, tuple(changed), tuple(problems), local)
+
+
+def _write(node: dict[str, Any], parts: list[str], value: Any) -> None:
+    """Set `parts` in nested maps, copying each map on the way (states share them)."""
+    for part in parts[:-1]:
+        child = node.get(part)
+        node[part] = dict(child) if isinstance(child, dict) else {}
+        node = node[part]
+    node[parts[-1]] = value
 
 
 def assigned_names(tools: Sequence[Tool]) -> frozenset[str]:
@@ -157,7 +258,9 @@ def assigned_names(tools: Sequence[Tool]) -> frozenset[str]:
             then = rule.get("then")
             if isinstance(then, Mapping) and isinstance(then.get("set"), Mapping):
                 keys += list(then["set"])
-    return frozenset(target(str(key))[0] for key in keys)
+    return frozenset(
+        target(str(key))[0] for key in keys if str(key).partition(".")[0] not in LOCAL_SCOPES
+    )
 
 
 def rescope(scope: dict[str, Any], assigned: Assigned) -> None:
@@ -165,6 +268,7 @@ def rescope(scope: dict[str, Any], assigned: Assigned) -> None:
     scope["ctx"] = scope["vars"] = assigned.variables
     for name in assigned.changed:
         scope[name] = assigned.variables[name]
+    scope.update(assigned.local)  # `iter` / `step` as the block left them
 
 
 # -- conditions and policy rules ---------------------------------------------------------

@@ -545,7 +545,8 @@ class _Run:
         item_set = {} if runs_on_worker(step) else step.tool.set
         names = template_names([item_set, step.set, *self.arc_templates(step)])
         self.need(names | {name} if "output" in names else names)
-        output = semantics.succeeded(self.result_of(name))
+        kind = None if step.loop or len(step.tools) > 1 else step.tool.kind
+        output = semantics.succeeded(self.result_of(name), kind)
         ctx = self.context(output=output, event={"name": event_name})
         problems = [*self.problems.pop(name, ()), *self.apply_set(item_set, ctx)]
         problems += self.apply_set(step.set, ctx)

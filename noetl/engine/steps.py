@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from noetl.dsl import semantics
 from noetl.dsl.model import Playbook, Step
 from noetl.dsl.parse import UNRENDERED
 from noetl.dsl.template import is_template, referenced_names
@@ -22,6 +23,7 @@ def names_read(playbook: Playbook, step_name: str) -> frozenset[str]:
     """Every top-level name the templates of a step's tools (and workbook targets) read."""
     step = playbook.step(step_name)
     sources: list[Any] = [step.input]
+    code_read: frozenset[str] = frozenset()
     for tool in step.tools:
         target = (
             playbook.workbook.get(str(tool.config.get("name"))) if tool.kind == "workbook" else None
@@ -32,7 +34,8 @@ def names_read(playbook: Playbook, step_name: str) -> frozenset[str]:
                 item.set,
                 list(item.policy),
             ]
-    names: set[str] = set()
+            code_read |= semantics.code_names(item.config.get("code"))
+    names: set[str] = set(code_read)
     for source in sources:
         for text in template_strings(source):
             names |= referenced_names(text)

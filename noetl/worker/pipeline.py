@@ -71,10 +71,14 @@ class _Run:
             fields, tool_input = semantics.render_tool(item["config"], self.step_input, self.ctx)
         except TemplateError as exc:
             return semantics.failed(f"template error in {item['label']}: {exc}")
+        kind = str(item["kind"])
         try:
-            return semantics.succeeded(await self.call(item["kind"], fields, tool_input))
+            return semantics.succeeded(await self.call(kind, fields, tool_input), kind)
         except ToolError as exc:
-            return semantics.failed(str(exc), retryable=exc.retryable)
+            details = getattr(exc, "details", None)
+            return semantics.failed(
+                str(exc), retryable=exc.retryable, kind=kind, details=details or None
+            )
 
     def rule_for(self, item: Mapping[str, Any], output: dict[str, Any]) -> dict[str, Any]:
         then, problems = semantics.rule_for(item.get("policy") or [], output, self.ctx)
@@ -94,6 +98,7 @@ class _Run:
         """Run one item with its retries; returns its last output and the rule that decided."""
         tries = 1
         while True:
+            self.ctx["_attempt"] = tries  # upstream: the try number of the current item
             output = await self.attempt(item)
             then = self.rule_for(item, output)
             self.apply_set(then.get("set"), output)
@@ -130,6 +135,7 @@ async def run_pipeline(
         last = output
         run.apply_set(item.get("set"), output)
         run.ctx[str(item["label"])] = output["data"]
+        run.ctx["_prev"] = output["data"]  # upstream: the previous item's data
         if action == "break":
             break
         if action == "jump":

@@ -113,3 +113,37 @@ async def test_a_template_error_in_an_item_fails_the_step_naming_it() -> None:
     tools = Tools({})
     run = await run_pipeline([item("a", config={"input": {"x": "{{ nope }}"}})], {}, tools)
     assert not run.ok and "template error in a" in (run.error or "") and "nope" in (run.error or "")
+
+
+async def test_iter_set_stays_in_the_iteration_and_prev_and_attempt_are_visible() -> None:
+    """Regression (issue 9): `iter.x` used to become an execution variable `x`, unreadable
+    as `iter.x` by the next item."""
+    error = ToolError("HTTP 503", retryable=True)
+    error.details = {"status_code": 503, "headers": {}}  # what the http tool attaches
+    tools = Tools({"fetch": [error, {"rows": [1, 2]}], "save": ["ok"]})
+    retry = {
+        "when": "{{ output.http.status == 503 and output.error.kind == 'server_error' }}",
+        "then": {"do": "retry", "attempts": 2, "delay": 0},
+    }
+    keep = {"when": None, "then": {"do": "continue", "set": {"iter.payload": "{{ output.data }}"}}}
+    items = [
+        item("fetch", policy=[retry, keep]),
+        item(
+            "save",
+            config={
+                "input": {
+                    "payload": "{{ iter.payload.rows }}",
+                    "page": "{{ iter.page }}",
+                    "prev": "{{ _prev }}",
+                    "attempt": "{{ _attempt }}",
+                }
+            },
+        ),
+    ]
+    run = await run_pipeline(items, {"context": {"iter": {"page": 3}}}, tools)
+    assert run.ok, run.error
+    assert tools.calls[-1] == (
+        "save",
+        {"payload": [1, 2], "page": 3, "prev": {"rows": [1, 2]}, "attempt": 1},
+    )
+    assert run.variables == {}  # nothing execution-wide was written

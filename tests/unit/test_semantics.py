@@ -42,14 +42,68 @@ def test_rescope_lets_later_templates_read_what_set_wrote() -> None:
     assert scope["x"] == 4 and scope["ctx"] == {"x": 4} and scope["vars"] == {"x": 4}
 
 
-def test_tool_rendering_merges_the_tool_input_over_the_step_input_and_keeps_code() -> None:
+def test_tool_rendering_merges_the_tool_input_over_the_step_input() -> None:
     fields, tool_input = semantics.render_tool(
-        {"kind": "python", "code": "x = '{{ raw }}'", "url": "{{ u }}", "input": {"b": "{{ u }}"}},
+        {"kind": "python", "code": "x = 1", "url": "{{ u }}", "input": {"b": "{{ u }}"}},
         {"a": 1, "b": 0},
         {"u": "http://h"},
     )
-    assert fields == {"code": "x = '{{ raw }}'", "url": "http://h"}
+    assert fields == {"code": "x = 1", "url": "http://h"}
     assert tool_input == {"a": 1, "b": "http://h"}
+
+
+def test_jinja_in_python_code_is_rendered_leniently_and_other_braces_are_kept() -> None:
+    """Upstream renders code before it runs (jinja_in_code); `{{1: 2}}` is not a template."""
+    render = semantics.render_code
+    assert render("n = {{ size }} * 2  # {{ missing }}", {"size": 3}) == "n = 3 * 2  # "
+    assert render("x = {{1: 2}}", {}) == "x = {{1: 2}}"
+    assert render("x = {'a': 1}", {}) == "x = {'a': 1}"
+
+
+def test_code_that_reads_context_gets_the_names_it_quotes_from_the_template_context() -> None:
+    code = "r = context['fetch'] if 'fetch' in context else context.get(\"other\", 0)"
+    fields, _ = semantics.render_tool(
+        {"code": code, "context": {"extra": "{{ u }}"}},
+        {},
+        {"fetch": {"rows": [1]}, "u": "x", "unrelated": 1},
+    )
+    assert fields["context"] == {"fetch": {"rows": [1]}, "extra": "x"}
+    assert semantics.code_names(code) == {"fetch", "other"}
+    assert semantics.code_names("print('no ctx')") == frozenset()
+
+
+def test_set_on_iter_and_step_stays_local_and_never_becomes_an_execution_variable() -> None:
+    scope = {"iter": {"page": 2}, "output": {"data": [1]}}
+    assigned = semantics.assign(
+        {"total": 1},
+        {"iter.payload": "{{ output.data }}", "step.seen": True, "ctx.total": 2, "n": 3},
+        scope,
+    )
+    assert assigned.variables == {"total": 2, "n": 3}
+    assert set(assigned.changed) == {"total", "n"}
+    assert assigned.local == {"iter": {"page": 2, "payload": [1]}, "step": {"seen": True}}
+    assert scope["iter"] == {"page": 2}  # the caller's map is not changed in place
+    semantics.rescope(scope, assigned)
+    assert scope["iter"]["payload"] == [1] and scope["step"] == {"seen": True}
+
+
+def test_the_outcome_has_upstreams_per_kind_views_and_http_error_fields() -> None:
+    ok = semantics.succeeded({"status_code": 200, "headers": {"a": "b"}, "data": 1}, "http")
+    assert ok["http"] == {"status": 200, "headers": {"a": "b"}}
+    assert semantics.succeeded([1], "postgres")["pg"] == [1]
+    assert semantics.succeeded(1, "python")["py"] == 1
+    error = semantics.failed(
+        "HTTP 503", retryable=True, kind="http", details={"status_code": 503, "headers": {}}
+    )
+    assert error["http"]["status"] == 503
+    assert error["error"] == {
+        "message": "HTTP 503",
+        "retryable": True,
+        "kind": "server_error",
+        "status": 503,
+    }
+    assert semantics.failed("x", details={"status_code": 429})["error"]["kind"] == "rate_limit"
+    assert semantics.failed("x")["error"]["kind"] == "error"
 
 
 def test_the_first_matching_rule_wins_and_a_broken_when_is_a_problem_not_a_match() -> None:
