@@ -57,6 +57,7 @@ class Step:
     next: Next | None = None
     loop: Loop | None = None
     admit: tuple[Mapping[str, Any], ...] = ()  # spec.policy.admit.rules: {when, allow}
+    output: Mapping[str, Any] = field(default_factory=dict)  # select / store of the result
 
     @property
     def tool(self) -> Tool:

@@ -12,12 +12,10 @@ from typing import Any
 from noetl.dsl.model import Arc, Loop, Next, Playbook, Step, Tool
 from noetl.dsl.source import Located, Path, load_yaml
 from noetl.dsl.template import check_syntax, is_template
+from noetl.dsl.tool_schema import TOOL_KINDS, check_keychain_entry, check_output, check_tool
 from noetl.errors import PlaybookError, Problem
 
 API_VERSIONS = frozenset({"noetl.io/v2", "noetl.io/v10"})
-TOOL_KINDS = frozenset(
-    {"python", "http", "postgres", "duckdb", "shell", "noop", "workbook", "playbook"}
-)
 ROOT_KEYS = frozenset(
     {
         "apiVersion",
@@ -38,7 +36,19 @@ METADATA_KEYS = frozenset(
 EXECUTOR_KEYS = frozenset({"profile", "version", "requires", "pool", "spec"})
 EXECUTOR_SPEC_KEYS = frozenset({"entry_step", "no_next_is_error", "policy"})
 STEP_KEYS = frozenset(
-    {"step", "desc", "description", "tool", "input", "args", "set", "next", "loop", "spec"}
+    {
+        "step",
+        "desc",
+        "description",
+        "tool",
+        "input",
+        "args",
+        "set",
+        "next",
+        "loop",
+        "spec",
+        "output",
+    }
 )
 ARC_KEYS = frozenset({"step", "when", "set"})
 LOOP_KEYS = frozenset({"in", "iterator", "spec", "cursor"})
@@ -206,19 +216,28 @@ class _Parser:
                 return str(entry)
         return next(iter(steps))
 
-    def keychain(self, entries: Any) -> list[dict[str, str]]:
-        """`- {name, credential}`: templates read the credential's data as keychain.<name>."""
+    def keychain(self, entries: Any) -> list[dict[str, Any]]:
+        """Entries `- {name, kind, ...}` (see `tool_schema.KEYCHAIN_KINDS`): templates read an
+        entry's resolved values as keychain.<name>; the worker resolves them, nobody else."""
         if not isinstance(entries, list):
             self.error(("keychain",), f"expected a list, got {_kind(entries)}")
             return []
-        found: list[dict[str, str]] = []
+        found: list[dict[str, Any]] = []
+        names: set[str] = set()
         for index, entry in enumerate(entries):
             path: Path = ("keychain", index)
-            data = self.mapping(entry, path, frozenset({"name", "credential"}))
-            name = self.text(data.get("name"), (*path, "name")) if data else None
-            credential = self.text(data.get("credential"), (*path, "credential")) if data else None
-            if name and credential:
-                found.append({"name": name, "credential": credential})
+            data = self.mapping(entry, path, None)
+            if not data:
+                continue
+            name = self.text(data.get("name"), (*path, "name"))
+            for sub_path, message in check_keychain_entry(data):
+                self.error((*path, *sub_path), message)
+            if name in names:
+                self.error((*path, "name"), f"duplicate keychain entry {name!r}")
+            self.templates(data, path)
+            if name:
+                names.add(name)
+                found.append(dict(data))
         return found
 
     def workbook(self, items: Any) -> dict[str, Tool]:
@@ -289,6 +308,9 @@ class _Parser:
         next_ = self.next(data.get("next"), (*path, "next")) if "next" in data else None
         loop = self.loop(data["loop"], (*path, "loop")) if "loop" in data else None
         admit = self.admit(data.get("spec"), (*path, "spec"))
+        output = data.get("output")
+        for sub_path, message in check_output(output) if output is not None else ():
+            self.error((*path, "output", *sub_path), message)
         if name is None or not tools:
             return None
         return Step(
@@ -301,6 +323,7 @@ class _Parser:
             next=next_,
             loop=loop,
             admit=admit,
+            output=dict(output) if isinstance(output, dict) else {},
         )
 
     def admit(self, spec: Any, path: Path) -> tuple[Mapping[str, Any], ...]:
@@ -428,6 +451,11 @@ class _Parser:
             if not _one_of(target, workbook) and path[0] != "workbook":
                 self.error((*path, "name"), f"unknown workbook entry {target!r}")
         self.templates({k: v for k, v in config.items() if k not in UNRENDERED}, path)
+        for sub_path, message in check_tool(kind, config):
+            self.error((*path, *sub_path), message)
+        if "output" in config:
+            for sub_path, message in check_output(config["output"]):
+                self.error((*path, "output", *sub_path), message)
         return Tool(
             kind=kind,
             config=config,

@@ -14,8 +14,8 @@ from noetl.dsl.parse import (
     LOOP_MODES,
     NO_MATCH,
     POLICY_ACTIONS,
-    TOOL_KINDS,
 )
+from noetl.dsl.tool_schema import KEYCHAIN_KINDS, SCOPES, TOOL_KINDS
 
 _TEMPLATE = {"type": "string", "description": "A Jinja2 template, e.g. {{ workload.x }}"}
 _MAP = {"type": "object"}
@@ -149,6 +149,16 @@ _STEP = {
             },
             "additionalProperties": False,
         },
+        "output": {
+            "type": "object",
+            "properties": {
+                "select": {"type": "array", "items": {"type": "string"}},
+                "output_select": {"type": "array", "items": {"type": "string"}},
+                "store": {"type": ["object", "string"]},
+                "inline_max_bytes": {"type": "integer", "minimum": 0},
+            },
+            "additionalProperties": False,
+        },
         "loop": {
             "type": "object",
             "properties": {
@@ -234,9 +244,15 @@ def playbook_schema() -> dict[str, Any]:
             "rule": _RULE,
             "keychain": {
                 "type": "object",
-                "properties": {"name": {"type": "string"}, "credential": {"type": "string"}},
-                "required": ["name", "credential"],
-                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string"},
+                    "kind": {"enum": sorted(KEYCHAIN_KINDS)},
+                    "scope": {"enum": sorted(SCOPES)},
+                    "auto_renew": {"type": ["boolean", "string"]},
+                    "credential": {"type": "string"},
+                    "map": {"type": ["object", "string"]},
+                },
+                "required": ["name"],
             },
         },
     }

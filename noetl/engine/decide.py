@@ -400,14 +400,18 @@ class _Run:
         if self.state.reuse and self.reuse(command_id, key, step.name, run, iteration, item):
             return
         try:
-            if runs_on_worker(step) or "keychain" in names_read(self.playbook, step.name):
+            names = names_read(self.playbook, step.name)
+            by_reference = any(_stored(self.state.results.get(name)) for name in names)
+            on_worker = runs_on_worker(step) or by_reference
+            if on_worker or "keychain" in names or "token" in names:  # secrets: worker only
                 tool, tool_input = self.pipeline(step, self.context(**extra))
             else:
+                ctx = self.context(**extra)
                 resolved, config = semantics.resolve(self.playbook, step.tool)
-                fields, tool_input = semantics.render_tool(
-                    config, step.input, self.context(**extra)
-                )
+                fields, tool_input = semantics.render_tool(config, step.input, ctx)
                 tool = {"kind": resolved.kind, **fields}
+            if step.output:  # select / store of the step's result: applied by the worker
+                tool = {**tool, "output": plain(dict(step.output))}
         except TemplateError as exc:
             self.fail_step(step.name, f"template error: {exc}")
             return
@@ -485,7 +489,7 @@ class _Run:
             if name in variables
         }
         keychain = (
-            {e["name"]: e["credential"] for e in self.playbook.keychain}
+            {str(e["name"]): plain(dict(e)) for e in self.playbook.keychain}
             if ("keychain" in names)
             else {}
         )
@@ -675,3 +679,10 @@ class _Run:
 def reads_outcome(when: str) -> bool:
     """Does an arc's guard look at the step's outcome (so it may route a failure)?"""
     return bool(referenced_names(when) & {"event", "output"})
+
+
+def _stored(result: Any) -> bool:
+    """A result that travelled by reference (a stub with `_ref`): templates reading it are
+    rendered on the worker, which loads the stored value first."""
+    ref = result.get("_ref") if isinstance(result, Mapping) else None
+    return isinstance(ref, Mapping) and ref.get("kind") == "result_ref"

@@ -39,6 +39,10 @@ def names_read(playbook: Playbook, step_name: str) -> frozenset[str]:
     for source in sources:
         for text in template_strings(source):
             names |= referenced_names(text)
+    if "keychain" in names:  # the worker renders the entries too, with the same context
+        for entry in playbook.keychain:
+            for text in template_strings(dict(entry)):
+                names |= referenced_names(text)
     return frozenset(names)
 
 

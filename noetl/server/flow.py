@@ -347,7 +347,7 @@ class Flow:
             await self.start(
                 conn,
                 entry,
-                dict(command.input),
+                subplaybooks.child_input(command),
                 effects,
                 parent_execution_id=command.execution_id,
                 parent_command_id=command.command_id,

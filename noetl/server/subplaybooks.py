@@ -47,6 +47,12 @@ def child_request(command: CommandRecord, depth: int) -> ChildRequest:
     )
 
 
+def child_input(command: CommandRecord) -> dict[str, Any]:
+    """The child's payload: the command's input over upstream's `payload:` spelling of it."""
+    payload = command.tool.get("payload")
+    return {**(payload if isinstance(payload, dict) else {}), **command.input}
+
+
 def claimed(command: CommandRecord, event_id: int) -> EventRecord:
     """The server's `command.claimed` for a sub-playbook command."""
     return EventRecord(

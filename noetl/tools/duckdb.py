@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from noetl.tools.base import ToolCall, ToolError
-from noetl.tools.sql import Params, affected_result, rows_result, sql_params, sql_text
+from noetl.tools.sql import (
+    Params,
+    affected_result,
+    rows_result,
+    sql_params,
+    sql_source,
+    statement_count,
+    statement_rows,
+    with_statements,
+)
 
 if TYPE_CHECKING:
     import duckdb as duckdb_module
@@ -42,7 +51,7 @@ class DuckDBTool:
     default_timeout = DEFAULT_TIMEOUT
 
     async def run(self, call: ToolCall) -> Any:
-        query = sql_text(call.config, self.kind)
+        query = await sql_source(call.config, self.kind)
         params = sql_params(call.config)
         timeout = call.time_limit(DEFAULT_TIMEOUT)
         path = _db_path(call.config)
@@ -129,18 +138,25 @@ class _Job:
     ) -> dict[str, Any]:
         last_rows: dict[str, Any] | None = None
         affected = 0
+        results: list[dict[str, Any]] = []
         for statement, has_params in zip(statements, with_params, strict=True):
             cursor = conn.execute(statement, self._params_for(statement) if has_params else None)
             description = cursor.description
             if description is None:
+                results.append(statement_count(0))
                 continue
             columns = [str(column[0]) for column in description]
             rows = cursor.fetchall()
             if statement.type.name in _ROW_STATEMENTS or columns not in _STATUS_COLUMNS:
                 last_rows = rows_result(columns, rows)
+                results.append(statement_rows(columns, rows))
             elif columns == ["Count"] and rows and isinstance(rows[0][0], int):
                 affected += rows[0][0]
-        return last_rows if last_rows is not None else affected_result(affected)
+                results.append(statement_count(rows[0][0]))
+            else:
+                results.append(statement_count(0))
+        final = last_rows if last_rows is not None else affected_result(affected)
+        return with_statements(final, results)
 
     def _params_for(self, statement: Any) -> Params | None:
         if isinstance(self.params, dict):

@@ -1,18 +1,22 @@
 """The ``http`` tool: one HTTP request through a shared ``httpx.AsyncClient``.
 
-Config: ``url`` (required), ``method`` (default GET), ``headers``, ``params``, one body of
-``json``, ``body`` (alias ``data``; a string is sent as-is, a mapping or list as JSON) or
-``form`` (a mapping, form-encoded), ``timeout_seconds`` (alias ``timeout``, default 30),
-``follow_redirects`` (default true), ``verify`` (default true; false, or a CA bundle path).
+Config: ``url`` (alias ``endpoint``, required), ``method`` (default GET), ``headers``,
+``params``, one body of ``json``, ``body`` (alias ``data``; a string is sent as-is, a mapping
+or list as JSON), ``form`` (a mapping, form-encoded) or ``payload`` (upstream's spelling: query
+parameters for GET, HEAD and DELETE; otherwise the body, form-encoded when the Content-Type
+header says ``application/x-www-form-urlencoded``, else JSON), ``timeout_seconds`` (alias
+``timeout``, default 30), ``follow_redirects`` (default true), ``verify`` (alias
+``verify_ssl``; default true; false, or a CA bundle path).
 
 ``auth`` (the resolved credential): ``{"type": "bearer", "token"}`` sets Authorization,
 ``{"type": "basic", "username", "password"}`` uses basic auth, ``{"headers": {...}}`` is
 merged over the headers.
 
-Result: ``{"status_code", "headers", "data"}``, data being parsed JSON when the response is
-JSON, else text. A non-2xx status is a ToolError (retryable for 429 and 5xx) whose details
-are that result; timeouts and connection errors are retryable ToolErrors. Messages name the
-URL without credentials or query string.
+Result: ``{"status_code", "headers", "data", "body"}``, data being parsed JSON when the
+response is JSON, else text; ``body`` is the same value (upstream fixtures read either). A
+non-2xx status is a ToolError (retryable for 429 and 5xx) whose details are that result;
+timeouts and connection errors are retryable ToolErrors. Messages name the URL without
+credentials or query string.
 """
 
 from __future__ import annotations
@@ -49,24 +53,23 @@ class HttpTool:
 
     async def run(self, call: ToolCall) -> Any:
         config = call.config
-        url = _url(config.get("url"))
+        url = _url(config.get("url", config.get("endpoint")))
         method = str(config.get("method") or "GET").upper()
         shown = safe_url(url)
         timeout = call.time_limit(DEFAULT_TIMEOUT)
         headers = httpx.Headers(_headers(config.get("headers")))
         auth = _apply_auth(call.auth, headers)
-        client = self._client(_verify(config.get("verify")))
+        client = self._client(_verify(config.get("verify", config.get("verify_ssl"))))
         logger.debug("http %s %s", method, shown)
         try:
             response = await client.request(
                 method,
                 url,
-                params=_params(config.get("params")),
                 headers=headers,
                 auth=auth,
                 timeout=timeout,
                 follow_redirects=_flag(config.get("follow_redirects"), "follow_redirects"),
-                **_body(config),
+                **_request_parts(config, method, headers),
             )
         except httpx.TimeoutException:
             raise ToolError(
@@ -79,10 +82,12 @@ class HttpTool:
             raise ToolError(f"{method} {shown} failed: {reason}", retryable=True) from None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise ToolError(f"{method} {shown} failed: {exc}") from None
+        data = _data(response)
         result = {
             "status_code": response.status_code,
             "headers": dict(response.headers),
-            "data": _data(response),
+            "data": data,
+            "body": data,  # upstream's name for it: fixtures read either
         }
         if not response.is_success:
             status = response.status_code
@@ -159,6 +164,36 @@ def _params(raw: Any) -> Any:
     raise ToolError(f"params must be a mapping, got {type(raw).__name__}")
 
 
+_NO_BODY = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+
+
+def _request_parts(
+    config: Mapping[str, Any], method: str, headers: httpx.Headers
+) -> dict[str, Any]:
+    """httpx keyword arguments for the query string and the body, `payload` included."""
+    params = _params(config.get("params"))
+    payload = config.get("payload")
+    if payload is None:
+        return {"params": params, **_body(config)}
+    if method in _NO_BODY:
+        if not isinstance(payload, Mapping):
+            raise ToolError(f"payload of a {method} must be a mapping (the query parameters)")
+        merged = {**payload, **(params if isinstance(params, Mapping) else {})}
+        return {"params": merged, **_body(config)}
+    if any(config.get(name) is not None for name in ("json", "body", "data", "form")):
+        raise ToolError("http tool takes one body: payload or json/body/data/form, not both")
+    form = "application/x-www-form-urlencoded" in headers.get("content-type", "").lower()
+    if form and isinstance(payload, Mapping):
+        return {"params": params, "data": {str(k): _text(v) for k, v in payload.items()}}
+    if isinstance(payload, str | bytes):
+        return {"params": params, "content": payload}
+    return {"params": params, "json": payload}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def _body(config: Mapping[str, Any]) -> dict[str, Any]:
     """httpx keyword arguments for the one body field given."""
     given = [name for name in ("json", "body", "data", "form") if config.get(name) is not None]
@@ -176,10 +211,31 @@ def _body(config: Mapping[str, Any]) -> dict[str, Any]:
     return {"json": value}
 
 
+_SECRET_PROVIDERS = {
+    "secret_manager": "Google Secret Manager (gcp-secret-manager)",
+    "gcp": "Google Secret Manager (gcp-secret-manager)",
+    "aws": "AWS Secrets Manager",
+    "vault": "a HashiCorp Vault server",
+}
+
+
 def _apply_auth(auth: Mapping[str, Any] | None, headers: httpx.Headers) -> httpx.Auth | None:
-    """Put the credential on the request: headers are updated, basic auth is returned."""
+    """Put the credential on the request: headers are updated, basic auth is returned.
+
+    Upstream's inline form `{<name>: {type, provider, key, ...}}` is unwrapped; a secret to be
+    read from a cloud `provider` fails naming the service."""
     if not auth:
         return None
+    if len(auth) == 1:
+        ((name, inner),) = auth.items()
+        if isinstance(inner, Mapping) and "type" in inner:
+            provider = str(inner.get("provider") or "")
+            if provider in _SECRET_PROVIDERS:
+                raise ToolError(
+                    f"http auth {name!r}: the {inner.get('type')} secret is read from"
+                    f" {_SECRET_PROVIDERS[provider]}, which is not available in this installation"
+                )
+            auth = inner
     extra = auth.get("headers")
     if extra is not None:
         headers.update(_headers(extra))

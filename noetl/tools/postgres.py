@@ -3,10 +3,12 @@
 Connection: from ``auth`` (the resolved credential) when it has connection keys, else from the
 tool's own fields: ``dsn`` (alias ``url``) and/or ``host`` (a name, an address or a unix socket
 directory), ``port``, ``user`` (alias ``username``), ``password``, ``database`` (alias
-``dbname``), ``sslmode``. One pool per distinct target, kept for the life of the process.
-A legacy ``pool`` field is accepted and ignored.
+``dbname``), ``sslmode``; ``credential`` is upstream's spelling of ``auth``. One pool per
+distinct target, kept for the life of the process. A legacy ``pool`` field is accepted and
+ignored.
 
-SQL: ``query`` (alias ``command``). Without ``params`` the text is sent as one simple query,
+SQL: ``query`` (alias ``command``; ``commands`` a list of statements; or upstream's
+``script: {uri, source}`` block). Without ``params`` the text is sent as one simple query,
 so several ``;``-separated statements run in order; with ``params`` (a list for ``%s``, a
 mapping for ``%(name)s``) it is one statement and the values are bound by psycopg. Everything
 runs in one transaction that is rolled back on error, under ``SET LOCAL statement_timeout``
@@ -28,7 +30,15 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from noetl.tools.base import ToolCall, ToolError
-from noetl.tools.sql import affected_result, rows_result, sql_params, sql_text
+from noetl.tools.sql import (
+    affected_result,
+    rows_result,
+    sql_params,
+    sql_source,
+    statement_count,
+    statement_rows,
+    with_statements,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +96,7 @@ class PostgresTool:
 
     async def run(self, call: ToolCall) -> Any:
         target = connection_target(call.auth, call.config)
-        query = sql_text(call.config, self.kind)
+        query = await sql_source(call.config, self.kind)
         params = sql_params(call.config)
         timeout = call.time_limit(DEFAULT_TIMEOUT)
         pool = await self._pool(target)
@@ -219,17 +229,19 @@ async def _collect(cur: psycopg.AsyncCursor[Any]) -> dict[str, Any]:
     columns: list[str] | None = None
     rows: list[Any] = []
     affected = 0
+    statements: list[dict[str, Any]] = []
     while True:
         if cur.description is not None:
             columns = [column.name for column in cur.description]
             rows = await cur.fetchall()
-        elif cur.rowcount > 0:
-            affected += cur.rowcount
+            statements.append(statement_rows(columns, rows))
+        else:
+            affected += max(cur.rowcount, 0)
+            statements.append(statement_count(cur.rowcount))
         if not cur.nextset():
             break
-    if columns is not None:
-        return rows_result(columns, rows)
-    return affected_result(affected)
+    final = rows_result(columns, rows) if columns is not None else affected_result(affected)
+    return with_statements(final, statements)
 
 
 def _tool_error(exc: psycopg.Error, target: Target) -> ToolError:

@@ -1,8 +1,11 @@
 """The ``python`` tool: run user code in a child process, or on a thread of the worker.
 
-Config: ``code`` (alias ``script``), ``timeout_seconds`` (default 300), ``libs`` (alias ->
-module to import), ``isolated`` (default true). Inputs are global variables, and
-``input_data`` holds them all; ``context`` holds ``execution_id``, ``step`` and ``input``.
+Config: ``code`` (alias ``script``; or upstream's ``script: {uri, source: {type}}`` block, see
+``script_source``), ``timeout_seconds`` (default 300), ``libs`` (alias -> module to import),
+``isolated`` (default true), ``args`` (inputs given in the tool, under the step's ``input``),
+``context`` (values added to the ``context`` global). Inputs are global variables, and
+``input_data`` and ``args`` hold them all; ``context`` holds ``execution_id``, ``step``,
+``input`` and the tool's ``context`` values.
 The result is, in this order: the value of a top-level ``return``; the return of
 ``main(...)`` called with the inputs matching its parameters; the global ``result``; else
 None. It is made JSON-ready (see ``python_exec.to_json``).
@@ -34,6 +37,7 @@ import asyncio
 import contextvars
 import logging
 import queue
+import re
 import textwrap
 import threading
 from collections.abc import Callable, Mapping
@@ -45,6 +49,7 @@ from noetl.tools.base import ToolCall, ToolError
 from noetl.tools.python_exec import STEP_MODULE, Reply, ResultError, run_code
 from noetl.tools.python_exec import to_json as _to_json
 from noetl.tools.python_pool import configure
+from noetl.tools.script_source import load_script, source_type
 
 logger = logging.getLogger(__name__)
 
@@ -81,14 +86,26 @@ class PythonTool:
         self.pool = pool or python_pool.default()
 
     async def run(self, call: ToolCall) -> Any:
-        code = _source(call.config)
+        script = call.config.get("script")
+        if "code" not in call.config and isinstance(script, Mapping):
+            if source_type(script) != "inline":
+                code = textwrap.dedent(await load_script(script, "python"))
+            else:
+                code = _source(call.config)
+        else:
+            code = _source(call.config)
         timeout = call.time_limit(DEFAULT_TIMEOUT)
         libs = _libs(call.config.get("libs"))
         isolated = _isolated(call.config.get("isolated", True))
         if call.config.get("env"):
             logger.warning("python step %s: env is not applied to python code", call.step)
-        inputs = dict(call.input)
-        context = {"execution_id": call.execution_id, "step": call.step, "input": inputs}
+        inputs = {**_mapping(call.config.get("args"), "args"), **call.input}
+        context = {
+            **_mapping(call.config.get("context"), "context"),
+            "execution_id": call.execution_id,
+            "step": call.step,
+            "input": inputs,
+        }
         if isolated:
             reply = await self.pool.run(
                 code, inputs, step=call.step, libs=libs, context=context, limit_seconds=timeout
@@ -157,6 +174,14 @@ def _source(config: Mapping[str, Any]) -> str:
     return textwrap.dedent(raw)
 
 
+def _mapping(raw: Any, name: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ToolError(f"python {name} must be a mapping, got {type(raw).__name__}")
+    return dict(raw)
+
+
 def _isolated(raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
@@ -165,14 +190,28 @@ def _isolated(raw: Any) -> bool:
     raise ToolError(f"isolated must be true or false, got {raw!r}")
 
 
+_MODULE_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
 def _libs(raw: Any) -> dict[str, str]:
-    """``libs`` as alias -> module; a list of module names imports each by its name."""
+    """``libs`` as alias -> module (``module:attribute`` for upstream's ``{from, import}``); a
+    list of module names imports each by its name. A list item that is no module name (e.g.
+    ``psycopg2-binary``) names a package the worker's Python must already have: nothing is
+    installed, and the code imports what it needs itself."""
     if raw is None:
         return {}
     if isinstance(raw, Mapping):
-        return {str(alias): str(module) for alias, module in raw.items()}
+        libs: dict[str, str] = {}
+        for alias, module in raw.items():
+            if isinstance(module, Mapping) and module.get("from") and module.get("import"):
+                libs[str(alias)] = f"{module['from']}:{module['import']}"
+            elif isinstance(module, str):
+                libs[str(alias)] = module
+            else:
+                raise ToolError(f"libs.{alias} must be a module name or {{from, import}}")
+        return libs
     if isinstance(raw, list) and all(isinstance(module, str) for module in raw):
-        return {module: module for module in raw}
+        return {module: module for module in raw if _MODULE_NAME.match(module)}
     raise ToolError(f"libs must map names to modules, got {raw!r}")
 
 

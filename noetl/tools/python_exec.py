@@ -136,6 +136,7 @@ def _evaluate(
     namespace: dict[str, Any] = {
         "__name__": STEP_MODULE,
         "input_data": dict(inputs),
+        "args": dict(inputs),  # upstream's name for the inputs
         "context": dict(context),  # execution_id, step, input: what the step runs in
     }
     namespace.update(_import_libs(libs))
@@ -232,7 +233,13 @@ def _call_main(main: Callable[..., Any], inputs: Mapping[str, Any]) -> Any:
 
 
 def _import_libs(libs: Mapping[str, str]) -> dict[str, Any]:
-    return {alias: importlib.import_module(module) for alias, module in libs.items()}
+    """alias -> module, or ``module:attribute`` for ``from module import attribute``."""
+    found: dict[str, Any] = {}
+    for alias, spec in libs.items():
+        module, _, attribute = spec.partition(":")
+        imported = importlib.import_module(module)
+        found[alias] = getattr(imported, attribute) if attribute else imported
+    return found
 
 
 def _failure(exc: BaseException, filename: str) -> Reply:

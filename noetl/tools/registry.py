@@ -7,18 +7,25 @@ is process-wide. ``time_limit`` is the one timeout rule of every tool: a tool's
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from noetl.dsl.tool_schema import UNAVAILABLE
+from noetl.tools.artifact import ArtifactTool
 from noetl.tools.base import Tool, UnknownToolError, timeout_seconds
 from noetl.tools.duckdb import DuckDBTool
 from noetl.tools.http import HttpTool
+from noetl.tools.nats import NatsTool
 from noetl.tools.noop import NoopTool
 from noetl.tools.postgres import PostgresTool
 from noetl.tools.python import PythonTool
 from noetl.tools.python_pool import PythonPool
+from noetl.tools.result_store import ResultStore
 from noetl.tools.shell import ShellTool
+from noetl.tools.transfer import TransferTool
+from noetl.tools.unavailable import UnavailableTool
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +34,25 @@ DEFAULT_TIMEOUT = 300.0  # seconds, for a kind that names no default of its own
 Factory = Callable[[], Tool]
 
 
-def builtin_factories(python: PythonPool | None = None) -> dict[str, Factory]:
-    """The built-in kinds; adding a tool is a new module and one line here."""
-    return {
+def builtin_factories(
+    python: PythonPool | None = None, results: ResultStore | None = None
+) -> dict[str, Factory]:
+    """The built-in kinds; adding a tool is a new module and one line here. `results`: the
+    worker's store of results kept by reference (the artifact tool reads it)."""
+    factories: dict[str, Factory] = {
         "noop": NoopTool,
         "python": lambda: PythonTool(python),
         "http": HttpTool,
         "postgres": PostgresTool,
         "duckdb": DuckDBTool,
         "shell": ShellTool,
+        "nats": NatsTool,
+        "transfer": TransferTool,
+        "artifact": lambda: ArtifactTool(results),
     }
+    for kind in UNAVAILABLE:  # accepted kinds that need a cloud: they fail naming it
+        factories[kind] = functools.partial(UnavailableTool, kind)
+    return factories
 
 
 class ToolRegistry:

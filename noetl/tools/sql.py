@@ -5,6 +5,10 @@ Result of a call::
     {"columns": [...], "rows": [{column: value}, ...], "row_count": n}   # a statement returned rows
     {"affected_rows": n}                                                 # only writes / DDL
 
+plus, as upstream reads it, each statement's own result as ``command_0``, ``command_1``, ...:
+``{"status": "success", "columns", "rows", "row_count"}`` or
+``{"status": "success", "row_count", "affected_rows"}``.
+
 Values are made JSON-native: Decimal -> int or float when exact, else str; date/time ->
 ISO 8601; UUID -> str; bytes -> base64; timedelta -> seconds; other objects -> str.
 """
@@ -26,11 +30,40 @@ Params = list[Any] | dict[str, Any]
 
 
 def sql_text(config: Mapping[str, Any], kind: str) -> str:
-    """The SQL of a call: ``query`` or its alias ``command``."""
-    raw = config.get("query", config.get("command"))
+    """The SQL of a call: ``query``, its alias ``command``, or ``commands`` (a list of
+    statements, run in order)."""
+    raw = config.get("query", config.get("command", config.get("commands")))
+    if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+        raw = ";\n".join(item.strip().rstrip(";") for item in raw if item.strip())
     if not isinstance(raw, str) or not raw.strip():
-        raise ToolError(f"{kind} tool needs `query` (or `command`) with the SQL to run")
+        raise ToolError(
+            f"{kind} tool needs `query` (or `command`, `commands`, `script`) with the SQL to run"
+        )
     return raw
+
+
+async def sql_source(config: Mapping[str, Any], kind: str) -> str:
+    """``sql_text``, or the text of upstream's ``script: {uri, source}`` block."""
+    if not any(config.get(name) for name in ("query", "command", "commands")) and config.get(
+        "script"
+    ):
+        from noetl.tools.script_source import load_script
+
+        return sql_text({"query": await load_script(config["script"], kind)}, kind)
+    return sql_text(config, kind)
+
+
+def with_statements(final: dict[str, Any], statements: list[dict[str, Any]]) -> dict[str, Any]:
+    """Upstream's convention as well: each statement's own result as ``command_<i>``."""
+    return {**final, **{f"command_{i}": result for i, result in enumerate(statements)}}
+
+
+def statement_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> dict[str, Any]:
+    return {"status": "success", **rows_result(columns, rows)}
+
+
+def statement_count(count: int) -> dict[str, Any]:
+    return {"status": "success", "row_count": max(count, 0), "affected_rows": max(count, 0)}
 
 
 def sql_params(config: Mapping[str, Any]) -> Params | None:

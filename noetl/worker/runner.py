@@ -13,17 +13,22 @@ import asyncio
 import logging
 from typing import Any
 
+from noetl import jsonfast
 from noetl.protocol.command import ClaimedCommand
 from noetl.protocol.outcome import Outcome
 from noetl.tools import output
 from noetl.tools.base import ToolCall, ToolError
 from noetl.tools.registry import ToolRegistry
+from noetl.tools.result_store import ResultStore, resolve_refs, select
 from noetl.worker.client import ServerClient, ServerUnreachable
+from noetl.worker.keychain import Keychain, mask, referenced, secret_strings, token_calls
 from noetl.worker.middleware import Job
 from noetl.worker.pipeline import run_pipeline
 
 log = logging.getLogger(__name__)
 
+DEFAULT_INLINE_BYTES = 4 * 1024 * 1024  # NOETL_MAX_PAYLOAD_BYTES's default
+OUTPUT_INLINE_BYTES = 64 * 1024  # upstream's inline tier, for steps with an `output` block
 GRACE = 2.0  # seconds a tool gets past its limit to stop itself before the runner gives up
 
 
@@ -32,6 +37,15 @@ class Credentials:
 
     def __init__(self, client: ServerClient) -> None:
         self.client = client
+
+    async def stored(self, name: str) -> dict[str, Any] | None:
+        """A stored credential's data, or None when it does not exist (keychain entries)."""
+        try:
+            return await self.resolve(name)
+        except ToolError as exc:
+            if str(exc).endswith("does not exist"):
+                return None
+            raise
 
     async def resolve(self, auth: Any) -> dict[str, Any] | None:
         if auth is None or auth == "":
@@ -56,17 +70,30 @@ class Credentials:
 
 class ToolRunner:
     def __init__(
-        self, tools: ToolRegistry, credentials: Credentials, *, grace: float = GRACE
+        self,
+        tools: ToolRegistry,
+        credentials: Credentials,
+        *,
+        grace: float = GRACE,
+        results: ResultStore | None = None,
+        max_inline_bytes: int = DEFAULT_INLINE_BYTES,
     ) -> None:
+        """`results`: where results kept by reference go (a step's `output`, or a result over
+        `max_inline_bytes`); without it every result stays inline."""
         self.tools = tools
         self.credentials = credentials
         self.grace = grace
+        self.results = results
+        self.max_inline_bytes = max_inline_bytes
+        self.keychain = Keychain(credentials.stored)
 
     async def __call__(self, job: Job) -> Outcome:
         """Run the command's tool or pipeline; every failure becomes a failed Outcome."""
         command = job.command
         spec = dict(command.tool)
         kind = str(spec.pop("kind", ""))
+        wanted = spec.pop("output", None)  # step (or tool) `output`: select / store
+        secrets: list[str] = []  # resolved keychain values: masked in what is reported
 
         async def call(kind: str, config: dict[str, Any], tool_input: dict[str, Any]) -> Any:
             return await self.call(command, kind, config, tool_input)
@@ -75,24 +102,84 @@ class ToolRunner:
         problems: tuple[str, ...] = ()
         try:
             if kind == "pipeline":
-                payload = command.input
-                keychain = {
-                    name: await self.credentials.resolve(credential)
-                    for name, credential in (payload.get("keychain") or {}).items()
-                }
+                payload = dict(command.input)
+                payload["context"] = await self._loaded(payload.get("context"))
+                keychain = await self._keychain(command, spec, payload)
+                tokens = await self._tokens(command, spec, payload)
+                secrets = secret_strings({**keychain, "token()": tokens})
+                output.remember_secret(secrets)  # masked in the step's printed output too
                 run = await run_pipeline(spec["items"], payload, call, keychain)
-                variables, problems = run.variables, tuple(run.problems)
+                variables, problems = mask(run.variables, secrets), tuple(run.problems)
                 if not run.ok:
                     raise ToolError(run.error or "failed")
-                result = run.data
+                result = mask(run.data, secrets)
             else:
-                result = await call(kind, spec, dict(command.input))
+                result = await call(kind, spec, await self._loaded(dict(command.input)))
+            result = await self._output(command, result, wanted)
         except ToolError as exc:
-            return Outcome.failure(str(exc), problems=problems)
+            return Outcome.failure(mask(str(exc), secrets), problems=problems)
         except Exception as exc:  # a bug in a tool must not take the worker down
             log.exception("tool %s crashed on %s", kind, command.command_id)
-            return Outcome.failure(f"{type(exc).__name__}: {exc}", problems=problems)
+            error = mask(f"{type(exc).__name__}: {exc}", secrets)
+            return Outcome.failure(error, problems=problems)
         return Outcome.success(result, variables=variables, problems=problems)
+
+    async def _loaded(self, value: Any) -> Any:
+        """`value` with results that travelled by reference loaded (see `result_store`)."""
+        return value if self.results is None else await resolve_refs(value, self.results)
+
+    async def _output(self, command: ClaimedCommand, result: Any, wanted: Any) -> Any:
+        """The result as reported: inline, or stored with a stub (`output` select/store, or
+        larger than the inline limit: `max_inline_bytes`, 64 KiB with an `output` block)."""
+        spec: dict[str, Any] = wanted if isinstance(wanted, dict) else {}
+        store = spec.get("store")
+        kind = str((store.get("kind") if isinstance(store, dict) else store) or "auto")
+        if self.results is None:
+            if kind != "auto":
+                raise ToolError(f"output store {kind!r}: this worker has no result store")
+            return result
+        default = OUTPUT_INLINE_BYTES if spec else self.max_inline_bytes
+        limit = min(int(spec.get("inline_max_bytes", default)), self.max_inline_bytes)
+        if kind == "auto" and len(jsonfast.dumps(result)) <= limit:
+            return result
+        stored = await self.results.put(
+            result, store=kind, execution_id=command.execution_id, step=command.step
+        )
+        fields = spec.get("select") or spec.get("output_select")
+        return {**select(result, fields), "_ref": stored, "_store": stored["store"]}
+
+    async def _keychain(
+        self, command: ClaimedCommand, spec: dict[str, Any], payload: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The keychain entries the pipeline's templates reference, resolved here."""
+        entries = {
+            name: {"kind": "credential", "credential": entry} if isinstance(entry, str) else entry
+            for name, entry in (payload.get("keychain") or {}).items()
+        }
+        if not entries:
+            return {}
+        roots = referenced([spec.get("items"), payload.get("step")])
+        context = payload.get("context") or {}
+        return await self.keychain.resolve(entries, roots, context, command.execution_id)
+
+    async def _tokens(
+        self, command: ClaimedCommand, spec: dict[str, Any], payload: dict[str, Any]
+    ) -> dict[str, str]:
+        """Upstream's `token(<credential>)` calls in the templates: resolved here, then offered
+        to the templates as a function of the context."""
+        calls = token_calls([spec.get("items"), payload.get("step")])
+        if not calls:
+            return {}
+        context = payload.get("context") or {}
+        tokens = await self.keychain.tokens(calls, context, command.execution_id)
+
+        def token(name: Any) -> str:
+            if str(name) not in tokens:
+                raise ToolError(f"token({name!r}) was not resolved before the step ran")
+            return tokens[str(name)]
+
+        payload["context"] = {**context, "token": token}
+        return tokens
 
     async def call(
         self, command: ClaimedCommand, kind: str, config: dict[str, Any], tool_input: dict[str, Any]
@@ -100,7 +187,7 @@ class ToolRunner:
         """One tool call, with its credential and under its time limit."""
         tool = self.tools.get(kind)
         limit = self.tools.time_limit(kind, config)
-        auth = await self.credentials.resolve(config.get("auth"))
+        auth = await self._auth(tool, kind, config)
         call = ToolCall(
             kind, config, tool_input, command.execution_id, command.step, auth, timeout=limit
         )
@@ -111,3 +198,16 @@ class ToolRunner:
             if guard.expired():
                 raise ToolError(f"{kind} timed out after {limit:g} s", retryable=True) from None
             raise
+
+    async def _auth(self, tool: Any, kind: str, config: dict[str, Any]) -> dict[str, Any] | None:
+        """The credential data a call needs: `auth` (upstream also says `credential`); each
+        side's own `auth` for a transfer; none for a kind that cannot run here."""
+        if not getattr(tool, "uses_auth", True):
+            return None
+        if kind == "transfer":
+            return {
+                side: await self.credentials.resolve(end.get("auth"))
+                for side in ("source", "target")
+                if isinstance(end := config.get(side), dict)
+            }
+        return await self.credentials.resolve(config.get("auth") or config.get("credential"))

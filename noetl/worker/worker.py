@@ -28,6 +28,7 @@ from noetl.protocol.message import CommandMessage
 from noetl.protocol.outcome import Report
 from noetl.tools.python_pool import PythonPool
 from noetl.tools.registry import ToolRegistry, builtin_factories
+from noetl.tools.result_store import ResultStore
 from noetl.worker.ack import Ack, Disposition, Nak, Term, for_status, settle
 from noetl.worker.client import Response, ServerClient, ServerUnreachable
 from noetl.worker.middleware import Job, Middleware, process
@@ -61,15 +62,22 @@ class Worker:
             settings.server_url, token=settings.worker_token or settings.api_token
         )
         self.keepalive = min(Topology().ack_wait, settings.lease_seconds) / 3
+        self.results = ResultStore(settings.nats_url, settings.home)  # results by reference
         self.tools = tools or ToolRegistry(
             builtin_factories(
                 PythonPool(
                     pool_size=settings.python_processes or settings.worker_concurrency,
                     memory_mb=settings.python_memory_mb,
-                )
+                ),
+                self.results,
             )
         )
-        self.runner = ToolRunner(self.tools, Credentials(self.client))
+        self.runner = ToolRunner(
+            self.tools,
+            Credentials(self.client),
+            results=self.results,
+            max_inline_bytes=settings.max_payload_bytes,
+        )
         self.middleware = list(
             middleware
             if middleware is not None
@@ -113,6 +121,7 @@ class Worker:
             await self.subscriber.close()
             await self.client.close()
             await self.tools.close()
+            await self.results.close()
             log.info("worker %s stopped", self.worker_id)
 
     async def _subscribe(self) -> bool:

@@ -16,6 +16,11 @@ from noetl.tools.postgres import PostgresTool
 from tests.conftest import Services
 
 
+def final(result: dict[str, Any]) -> dict[str, Any]:
+    """The result without upstream's per-statement `command_<i>` entries."""
+    return {k: v for k, v in result.items() if not k.startswith("command_")}
+
+
 @pytest.fixture(scope="module")
 def database_url(services: Services) -> Iterator[str]:
     name = f"noetl_pgtool_{uuid.uuid4().hex[:12]}"
@@ -68,22 +73,22 @@ async def test_create_insert_with_params_and_select_returns_rows_as_objects(
     tool: PostgresTool, database_url: str
 ) -> None:
     created = await run_sql(tool, database_url, "CREATE TABLE people (id int, name text)")
-    assert created == {"affected_rows": 0}
+    assert final(created) == {"affected_rows": 0}
     positional = await run_sql(
         tool, database_url, "INSERT INTO people VALUES (%s, %s)", params=[1, "Robert'); DROP"]
     )
-    assert positional == {"affected_rows": 1}
+    assert final(positional) == {"affected_rows": 1}
     named = await run_sql(
         tool,
         database_url,
         "INSERT INTO people VALUES (%(id)s, %(name)s)",
         params={"id": 2, "name": "Ann"},
     )
-    assert named == {"affected_rows": 1}
+    assert final(named) == {"affected_rows": 1}
     result = await run_sql(
         tool, database_url, "SELECT id, name FROM people WHERE id >= %s ORDER BY id", params=[1]
     )
-    assert result == {
+    assert final(result) == {
         "columns": ["id", "name"],
         "rows": [{"id": 1, "name": "Robert'); DROP"}, {"id": 2, "name": "Ann"}],
         "row_count": 2,
@@ -119,13 +124,13 @@ async def test_writes_report_affected_rows_summed_over_the_statements(
 ) -> None:
     await run_sql(tool, database_url, "CREATE TABLE counts (n int)")
     inserted = await run_sql(tool, database_url, "INSERT INTO counts SELECT generate_series(1, 5)")
-    assert inserted == {"affected_rows": 5}
+    assert final(inserted) == {"affected_rows": 5}
     changed = await run_sql(
         tool,
         database_url,
         "UPDATE counts SET n = n + 10 WHERE n <= 3; DELETE FROM counts WHERE n = 5",
     )
-    assert changed == {"affected_rows": 4}
+    assert final(changed) == {"affected_rows": 4}
 
 
 @pytest.mark.timeout(60)
@@ -295,3 +300,53 @@ async def test_get_tool_keeps_one_postgres_tool_and_close_tools_closes_its_pools
     await close_tools()
     assert pool.closed
     assert get_tool("postgres") is not shared
+
+
+@pytest.mark.timeout(60)
+async def test_each_statement_is_also_command_i_and_commands_and_script_files_run(
+    tool: PostgresTool, database_url: str, tmp_path: Any
+) -> None:
+    result = await run_sql(
+        tool,
+        database_url,
+        "CREATE TABLE cmd (n int); INSERT INTO cmd VALUES (1), (2); SELECT n FROM cmd ORDER BY n",
+    )
+    assert result["command_0"] == {"status": "success", "row_count": 0, "affected_rows": 0}
+    assert result["command_1"]["affected_rows"] == 2
+    assert result["command_2"]["rows"] == [{"n": 1}, {"n": 2}] == result["rows"]
+    listed = await tool.run(
+        ToolCall(
+            "postgres",
+            {"commands": ["INSERT INTO cmd VALUES (3);", "SELECT count(*) AS c FROM cmd"]},
+            {},
+            1,
+            "step",
+            auth={"dsn": database_url},
+        )
+    )
+    assert listed["command_1"]["rows"] == [{"c": 3}]
+    script = tmp_path / "count.sql"
+    script.write_text("SELECT max(n) AS top FROM cmd;")
+    loaded = await tool.run(
+        ToolCall(
+            "postgres",
+            {"script": {"uri": str(script), "source": {"type": "file"}}},
+            {},
+            1,
+            "step",
+            auth={"dsn": database_url},
+        )
+    )
+    assert loaded["command_0"]["rows"] == [{"top": 3}]
+    for kind, scheme in (("s3", "s3://"), ("gcs", "gs://")):
+        with pytest.raises(ToolError, match=f"script source {kind} \\({scheme}b/x.sql\\)"):
+            await tool.run(
+                ToolCall(
+                    "postgres",
+                    {"script": {"uri": "x.sql", "source": {"type": kind, "bucket": "b"}}},
+                    {},
+                    1,
+                    "step",
+                    auth={"dsn": database_url},
+                )
+            )

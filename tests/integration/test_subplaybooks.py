@@ -100,3 +100,12 @@ async def test_cancelling_the_parent_cancels_the_child(api: httpx.AsyncClient) -
     child = await wait_for_end(api, child_id)
     assert child["status"] == "CANCELLED"
     assert "parent execution" in child["error"]
+
+
+async def test_upstreams_payload_is_the_childs_input(api: httpx.AsyncClient) -> None:
+    await _register(api, CHILD)
+    parent = PARENT.replace('input: {n: "{{ n }}"', 'payload: {n: 5}\n      input: {n2: "{{ n }}"')
+    parent = parent.replace("metadata: {name: parent, path: tests/parent}", "metadata: {name: p2}")
+    execution = await run_playbook(api, parent)
+    assert execution["status"] == "COMPLETED", execution["error"]
+    assert execution["result"] == {"got": 25}

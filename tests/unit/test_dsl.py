@@ -35,7 +35,7 @@ def test_every_problem_is_listed_at_once_with_line_and_field() -> None:
     )
     assert problems == [
         "p.yaml:7:5: workflow[0].command: unknown key 'command'; expected one of args, desc,"
-        " description, input, loop, next, set, spec, step, tool",
+        " description, input, loop, next, output, set, spec, step, tool",
         "p.yaml:8:13: workflow[0].next[0].step: unknown step 'nowhere'; steps are start, other",
     ]
 

@@ -1,0 +1,137 @@
+"""The nats tool on the real NATS server: key/value, publish, request, and a playbook that uses
+it through a stored NATS credential (upstream's nats_url / nats_user / nats_password)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import nats
+import pytest
+
+from noetl.tools import ToolCall, ToolError
+from noetl.tools.nats import NatsTool
+from tests.conftest import Services, run_playbook
+
+
+@pytest.fixture
+async def tool() -> AsyncIterator[NatsTool]:
+    value = NatsTool()
+    yield value
+    await value.close()
+
+
+@pytest.fixture
+async def bucket(services: Services) -> AsyncIterator[str]:
+    name = f"test_{uuid.uuid4().hex[:10]}"
+    yield name
+    nc = await nats.connect(services.nats_url)
+    with contextlib.suppress(Exception):  # a test that failed early may not have created it
+        await nc.jetstream().delete_key_value(name)
+    await nc.close()
+
+
+def _call(auth: dict[str, Any] | None, **config: Any) -> ToolCall:
+    return ToolCall("nats", config, {}, 1, "step", auth)
+
+
+async def test_kv_put_get_delete_round_trip(
+    tool: NatsTool, services: Services, bucket: str
+) -> None:
+    auth = {"nats_url": services.nats_url, "nats_user": "", "nats_password": ""}
+    value = {"session_token": "s-1", "user_id": 1, "is_active": True}
+    put = await tool.run(_call(auth, operation="kv_put", bucket=bucket, key="k1", value=value))
+    assert (put["status"], put["bucket"], put["key"]) == ("ok", bucket, "k1")
+    got = await tool.run(_call(auth, operation="kv_get", bucket=bucket, key="k1"))
+    assert (got["found"], got["value"], got["revision"]) == (True, value, put["revision"])
+    await tool.run(_call(auth, operation="kv_put", bucket=bucket, key="k2", value="plain text"))
+    text = await tool.run(_call(auth, operation="kv_get", bucket=bucket, key="k2"))
+    assert text["value"] == "plain text"
+    keys = await tool.run(_call(auth, operation="kv_keys", bucket=bucket))
+    assert keys["keys"] == ["k1", "k2"]
+    deleted = await tool.run(_call(auth, operation="kv_delete", bucket=bucket, key="k1"))
+    assert deleted["deleted"] is True
+    gone = await tool.run(_call(auth, operation="kv_get", bucket=bucket, key="k1"))
+    assert (gone["found"], gone["value"]) == (False, None)
+
+
+async def test_publish_and_request_reach_a_subscriber(tool: NatsTool, services: Services) -> None:
+    auth = {"nats_url": services.nats_url}
+    subject = f"test.tool.{uuid.uuid4().hex[:8]}"
+    nc = await nats.connect(services.nats_url)
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_message(msg: Any) -> None:
+        await received.put(msg.data)
+        if msg.reply:
+            await msg.respond(b'{"pong": true}')
+
+    await nc.subscribe(subject, cb=on_message)
+    await nc.flush()
+    try:
+        sent = await tool.run(_call(auth, operation="publish", subject=subject, data={"a": 1}))
+        assert sent == {"status": "ok", "subject": subject}
+        assert await asyncio.wait_for(received.get(), 10) == b'{"a":1}'
+        reply = await tool.run(_call(auth, operation="request", subject=subject, data="ping"))
+        assert reply["data"] == {"pong": True}
+        assert await asyncio.wait_for(received.get(), 10) == b"ping"
+    finally:
+        await nc.close()
+
+
+@pytest.mark.parametrize(
+    ("auth", "config", "message"),
+    [
+        (None, {"operation": "kv_get", "bucket": "b", "key": "k"}, "needs a server"),
+        ({"nats_url": "nats://127.0.0.1:1"}, {"operation": "kv_get"}, "cannot connect"),
+        ({}, {"operation": "explode"}, "operation must be one of"),
+    ],
+)
+async def test_bad_calls_fail_with_a_clear_error(
+    tool: NatsTool, auth: dict[str, Any] | None, config: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ToolError, match=message):
+        await tool.run(_call(auth, **config))
+
+
+async def test_missing_bucket_and_missing_fields(tool: NatsTool, services: Services) -> None:
+    auth = {"nats_url": services.nats_url}
+    missing = f"absent_{uuid.uuid4().hex[:8]}"
+    with pytest.raises(ToolError, match=f"bucket '{missing}' does not exist"):
+        await tool.run(_call(auth, operation="kv_get", bucket=missing, key="k"))
+    with pytest.raises(ToolError, match="needs `key`"):
+        await tool.run(_call(auth, operation="kv_put", bucket=missing))
+    with pytest.raises(ToolError, match="no responders"):
+        await tool.run(_call(auth, operation="request", subject=f"nobody.{missing}", data="x"))
+
+
+async def test_a_playbook_uses_kv_through_a_nats_credential(
+    api: httpx.AsyncClient, services: Services, bucket: str
+) -> None:
+    credential = {
+        "name": "nats_credential",
+        "type": "nats",
+        "data": {"nats_url": services.nats_url, "nats_user": "", "nats_password": ""},
+    }
+    assert (await api.post("/api/credentials", json=credential)).status_code == 201
+    playbook = f"""
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {{name: nats_kv, path: tests/nats_kv}}
+workload: {{bucket: {bucket}, value: {{user: 7}}}}
+workflow:
+  - step: start
+    tool: {{kind: nats, auth: nats_credential, operation: kv_put, bucket: "{{{{ bucket }}}}",
+           key: k, value: "{{{{ value }}}}"}}
+    next: [read]
+  - step: read
+    tool: {{kind: nats, auth: nats_credential, operation: kv_get,
+           bucket: "{{{{ bucket }}}}", key: k}}
+"""
+    execution = await run_playbook(api, playbook)
+    assert execution["status"] == "COMPLETED", execution["error"]
+    assert execution["result"]["value"] == {"user": 7}
