@@ -25,14 +25,20 @@ async def step_spans(conn: AsyncConnection[Any], execution_id: int) -> list[dict
         " count(*) FILTER (WHERE event_type = 'command.completed') AS completed,"
         " count(*) FILTER (WHERE event_type = 'command.failed') AS failed,"
         " count(*) FILTER (WHERE event_type = 'command.cancelled') AS cancelled,"
-        " coalesce(max(attempt), 0) AS max_attempt,"
-        " (array_agg(error ORDER BY event_id DESC) FILTER (WHERE error IS NOT NULL))[1]"
-        "  AS last_error"
+        " coalesce(max(attempt), 0) AS max_attempt"
         " FROM noetl.event WHERE execution_id = %s AND step IS NOT NULL"
-        " GROUP BY step ORDER BY min(event_id)",
+        " GROUP BY step ORDER BY min(event_id)",  # no ordered aggregate: a hash, not a sort
         (execution_id,),
     )
-    return await cur.fetchall()
+    spans = await cur.fetchall()
+    cur = await conn.execute(
+        "SELECT DISTINCT ON (step) step, error FROM noetl.event"
+        " WHERE execution_id = %s AND step IS NOT NULL AND error IS NOT NULL"
+        " ORDER BY step, event_id DESC",
+        (execution_id,),
+    )
+    errors = {row["step"]: row["error"] for row in await cur.fetchall()}
+    return [{**span, "last_error": errors.get(span["step"])} for span in spans]
 
 
 async def command_spans(

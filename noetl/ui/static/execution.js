@@ -96,15 +96,29 @@ function loopText(loop) {
   return `${loop.succeeded} / ${loop.failed} / ${loop.in_flight} of ${loop.count}`;
 }
 
+let stepsShown = "";
+
 function renderSteps() {
   const states = stepStates();
+  const fingerprint = JSON.stringify(states);
+  if (fingerprint === stepsShown) return;
+  const before = new Map(JSON.parse(stepsShown || "[]").map((s) => [s.step, s.status]));
+  stepsShown = fingerprint;
   if (graph) paintGraph(document.getElementById("graph"), states, selected);
+  const focused = document.activeElement && document.activeElement.closest("#steps tr");
+  const focusedStep = focused && focused.dataset.step;
   const body = document.querySelector("#steps tbody");
   body.replaceChildren(...states.map((s) => el("tr", { dataset: { step: s.step, status: s.status } },
     el("th", { scope: "row" }, el("button", { type: "button", class: "link", onclick: () => select(s.step) }, s.step)),
     el("td", {}, badge(s.status)),
     el("td", { class: "num" }, String(s.runs)),
     el("td", {}, s.loop ? el("span", {}, progressBar(s.loop), " ", loopText(s.loop)) : ""))));
+  if (focusedStep) {
+    const again = body.querySelector(`tr[data-step="${CSS.escape(focusedStep)}"] button`);
+    if (again) again.focus();
+  }
+  const current = selected && states.find((s) => s.step === selected);
+  if (current && before.size && before.get(selected) !== current.status) select(selected);  // live details
   const choose = document.getElementById("rerun-step");
   if (choose.options.length !== states.length) {
     choose.replaceChildren(...states.map((s) => el("option", { value: s.step }, s.step)));
