@@ -109,7 +109,7 @@ function renderSteps() {
   const focusedStep = focused && focused.dataset.step;
   const body = document.querySelector("#steps tbody");
   body.replaceChildren(...states.map((s) => el("tr", { dataset: { step: s.step, status: s.status } },
-    el("th", { scope: "row" }, el("button", { type: "button", class: "link", onclick: () => select(s.step) }, s.step)),
+    el("th", { scope: "row" }, el("button", { type: "button", class: "link", onclick: () => show(s.step) }, s.step)),
     el("td", {}, badge(s.status)),
     el("td", { class: "num" }, String(s.runs)),
     el("td", {}, s.loop ? el("span", {}, progressBar(s.loop), " ", loopText(s.loop)) : ""))));
@@ -118,7 +118,7 @@ function renderSteps() {
     if (again) again.focus();
   }
   const current = selected && states.find((s) => s.step === selected);
-  if (current && before.size && before.get(selected) !== current.status) select(selected);  // live details
+  if (current && before.size && before.get(selected) !== current.status) show(selected);  // live details
   const choose = document.getElementById("rerun-step");
   if (choose.options.length !== states.length) {
     choose.replaceChildren(...states.map((s) => el("option", { value: s.step }, s.step)));
@@ -130,15 +130,32 @@ function progressBar(loop) {
   return el("progress", { max: String(loop.count || 1), value: String(done), "aria-label": `${done} of ${loop.count} items done` });
 }
 
+let selecting = 0;
+
+// From clicks and live changes: a failure shows on the page (a fetch cut short by leaving the
+// page is not one).
+function show(step) {
+  select(step).catch((error) => {
+    if (error instanceof ApiError) problem(`Cannot load step ${step}: ${error.message}`);
+  });
+}
+
+// Shows a step's details; of overlapping calls (a click, the URL's #step-, a live change)
+// only the latest one fills the panel.
 async function select(step) {
+  const ticket = ++selecting;
   selected = step;
   if (graph) paintGraph(document.getElementById("graph"), stepStates(), selected);
   const panel = document.getElementById("step-body");
   const state = stepStates().find((s) => s.step === step) || { status: "waiting", runs: 0 };
-  panel.replaceChildren(el("h3", {}, step), el("p", {}, badge(state.status), ` · runs ${state.runs}`,
-    state.loop ? ` · loop ${loopText(state.loop)} (done / failed / in flight of N)` : ""));
-  const detail = await api(`${base}/steps/${encodeURIComponent(step)}`);
-  if (selected !== step) return;
+  const head = [el("h3", {}, step), el("p", {}, badge(state.status), ` · runs ${state.runs}`,
+    state.loop ? ` · loop ${loopText(state.loop)} (done / failed / in flight of N)` : "")];
+  panel.replaceChildren(...head);
+  const [detail, logs] = await Promise.all([
+    api(`${base}/steps/${encodeURIComponent(step)}`),
+    stepLogs(step).catch((error) => `(cannot read the output: ${error.message})`),
+  ]);
+  if (ticket !== selecting) return;
   const parts = [];
   if (detail.error) {
     parts.push(el("h4", {}, `Error (attempt ${detail.error_attempt ?? "?"})`), el("pre", { class: "error-text" }, detail.error));
@@ -148,10 +165,9 @@ async function select(step) {
   }
   const mine = children.filter((c) => stepOf(c) === step);
   if (mine.length) parts.push(el("h4", {}, "Child executions"), el("ul", {}, ...mine.map(childLink)));
-  const logs = await stepLogs(step).catch((error) => `(cannot read the output: ${error.message})`);
   if (logs) parts.push(el("details", { open: true }, el("summary", {}, "Output (stdout, stderr)"), el("pre", { class: "log" }, logs)));
   if (!parts.length) parts.push(el("p", { class: "muted" }, "No result, error or output recorded yet."));
-  if (selected === step) panel.append(...parts);
+  panel.replaceChildren(...head, ...parts);
 }
 
 // What the step's commands printed (GET /api/executions/{id}/logs?step=), the last 200
@@ -271,7 +287,7 @@ async function start() {
   document.title = `${execution.path} · execution ${id} · NoETL`;
   try {
     graph = await api(`/api/catalog/${execution.catalog_id}/graph`);
-    drawGraph(document.getElementById("graph"), graph, select);
+    drawGraph(document.getElementById("graph"), graph, show);
   } catch (error) {
     document.getElementById("graph").append(el("p", { class: "error" }, `Cannot draw the graph: ${error.message}`));
   }
@@ -280,7 +296,7 @@ async function start() {
   await Promise.all([renderTimeline(), renderChildren()]);
   loadEventsWhenSeen();  // after the page has its height
   const wanted = decodeURIComponent(location.hash.replace(/^#step-/, ""));
-  if (location.hash.startsWith("#step-") && wanted) select(wanted);
+  if (location.hash.startsWith("#step-") && wanted) show(wanted);
   if (execution.status === "RUNNING") poll(tick, 1000);
 }
 
