@@ -103,7 +103,7 @@ export function svg(tag, attrs = {}, ...children) {
 // Statuses carry a symbol and a word, so they read without colour.
 const SYMBOLS = {
   running: "◐", completed: "✓", failed: "✗", cancelled: "⊘", waiting: "○", skipped: "↷",
-  pending: "○", claimed: "◐", ready: "●", stopped: "○", stopping: "◑",
+  pending: "○", claimed: "◐", ready: "●", stopped: "○", stopping: "◑", active: "●", paused: "‖",
 };
 export function symbol(status) {
   return SYMBOLS[String(status || "").toLowerCase()] || "•";
