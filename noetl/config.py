@@ -40,6 +40,15 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected 1/0, true/false, yes/no or on/off")
+
+
 def _int_at_least_0(value: str) -> int:
     number = int(value)
     if number < 0:
@@ -135,6 +144,11 @@ class Settings:
     max_attempts: int = _env(
         "NOETL_MAX_ATTEMPTS", _positive_int, "Claims of one command before it fails as worker_lost."
     )
+    continuation: bool = _env(
+        "NOETL_CONTINUATION",
+        _bool,
+        "Hand a worker the one next command its report issues, claimed in the same transaction.",
+    )
     max_payload_bytes: int = _env(
         "NOETL_MAX_PAYLOAD_BYTES", _positive_int, "Largest request body or tool result accepted."
     )
@@ -182,6 +196,7 @@ class Settings:
             "relay_after": 5.0,
             "lease_seconds": 30.0,
             "max_attempts": 3,
+            "continuation": True,
             "max_payload_bytes": 4 * 1024 * 1024,
             "stream": "NOETL_COMMANDS",
             "subject": "noetl.commands",

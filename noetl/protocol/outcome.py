@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from noetl.protocol.command import ClaimedCommand
 from noetl.protocol.events import CommandStatus, EventType, ExecutionStatus
 
 
@@ -50,6 +51,7 @@ class Report:
     attempt: int
     worker_id: str
     outcome: Outcome
+    takes_next: bool = True  # the worker may be handed the next command (continuation)
 
     @property
     def event_type(self) -> EventType:
@@ -69,23 +71,34 @@ class Report:
             "variables": dict(outcome.variables) or None,
             "problems": list(outcome.problems) or None,
             "log": dict(outcome.log) or None,
+            **({} if self.takes_next else {"takes_next": False}),
         }
 
 
 @dataclass(frozen=True)
 class ReportReply:
     """The server's answer to a recorded report: the execution's status after the decision,
-    and how many commands the decision issued."""
+    how many commands the decision issued, and (continuation) the one next command, already
+    claimed for the reporting worker, when the decision issued exactly one it can run."""
 
     status: ExecutionStatus
     issued: int = 0
+    next: ClaimedCommand | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": self.status.value, "issued": self.issued}
+        body: dict[str, Any] = {"status": self.status.value, "issued": self.issued}
+        if self.next is not None:
+            body["next"] = self.next.to_json()
+        return body
 
     @classmethod
     def from_json(cls, body: Any) -> ReportReply:
         try:
-            return cls(ExecutionStatus(body["status"]), int(body.get("issued", 0)))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            following = body.get("next")
+            return cls(
+                ExecutionStatus(body["status"]),
+                int(body.get("issued", 0)),
+                None if following is None else ClaimedCommand.from_json(following),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a report reply: {exc!r}") from None

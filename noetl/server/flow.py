@@ -41,6 +41,7 @@ from noetl.engine import (
 )
 from noetl.engine.rerun import RerunPlan
 from noetl.errors import ConflictError, LoopDataMissing, NoetlError, NotFoundError
+from noetl.protocol.command import ClaimedCommand
 from noetl.protocol.events import CommandStatus, EventType, ExecutionStatus
 from noetl.protocol.message import CommandMessage
 from noetl.protocol.outcome import Outcome, Report, ReportReply
@@ -184,7 +185,7 @@ class Flow:
 
     async def _report_together(self, reports: Sequence[Report]) -> list[ReportReply | Exception]:
         execution_id = reports[0].execution_id
-        answers: list[ReportReply | Exception | None] = []
+        answers: list[Exception | None] = []
         effects = Effects()
         decision = None
         async with self.transaction() as conn:
@@ -206,10 +207,12 @@ class Flow:
                     recorded.append(event)
                     incoming.append(change)
                     settled[report.outcome.status].append(report.command_id)
+            following: tuple[int, ClaimedCommand] | None = None
             if recorded and execution is not None:
                 decision = await self._decide(conn, execution, incoming, recorded, effects)
                 for settled_as, ids in settled.items():
                     await commands.set_status(conn, execution_id, ids, settled_as.value)
+                following = await self._continuation(conn, reports, answers, effects)
         for report in reports:
             metrics.EVENTS.labels(report.event_type.value).inc()
         await self.after_commit(effects)
@@ -217,7 +220,65 @@ class Flow:
             decision.state.status if decision else (execution or {}).get("status", "RUNNING")
         )
         reply = ReportReply(status, len(decision.commands) if decision else 0)
-        return [reply if answer is None else answer for answer in answers]
+        replies: list[ReportReply | Exception] = [
+            reply if answer is None else answer for answer in answers
+        ]
+        if following is not None:
+            index, command = following
+            replies[index] = ReportReply(status, reply.issued, command)
+        return replies
+
+    async def _continuation(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        reports: Sequence[Report],
+        answers: Sequence[Exception | None],
+        effects: Effects,
+    ) -> tuple[int, ClaimedCommand] | None:
+        """Continuation (NOETL_CONTINUATION): when the decision issued exactly one command to
+        publish, claim it in this transaction for the worker whose report came last, and hand
+        it over in that report's answer instead of publishing it. Crash safety is the same as
+        for any claim: if that worker never reports, the lease lapses and the relay
+        republishes the command."""
+        if not self.settings.continuation or len(effects.publish) != 1:
+            return None
+        accepted = [
+            index
+            for index, answer in enumerate(answers)
+            if answer is None
+            and reports[index].takes_next
+            and reports[index].worker_id != SERVER_WORKER
+        ]
+        command = effects.publish[0]
+        if not accepted or command.execution_id != reports[0].execution_id:
+            return None
+        index = accepted[-1]
+        worker_id = reports[index].worker_id
+        claimed = await commands.claim(
+            conn,
+            [command.event_id],
+            [self.new_id()],
+            worker_id,
+            self.settings.lease_seconds,
+            self.settings.max_attempts,
+        )
+        row = claimed.get(command.event_id)
+        if row is None:
+            return None
+        effects.publish.clear()
+        metrics.EVENTS.labels(EventType.COMMAND_CLAIMED.value).inc()
+        return index, ClaimedCommand(
+            execution_id=row["execution_id"],
+            event_id=row["event_id"],
+            command_id=row["command_id"],
+            step=row["step"],
+            tool=row["tool"],
+            input=row["input"],
+            attempt=row["attempt"],
+            worker_id=worker_id,
+            iteration=row["iteration"],
+            lease_seconds=self.settings.lease_seconds,
+        )
 
     def _outcome(self, report: Report, step: str) -> tuple[EventRecord, Incoming]:
         """The event that records an outcome, and what it tells the engine."""

@@ -327,7 +327,9 @@ def _report_of(body: EventRequest) -> Report:
         problems=tuple(body.problems or ()),
         log={str(k): v for k, v in body.log.items()} if body.log else {},
     )
-    return Report(body.execution_id, body.command_id, body.attempt, body.worker_id, outcome)
+    return Report(
+        body.execution_id, body.command_id, body.attempt, body.worker_id, outcome, body.takes_next
+    )
 
 
 @router.post("/api/workers/heartbeat")

@@ -69,6 +69,9 @@ class EventRequest(Body):
     variables: dict[str, Any] | None = Field(
         default=None, description="Execution variables set by pipeline items on the worker"
     )
+    takes_next: bool = Field(
+        default=True, description="The worker may be handed the next command in the answer"
+    )
     problems: list[Annotated[str, Field(max_length=10_000)]] | None = Field(
         default=None,
         max_length=1000,

@@ -25,7 +25,7 @@ from noetl.bus.nats_client import NATSCommandSubscriber, Topology
 from noetl.config import Settings
 from noetl.protocol.command import ClaimedCommand, ClaimReply, Refusal
 from noetl.protocol.message import CommandMessage
-from noetl.protocol.outcome import Report
+from noetl.protocol.outcome import Report, ReportReply
 from noetl.tools.python_pool import PythonPool
 from noetl.tools.registry import ToolRegistry, builtin_factories
 from noetl.tools.result_store import ResultStore
@@ -239,27 +239,50 @@ class Worker:
                 await self._settle(msg, for_status(refusal.status, refusal.message))
 
     async def work(self, msg: Msg, command: ClaimedCommand) -> None:
-        """Run one claimed command through the middleware, report it, answer NATS."""
+        """Run one claimed command through the middleware, report it, answer NATS; then run
+        the commands the server hands over in its answers (continuation) in the same slot."""
+        following: ClaimedCommand | None = None
         try:
-            disposition = await self._work(msg, command)
-        except Exception:  # a bug must not leak the slot; NATS redelivers after a nak
-            log.exception("command %s: worker error", command.command_id)
-            disposition = Nak("worker error")
-        await self._settle(msg, disposition)
+            try:
+                disposition, following = await self._work(command, msg)
+            except Exception:  # a bug must not leak the slot; NATS redelivers after a nak
+                log.exception("command %s: worker error", command.command_id)
+                disposition = Nak("worker error")
+            await settle(msg, disposition)
+            while following is not None:  # claimed for us: no NATS message, the lease holds it
+                current, following = following, None
+                try:
+                    _, following = await self._work(current, None)
+                except Exception:  # its lease lapses and the relay republishes it
+                    log.exception("command %s: worker error", current.command_id)
+        finally:
+            self.held -= 1
+            self.released.set()
 
-    async def _work(self, msg: Msg, command: ClaimedCommand) -> Disposition:
+    async def _work(
+        self, command: ClaimedCommand, msg: Msg | None
+    ) -> tuple[Disposition, ClaimedCommand | None]:
         outcome = await process(self.middleware, Job(command, msg), self.runner)
         if outcome is None:  # cancelled or superseded while running: nothing to report
-            return Ack("cancelled or superseded")
+            return Ack("cancelled or superseded"), None
         report = Report(
-            command.execution_id, command.command_id, command.attempt, self.worker_id, outcome
+            command.execution_id,
+            command.command_id,
+            command.attempt,
+            self.worker_id,
+            outcome,
+            takes_next=not self.stopping.is_set(),
         )
         response = await self.reports.submit("reports", report)
         if response.status >= 300:
             log.warning(
                 "report of %s: HTTP %d %s", command.command_id, response.status, response.message
             )
-        return for_status(response.status, response.message)
+            return for_status(response.status, response.message), None
+        following = None
+        if isinstance(response.body, dict) and response.body.get("next") is not None:
+            following = ReportReply.from_json(response.body).next
+        return for_status(response.status, response.message), following
 
     async def _settle(self, msg: Msg, disposition: Disposition) -> None:
         try:

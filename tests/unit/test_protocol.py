@@ -80,3 +80,12 @@ def test_a_report_is_the_body_of_the_seeds_outcome_events() -> None:
     assert ReportReply.from_json({"status": "RUNNING", "issued": 2}) == ReportReply(
         ExecutionStatus.RUNNING, 2
     )
+
+
+def test_a_report_reply_may_carry_the_next_command_and_a_report_may_decline_it() -> None:
+    reply = ReportReply(ExecutionStatus.RUNNING, 1, COMMAND)
+    assert ReportReply.from_json(json.loads(json.dumps(reply.to_json()))) == reply
+    assert "next" not in ReportReply(ExecutionStatus.RUNNING, 1).to_json()
+    declining = Report(5, "c", 1, "w", Outcome.success(1), takes_next=False)
+    assert declining.to_json()["takes_next"] is False
+    assert "takes_next" not in Report(5, "c", 1, "w", Outcome.success(1)).to_json()

@@ -1,0 +1,109 @@
+"""Continuation (NOETL_CONTINUATION): a report whose decision issues exactly one command gets
+that command back, claimed for the reporting worker in the same transaction. Crash safety is
+that of any claim: a worker that never runs it loses it when the lease lapses."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from noetl.config import Settings
+from noetl.embedded.runtime import running
+from noetl.worker.worker import Worker
+from tests.conftest import event_log, wait_for_end
+
+TWO_STEPS = """
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: two, path: tests/two}
+workflow:
+  - {step: start, tool: {kind: noop, result: 1}, next: [end]}
+  - {step: end, tool: {kind: noop, result: 2}}
+"""
+
+
+async def _claim_first(api: httpx.AsyncClient, execution_id: str) -> dict[str, Any]:
+    [issued] = [
+        e for e in await event_log(api, execution_id) if e["event_type"] == "command.issued"
+    ]
+    claim = await api.post(f"/api/commands/{issued['event_id']}/claim", json={"worker_id": "w1"})
+    assert claim.status_code == 200
+    command: dict[str, Any] = claim.json()
+    return command
+
+
+async def _report(api: httpx.AsyncClient, command: dict[str, Any], **extra: Any) -> Any:
+    body = {
+        "execution_id": command["execution_id"],
+        "event_type": "command.completed",
+        "command_id": command["command_id"],
+        "attempt": command["attempt"],
+        "worker_id": command["worker_id"],
+        "result": command["tool"].get("result"),
+        **extra,
+    }
+    answer = await api.post("/api/events", json=body)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+async def test_the_one_next_command_comes_back_claimed_for_the_reporting_worker(
+    settings: Settings,
+) -> None:
+    async with running(settings, workers=0) as rt, httpx.AsyncClient(base_url=rt.url) as api:
+        started = (await api.post("/api/execute", json={"playbook": TWO_STEPS})).json()
+        first = await _claim_first(api, started["execution_id"])
+        answer = await _report(api, first)
+        following = answer["next"]
+        assert (following["step"], following["attempt"], following["worker_id"]) == ("end", 1, "w1")
+        held = (await api.get(f"/api/commands/{following['event_id']}")).json()
+        assert (held["status"], held["worker_id"]) == ("CLAIMED", "w1")
+        last = await _report(api, following)
+        assert "next" not in last and last["status"] == "COMPLETED"
+        execution = await wait_for_end(api, started["execution_id"])
+    assert execution["status"] == "COMPLETED" and execution["result"] == 2
+
+
+async def test_without_continuation_or_when_the_worker_declines_the_command_is_published(
+    settings: Settings,
+) -> None:
+    for configured, takes_next in ((False, True), (True, False)):
+        changed = settings.with_(continuation=configured)
+        async with running(changed, workers=0) as rt, httpx.AsyncClient(base_url=rt.url) as api:
+            started = (await api.post("/api/execute", json={"playbook": TWO_STEPS})).json()
+            first = await _claim_first(api, started["execution_id"])
+            answer = await _report(api, first, takes_next=takes_next)
+            assert "next" not in answer and answer["issued"] == 1
+            events = await event_log(api, started["execution_id"])
+            [issued] = [
+                e for e in events if e["event_type"] == "command.issued" and e["step"] == "end"
+            ]
+            command = (await api.get(f"/api/commands/{issued['event_id']}")).json()
+            assert command["status"] == "PENDING"
+
+
+async def test_a_continued_command_its_worker_never_runs_is_run_by_another_after_the_lease(
+    settings: Settings,
+) -> None:
+    settings = settings.with_(lease_seconds=0.5)
+    async with running(settings, workers=0) as rt, httpx.AsyncClient(base_url=rt.url) as api:
+        started = (await api.post("/api/execute", json={"playbook": TWO_STEPS})).json()
+        first = await _claim_first(api, started["execution_id"])
+        assert (await _report(api, first))["next"]["step"] == "end"  # w1 "crashes" here
+        rescuer = Worker(rt.settings.with_(worker_id="rescuer"))
+        working = asyncio.create_task(rescuer.run())
+        try:
+            execution = await wait_for_end(api, started["execution_id"])
+        finally:
+            rescuer.stop()
+            await working
+        events = await event_log(api, started["execution_id"])
+    assert execution["status"] == "COMPLETED" and execution["result"] == 2
+    claims = [
+        (e["attempt"], e["worker_id"])
+        for e in events
+        if e["event_type"] == "command.claimed" and e["step"] == "end"
+    ]
+    assert claims == [(1, "w1"), (2, "rescuer")]
