@@ -254,29 +254,21 @@ class Flow:
             return None
         index = accepted[-1]
         worker_id = reports[index].worker_id
-        claimed = await commands.claim(
-            conn,
-            [command.event_id],
-            [self.new_id()],
-            worker_id,
-            self.settings.lease_seconds,
-            self.settings.max_attempts,
+        await commands.claim_issued(
+            conn, command, self.new_id(), worker_id, self.settings.lease_seconds
         )
-        row = claimed.get(command.event_id)
-        if row is None:
-            return None
         effects.publish.clear()
         metrics.EVENTS.labels(EventType.COMMAND_CLAIMED.value).inc()
         return index, ClaimedCommand(
-            execution_id=row["execution_id"],
-            event_id=row["event_id"],
-            command_id=row["command_id"],
-            step=row["step"],
-            tool=row["tool"],
-            input=row["input"],
-            attempt=row["attempt"],
+            execution_id=command.execution_id,
+            event_id=command.event_id,
+            command_id=command.command_id,
+            step=command.step,
+            tool=command.tool,
+            input=command.input,
+            attempt=1,
             worker_id=worker_id,
-            iteration=row["iteration"],
+            iteration=command.iteration,
             lease_seconds=self.settings.lease_seconds,
         )
 

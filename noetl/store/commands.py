@@ -120,6 +120,29 @@ async def claim(
     return {row["event_id"]: row for row in await cur.fetchall()}
 
 
+async def claim_issued(
+    conn: AsyncConnection[Any],
+    command: CommandRecord,
+    claim_event_id: int,
+    worker_id: str,
+    lease_seconds: float,
+) -> None:
+    """Claim (attempt 1) a command issued in this same transaction and append its
+    `command.claimed`; no result is read, so in pipeline mode it costs no round trip."""
+    await conn.execute(
+        "WITH claimed AS ("
+        " UPDATE noetl.command SET status = 'CLAIMED', attempt = 1, worker_id = %(w)s,"
+        "  lease_until = now() + make_interval(secs => %(lease)s), updated_at = now()"
+        " WHERE event_id = %(e)s AND status = 'PENDING' AND attempt = 0"
+        " RETURNING execution_id, command_id, step, attempt"
+        ") INSERT INTO noetl.event (execution_id, event_id, event_type, step, command_id,"
+        "  attempt, worker_id, status)"
+        " SELECT execution_id, %(id)s, 'command.claimed', step, command_id, attempt, %(w)s,"
+        "  'CLAIMED' FROM claimed",
+        {"w": worker_id, "lease": lease_seconds, "e": command.event_id, "id": claim_event_id},
+    )
+
+
 async def claim_for_server(
     conn: AsyncConnection[Any], execution_id: int, command_ids: Sequence[str], holder: str
 ) -> None:

@@ -242,13 +242,14 @@ class Worker:
         """Run one claimed command through the middleware, report it, answer NATS; then run
         the commands the server hands over in its answers (continuation) in the same slot."""
         following: ClaimedCommand | None = None
+        answered: asyncio.Task[None] | None = None
         try:
             try:
                 disposition, following = await self._work(command, msg)
             except Exception:  # a bug must not leak the slot; NATS redelivers after a nak
                 log.exception("command %s: worker error", command.command_id)
                 disposition = Nak("worker error")
-            await settle(msg, disposition)
+            answered = asyncio.create_task(settle(msg, disposition))  # while the next runs
             while following is not None:  # claimed for us: no NATS message, the lease holds it
                 current, following = following, None
                 try:
@@ -256,6 +257,8 @@ class Worker:
                 except Exception:  # its lease lapses and the relay republishes it
                     log.exception("command %s: worker error", current.command_id)
         finally:
+            if answered is not None:
+                await answered
             self.held -= 1
             self.released.set()
 
