@@ -27,15 +27,19 @@ if (exec 3<>/dev/tcp/127.0.0.1/6390) 2>/dev/null; then
 fi
 export BENCH_WORK=${BENCH_WORK:-${TMPDIR:-/tmp}/noetl-peers}
 export PY=${PY:-$root/.venv/bin/python}
+export PATH=$(dirname "$PY"):$PATH  # `noetl` of this checkout, for the isolated: false row
 echo "machine: $(nproc) CPUs, $(uname -sr); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 cd "$root" && "$yard/run.sh"
 rc=$?
 if [[ ${PEERS_IN_PROCESS:-0} == 1 ]]; then
   echo "this project, isolated: false ..."
-  (cd "$BENCH_WORK" && timeout 900 "$PY" ours.py --in-process 2>/dev/null | tail -1) | "$PY" -c '
+  (cd "$BENCH_WORK" && timeout 900 "$PY" ours.py --in-process) >"$BENCH_WORK/out/ours-in-process.json" 2>/dev/null
+  "$PY" - "$BENCH_WORK/out/ours-in-process.json" <<'PY'
 import json, sys
-r = json.loads(sys.stdin.read())
-print(f"{\"this project\":<14}{\"isolated: false\":<28}{r[\"W1\"][\"units_per_s\"]:>12.0f}{r[\"W2\"][\"units_per_s\"]:>12.0f}")'
+r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+w1, w2 = r["W1"]["units_per_s"], r["W2"]["units_per_s"]
+print(f"{'this project':<14}{'isolated: false':<28}{w1:>12.0f}{w2:>12.0f}")
+PY
 fi
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 exit $rc
