@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import signal
 import time
 from collections.abc import Coroutine
@@ -16,6 +18,8 @@ import yaml
 from rich.console import Console
 
 from noetl import logs
+from noetl.cli import admin
+from noetl.cli.connection import CONNECTION, App, async_client, check, client
 from noetl.cli.progress import follow
 from noetl.config import Settings
 from noetl.errors import ConfigError, PlaybookError
@@ -25,10 +29,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-app = typer.Typer(
+app = App(
     help="NoETL: event-sourced workflows on PostgreSQL and NATS JetStream.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
 )
 server_app = typer.Typer(help="The HTTP server.", no_args_is_help=True)
 worker_app = typer.Typer(help="Workers.", no_args_is_help=True)
@@ -36,6 +40,10 @@ db_app = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
 app.add_typer(worker_app, name="worker")
 app.add_typer(db_app, name="db")
+app.add_typer(admin.catalog_app, name="catalog")
+app.add_typer(admin.credentials_app, name="credentials")
+app.command("executions")(admin.executions)
+app.command("workers")(admin.workers)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -94,17 +102,37 @@ def _read(file: Path) -> str:
 
 
 def _check(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code >= 400:
-        try:
-            body = response.json()
-        except ValueError:
-            _fail(f"HTTP {response.status_code}: {response.text[:500]}")
-        for problem in body.get("problems", []) if isinstance(body, dict) else []:
-            if problem.get("line"):
-                err.print(f"  line {problem['line']}: {problem.get('field')}: {problem['message']}")
-        _fail(f"HTTP {response.status_code}: {body.get('message', body)}")
-    result: dict[str, Any] = response.json()
-    return result
+    return check(response)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"noetl {version('noetl')}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def options(
+    server: Annotated[
+        str | None,
+        typer.Option("--server", help="Server URL for API commands [default: SERVER_API_URL]"),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", help="API token sent as a bearer token [default: NOETL_API_TOKEN]"),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show tracebacks of unexpected errors")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version"),
+    ] = False,
+) -> None:
+    """NoETL: event-sourced workflows on PostgreSQL and NATS JetStream."""
+    CONNECTION.server, CONNECTION.token, CONNECTION.verbose = server, token, verbose
 
 
 # -- run ----------------------------------------------------------------------------------
@@ -139,7 +167,14 @@ def run(
     logs.setup("INFO" if verbose else "WARNING")
     data = _payload(payload, set_)
     console = None if as_json else out
+    _note_new_key(settings)
     execution = _event_loop_run(_run(settings, content, data, console, others, keep_up=ui))
+    _print_outcome(execution, as_json=as_json)
+
+
+def _print_outcome(execution: dict[str, Any], *, as_json: bool = False) -> NoReturn:
+    """The end of `run`, `execute --wait` and `rerun --wait`: status, error or result; exit 0
+    on COMPLETED, 1 otherwise."""
     status = execution["status"]
     if as_json:
         print(
@@ -158,7 +193,21 @@ def run(
             out.print(f"[red]error:[/] {execution['error']}", highlight=False)
         if status == "COMPLETED":
             out.print_json(data=execution.get("result"))
+    if execution.get("interrupted"):
+        raise typer.Exit(130)
     raise typer.Exit(0 if status == "COMPLETED" else 1)
+
+
+def _note_new_key(settings: Settings) -> None:
+    """One plain line instead of a log record when a first run generates the key file."""
+    key_file = settings.home / "encryption.key"
+    if not settings.encryption_key and not key_file.exists():
+        err.print(
+            f"note: credentials will be encrypted with a new key in {key_file}"
+            " (set NOETL_ENCRYPTION_KEY to choose the key)",
+            highlight=False,
+        )
+    logging.getLogger("noetl.secrets").setLevel(logging.ERROR)
 
 
 async def _run(
@@ -183,7 +232,10 @@ async def _run(
                 _check(await client.post("/api/catalog/register", json={"content": text}))
             body = {"playbook": content, "payload": payload}
             started = _check(await client.post("/api/execute", json=body))
-            execution = await follow(client, started["execution_id"], console)
+            execution = await _follow_until_interrupted(client, started["execution_id"], console)
+            if execution.get("interrupted"):
+                runtime.grace = 1.0  # running commands are cancelled: do not wait for them
+                return execution
             if keep_up:
                 from noetl.cli.ui import until_stopped
 
@@ -194,6 +246,38 @@ async def _run(
                 )
                 await until_stopped()
             return execution
+
+
+async def _follow_until_interrupted(
+    client: httpx.AsyncClient, execution_id: str, console: Console | None
+) -> dict[str, Any]:
+    """Follow the execution; Ctrl-C or SIGTERM cancels it and returns its view at once."""
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, interrupted.set)
+    following = asyncio.create_task(follow(client, execution_id, console))
+    stopping = asyncio.create_task(interrupted.wait())
+    try:
+        await asyncio.wait({following, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        stopping.cancel()
+    if following.done():
+        return following.result()
+    following.cancel()
+    err.print("interrupted: cancelling the execution and stopping", highlight=False)
+    with contextlib.suppress(httpx.HTTPError):
+        await client.post(f"/api/executions/{execution_id}/cancel", timeout=3)
+    try:
+        execution: dict[str, Any] = (
+            await client.get(f"/api/executions/{execution_id}", timeout=3)
+        ).json()
+    except (httpx.HTTPError, ValueError):
+        execution = {"execution_id": execution_id, "status": "CANCELLED"}
+    return {**execution, "interrupted": True}
 
 
 def _validate_or_exit(content: str, file: str) -> Playbook:
@@ -327,23 +411,61 @@ def db_init() -> None:
 
 
 def _client() -> httpx.Client:
-    return httpx.Client(base_url=_settings().server_url, timeout=30)
+    return client(_settings())
 
 
 @app.command()
-def register(file: Annotated[Path, typer.Argument(help="Playbook YAML file")]) -> None:
-    """Register a playbook in the server's catalog."""
-    with _client() as client:
-        entry = _check(
-            client.post(
+def register(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Playbook files, or folders searched recursively")
+    ],
+) -> None:
+    """Register playbooks in the server's catalog; a folder registers every playbook in it."""
+    files = _playbook_files(paths)
+    if not files:
+        _fail(f"no playbook (kind: Playbook YAML) in {', '.join(map(str, paths))}")
+    failed = 0
+    with _client() as api:
+        for file in files:
+            response = api.post(
                 "/api/catalog/register",
                 content=_read(file),
                 headers={"content-type": "application/yaml"},
             )
-        )
-    out.print(
-        f"registered {entry['path']} version {entry['version']} (catalog_id {entry['catalog_id']})"
-    )
+            if response.status_code >= 400 and len(files) > 1:
+                failed += 1
+                body = response.json() if "json" in response.headers.get("content-type", "") else {}
+                message = body.get("message", response.text)
+                err.print(f"[red]✗[/] {file}: {message}", highlight=False)
+                continue
+            entry = _check(response)
+            what = "registered" if entry.get("created", True) else "unchanged"
+            out.print(
+                f"{what} {entry['path']} version {entry['version']}"
+                f" (catalog_id {entry['catalog_id']}) from {file}",
+                highlight=False,
+            )
+    if failed:
+        _fail(f"{failed} of {len(files)} playbook(s) not registered", 1)
+
+
+def _playbook_files(paths: list[Path]) -> list[Path]:
+    """The files given, and in each folder (recursively) the YAML files of kind Playbook."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            if not path.exists():
+                _fail(f"{path} does not exist")
+            found.append(path)
+            continue
+        for file in sorted([*path.rglob("*.yaml"), *path.rglob("*.yml")]):
+            try:
+                head = yaml.safe_load(file.read_text())
+            except (OSError, yaml.YAMLError):
+                head = None
+            if isinstance(head, dict) and head.get("kind") == "Playbook":
+                found.append(file)
+    return found
 
 
 @app.command()
@@ -412,13 +534,10 @@ def _int(value: str, option: str) -> int:
 
 def _wait_and_exit(execution_id: str) -> NoReturn:
     async def wait_for() -> dict[str, Any]:
-        async with httpx.AsyncClient(base_url=_settings().server_url, timeout=30) as client:
-            return await follow(client, execution_id, out, poll=0.2)
+        async with async_client(_settings()) as api:
+            return await follow(api, execution_id, out, poll=0.2)
 
-    execution = asyncio.run(wait_for())
-    out.print(f"{execution['status']}")
-    out.print_json(data={"result": execution.get("result"), "error": execution.get("error")})
-    raise typer.Exit(0 if execution["status"] == "COMPLETED" else 1)
+    _print_outcome(asyncio.run(wait_for()))
 
 
 @app.command()

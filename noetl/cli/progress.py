@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -21,18 +23,19 @@ async def follow(
     The status is read before the events: a terminal status is committed with the last events,
     so once it is seen, one more read of the events shows everything."""
     after = 0
+    view = StepView(console) if console is not None else None
     while True:
         response = await client.get(f"/api/executions/{execution_id}")
         response.raise_for_status()
         execution: dict[str, Any] = response.json()
-        after = await _show_new(client, execution_id, after, console)
+        after = await _show_new(client, execution_id, after, view)
         if execution["status"] in TERMINAL:
             return execution
         await asyncio.sleep(poll)
 
 
 async def _show_new(
-    client: httpx.AsyncClient, execution_id: str, after: int, console: Console | None
+    client: httpx.AsyncClient, execution_id: str, after: int, view: StepView | None
 ) -> int:
     page = 1000
     while True:
@@ -43,25 +46,99 @@ async def _show_new(
         items = response.json()["items"]
         for event in items:
             after = int(event["event_id"])
-            if console is not None:
-                show(console, event)
+            if view is not None:
+                view.show(event)
         if len(items) < page:
             return after
 
 
-def show(console: Console, event: dict[str, Any]) -> None:
-    kind, step = event["event_type"], event["step"]
-    if kind == "step.enter":
-        console.print(f"[cyan]▶[/] {step}")
-    elif kind == "step.exit" and event["status"] == StepStatus.COMPLETED:
-        console.print(f"[green]✓[/] {step}")
-    elif kind == "step.exit":
-        console.print(f"[red]✗[/] {step}: {event['error']}")
-    elif kind == "command.reused" and (event.get("payload") or {}).get("iteration") is None:
-        console.print(f"[dim]↺ {step} reused from the original execution[/]")
-    elif kind == "step.skipped":
-        console.print(f"[dim]- {step} skipped[/]")
-    elif kind == "command.failed":
-        console.print(
-            f"  [red]{event['command_id']} attempt {event['attempt']}:[/] {event['error']}"
-        )
+@dataclass
+class _Loop:
+    done: int = 0
+    failed: int = 0
+    reused: int = 0
+
+
+@dataclass
+class StepView:
+    """Prints each step as it runs: enter, exit with its duration, loop progress (a live
+    counter on a terminal, a summary at the end), failed attempts, reused and skipped steps."""
+
+    console: Console
+    entered: dict[str, datetime] = field(default_factory=dict)
+    loops: dict[str, _Loop] = field(default_factory=dict)
+    counting: bool = False  # a live loop counter is on the current line
+
+    def show(self, event: dict[str, Any]) -> None:
+        kind, step = event["event_type"], event["step"]
+        iteration = _iteration(event.get("command_id"))
+        if iteration is not None and kind in _LOOP_EVENTS:
+            self.count(step, kind)
+            return
+        self.end_counter()
+        if kind == "step.enter":
+            self.entered[step] = _time(event["created_at"])
+            self.loops.pop(step, None)
+            self.console.print(f"[cyan]▶[/] {step}", highlight=False)
+        elif kind == "step.exit" and event["status"] == StepStatus.COMPLETED:
+            self.console.print(f"[green]✓[/] {step}{self.summary(step, event)}", highlight=False)
+        elif kind == "step.exit":
+            self.console.print(
+                f"[red]✗[/] {step}{self.summary(step, event)}: {event['error']}", highlight=False
+            )
+        elif kind == "command.reused":
+            self.console.print(f"[dim]↺ {step} reused from the original execution[/]")
+        elif kind == "step.skipped":
+            self.console.print(f"[dim]- {step} skipped[/]")
+        elif kind == "command.failed":
+            self.console.print(
+                f"  [red]{event['command_id']} attempt {event['attempt']}:[/] {event['error']}",
+                highlight=False,
+            )
+
+    def count(self, step: str, kind: str) -> None:
+        loop = self.loops.setdefault(step, _Loop())
+        if kind == "command.completed":
+            loop.done += 1
+        elif kind == "command.reused":
+            loop.reused += 1
+        else:
+            loop.failed += 1
+        if self.console.is_terminal:
+            self.console.print(f"  {step}: {_counts(loop)}", end="\r", highlight=False)
+            self.counting = True
+
+    def end_counter(self) -> None:
+        if self.counting:
+            self.console.print(" " * 60, end="\r")
+            self.counting = False
+
+    def summary(self, step: str, event: dict[str, Any]) -> str:
+        parts = []
+        started = self.entered.pop(step, None)
+        if started is not None:
+            seconds = (_time(event["created_at"]) - started).total_seconds()
+            parts.append(f"{seconds:.2f} s")
+        loop = self.loops.pop(step, None)
+        if loop is not None:
+            parts.append(_counts(loop))
+        return f" [dim]({', '.join(parts)})[/]" if parts else ""
+
+
+_LOOP_EVENTS = {"command.completed", "command.failed", "command.reused"}
+
+
+def _counts(loop: _Loop) -> str:
+    text = f"{loop.done} done, {loop.failed} failed"
+    return text + (f", {loop.reused} reused" if loop.reused else "")
+
+
+def _iteration(command_id: str | None) -> int | None:
+    if not command_id or not command_id.endswith("]"):
+        return None
+    index = command_id[:-1].rpartition("[")[2]
+    return int(index) if index.isdigit() else None
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value)

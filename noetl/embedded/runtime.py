@@ -40,6 +40,7 @@ class Runtime:
     settings: Settings
     server: uvicorn.Server
     workers: list[Worker]
+    grace: float | None = None  # on exit, seconds to let running commands finish (None: all)
 
     @property
     def url(self) -> str:
@@ -108,11 +109,22 @@ async def running(
     tasks = [asyncio.create_task(worker.run()) for worker in pool]
     if pool:  # wait (briefly) until the workers are subscribed, so work starts at once
         await asyncio.wait([asyncio.create_task(w.ready.wait()) for w in pool], timeout=10)
+    runtime = Runtime(settings, server, pool)
     try:
-        yield Runtime(settings, server, pool)
+        yield runtime
     finally:
         for worker in pool:
             worker.stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=runtime.grace)
+            for task in late:  # past the grace: their running commands are cancelled
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for worker, task in zip(pool, tasks, strict=True):
+                if task in late:  # its own shutdown was cut short: release its connections
+                    with contextlib.suppress(Exception):
+                        await worker.subscriber.close()
+                    with contextlib.suppress(Exception):
+                        await worker.client.close()
         server.should_exit = True
         await serving

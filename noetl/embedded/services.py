@@ -214,7 +214,11 @@ class EmbeddedNats:
         with self.log_file.open("ab") as early_output:
             # Output before the log file is opened (bad flags, crashes) lands there too.
             self._process = subprocess.Popen(  # noqa: S603 - our own binary, no shell
-                command, stdin=subprocess.DEVNULL, stdout=early_output, stderr=early_output
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=early_output,
+                stderr=early_output,
+                start_new_session=True,  # Ctrl-C goes to noetl, which stops it in order
             )
         atexit.register(self.stop)
         try:

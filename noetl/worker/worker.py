@@ -277,9 +277,13 @@ class Worker:
             takes_next=not self.stopping.is_set(),
         )
         response = await self.reports.submit("reports", report)
-        if response.status >= 300:
-            log.warning(
-                "report of %s: HTTP %d %s", command.command_id, response.status, response.message
+        if response.status >= 300:  # a 409 is routine: the command was cancelled or superseded
+            log.log(
+                logging.INFO if response.status == 409 else logging.WARNING,
+                "report of %s: HTTP %d %s",
+                command.command_id,
+                response.status,
+                response.message,
             )
             return for_status(response.status, response.message), None
         following = None

@@ -1,0 +1,108 @@
+"""Ctrl-C or SIGTERM on `noetl run`: the execution is cancelled, the embedded services stop,
+no postgres or nats-server is left behind, and the next run in the same home starts clean."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SLOW = """apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: slow, path: tests/slow}
+workflow:
+  - step: start
+    tool: {kind: python, code: "import time; time.sleep(600); result = 1"}
+"""
+QUICK = """apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: quick, path: tests/quick}
+workflow:
+  - step: only
+    tool: {kind: python, code: "result = 2"}
+"""
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"NOETL_DATABASE_URL", "NATS_URL"}}
+    return {**env, "NOETL_HOME": str(home)}
+
+
+def _processes_under(home: Path) -> list[str]:
+    """Command lines of live processes that mention the home folder (postgres, nats-server)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "cmdline").read_bytes()
+            state = next(
+                line for line in (entry / "status").read_text().splitlines() if line[:6] == "State:"
+            )
+        except (OSError, StopIteration):
+            continue
+        command = raw.replace(b"\0", b" ").decode(errors="replace")
+        if str(home) in command and "Z (zombie)" not in state:
+            found.append(command)
+    return found
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_cancels_and_stops_everything(tmp_path: Path, sig: int) -> None:
+    home = tmp_path / "home"
+    slow, quick = tmp_path / "slow.yaml", tmp_path / "quick.yaml"
+    slow.write_text(SLOW)
+    quick.write_text(QUICK)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "noetl.cli.main", "run", str(slow)],
+        env=_env(home),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:  # until the slow step runs
+        seen.append(line)
+        if "▶ start" in line:
+            break
+    assert any("▶ start" in line for line in seen), seen
+    assert _processes_under(home), "the embedded services should be running"
+    sent = time.monotonic()
+    if sig == signal.SIGINT:  # Ctrl-C: a terminal signals the whole foreground group
+        os.killpg(process.pid, sig)
+    else:
+        process.send_signal(sig)
+    rest = process.stdout.read()
+    code = process.wait()
+    print(f"{signal.Signals(sig).name}: stopped {time.monotonic() - sent:.1f} s after the signal")
+    output = "".join(seen) + rest
+    assert code == 130, output
+    assert "interrupted: cancelling the execution" in output and "CANCELLED" in output
+    assert "Traceback" not in output
+    assert len(output.splitlines()) < 10, output
+    assert _processes_under(home) == []
+
+    again = subprocess.run(
+        [sys.executable, "-m", "noetl.cli.main", "run", str(quick)],
+        env=_env(home),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "▶ start" not in again.stdout  # the cancelled run's step is not run again
+    assert "COMPLETED" in again.stdout
+    assert _processes_under(home) == []
