@@ -135,6 +135,14 @@ class Settings:
     relay_interval: float = _env(
         "NOETL_RELAY_INTERVAL", _positive_float, "Seconds between relay/reaper passes."
     )
+    schedule_interval: float = _env(
+        "NOETL_SCHEDULE_INTERVAL", _positive_float, "Seconds between passes of the scheduler."
+    )
+    schedule_grace: float = _env(
+        "NOETL_SCHEDULE_GRACE",
+        _positive_float,
+        "A schedule tick later than this many seconds was missed (skipped unless catch_up).",
+    )
     relay_after: float = _env(
         "NOETL_RELAY_AFTER", _positive_float, "Republish a PENDING command after this many seconds."
     )
@@ -194,6 +202,8 @@ class Settings:
             "worker_concurrency": 8,
             "relay_interval": 1.0,
             "relay_after": 5.0,
+            "schedule_interval": 1.0,
+            "schedule_grace": 60.0,
             "lease_seconds": 30.0,
             "max_attempts": 3,
             "continuation": True,

@@ -22,7 +22,7 @@ credentials_app = typer.Typer(help="Named secrets (data encrypted at rest).", no
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON")]
 
 
-def _settings() -> Settings:
+def settings() -> Settings:
     from noetl.errors import ConfigError
 
     try:
@@ -32,17 +32,17 @@ def _settings() -> Settings:
 
 
 def _get(route: str, **params: Any) -> dict[str, Any]:
-    with client(_settings()) as api:
+    with client(settings()) as api:
         return check(api.get(route, params={k: v for k, v in params.items() if v is not None}))
 
 
-def _when(value: str | None) -> str:
+def when(value: str | None) -> str:
     if not value:
         return ""
     return datetime.fromisoformat(value).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _table(*columns: str) -> Table:
+def table_of(*columns: str) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in columns:
         table.add_column(column, overflow="fold")
@@ -63,7 +63,7 @@ def executions(
     if as_json:
         print(json.dumps(body["items"], indent=2))
         return
-    table = _table("execution", "status", "path", "version", "started", "seconds", "re-run of")
+    table = table_of("execution", "status", "path", "version", "started", "seconds", "re-run of")
     for item in body["items"]:
         seconds = item.get("duration_seconds")
         table.add_row(
@@ -71,7 +71,7 @@ def executions(
             item["status"],
             item["path"],
             str(item["version"]),
-            _when(item["created_at"]),
+            when(item["created_at"]),
             "" if seconds is None else f"{seconds:.2f}",
             item.get("rerun_of") or "",
         )
@@ -84,7 +84,7 @@ def workers(as_json: JsonOption = False) -> None:
     if as_json:
         print(json.dumps(items, indent=2))
         return
-    table = _table("worker", "status", "host", "slots", "running", "last heartbeat")
+    table = table_of("worker", "status", "host", "slots", "running", "last heartbeat")
     for item in items:
         table.add_row(
             item["worker_id"],
@@ -92,7 +92,7 @@ def workers(as_json: JsonOption = False) -> None:
             item.get("hostname") or "",
             str(item.get("concurrency") or ""),
             str(item.get("running") or 0),
-            _when(item["heartbeat_at"]),
+            when(item["heartbeat_at"]),
         )
     out.print(table)
 
@@ -104,13 +104,13 @@ def catalog_list(as_json: JsonOption = False) -> None:
     if as_json:
         print(json.dumps(items, indent=2))
         return
-    table = _table("path", "version", "name", "registered", "catalog_id")
+    table = table_of("path", "version", "name", "registered", "catalog_id")
     for item in items:
         table.add_row(
             item["path"],
             str(item["version"]),
             item["name"],
-            _when(item["created_at"]),
+            when(item["created_at"]),
             item["catalog_id"],
         )
     out.print(table)
@@ -127,7 +127,7 @@ def catalog_show(
     if versions:
         for item in items:
             out.print(
-                f"{item['version']:>4}  {_when(item['created_at'])}  {item['catalog_id']}",
+                f"{item['version']:>4}  {when(item['created_at'])}  {item['catalog_id']}",
                 highlight=False,
             )
         return
@@ -148,7 +148,7 @@ def credentials_list(as_json: JsonOption = False) -> None:
     if as_json:
         print(json.dumps(items, indent=2))
         return
-    table = _table("name", "type", "description", "tags")
+    table = table_of("name", "type", "description", "tags")
     for item in items:
         table.add_row(
             item["name"], item["type"], item.get("description") or "", ", ".join(item["tags"])
@@ -192,7 +192,7 @@ def credentials_add(
         "description": description,
         "tags": tag or [],
     }
-    with client(_settings()) as api:
+    with client(settings()) as api:
         check(api.post("/api/credentials", json=body))
     out.print(f"credential {name} stored ({len(values)} field(s))", highlight=False)
 
@@ -200,6 +200,6 @@ def credentials_add(
 @credentials_app.command("remove")
 def credentials_remove(name: Annotated[str, typer.Argument(help="Credential name")]) -> None:
     """Delete a credential."""
-    with client(_settings()) as api:
+    with client(settings()) as api:
         check(api.delete(f"/api/credentials/{name}"))
     out.print(f"credential {name} removed", highlight=False)

@@ -21,6 +21,7 @@ from noetl import logs
 from noetl.cli import admin
 from noetl.cli.connection import CONNECTION, App, async_client, check, client
 from noetl.cli.progress import follow
+from noetl.cli.schedules import schedule_app
 from noetl.config import Settings
 from noetl.errors import ConfigError, PlaybookError
 
@@ -42,6 +43,7 @@ app.add_typer(worker_app, name="worker")
 app.add_typer(db_app, name="db")
 app.add_typer(admin.catalog_app, name="catalog")
 app.add_typer(admin.credentials_app, name="credentials")
+app.add_typer(schedule_app, name="schedule")
 app.command("executions")(admin.executions)
 app.command("workers")(admin.workers)
 

@@ -26,11 +26,12 @@ from noetl.errors import (
 )
 from noetl.ids import SnowflakeGenerator
 from noetl.secrets import Cipher
-from noetl.server import credential_routes, metrics
+from noetl.server import credential_routes, metrics, schedule_routes
 from noetl.server.access import BearerAuth
 from noetl.server.problems import body_of, status_of
 from noetl.server.relay import Relay
 from noetl.server.routes import router
+from noetl.server.scheduler import Scheduler
 from noetl.server.service import Orchestrator
 from noetl.store.database import migrate, open_pool
 
@@ -100,13 +101,15 @@ def create_app(settings: Settings, *, ui: bool = True) -> FastAPI:
         app.state.orchestrator = orchestrator
         app.state.cipher = Cipher.from_settings(settings.encryption_key, settings.home)
         relay = asyncio.create_task(Relay(orchestrator).run())
+        scheduler = asyncio.create_task(Scheduler(orchestrator).run())
         log.info("NoETL server ready (node %s)", settings.node_id)
         try:
             yield
         finally:
-            relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay
+            for task in (relay, scheduler):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await publisher.close()
             await pool.close()
 
@@ -121,6 +124,7 @@ def create_app(settings: Settings, *, ui: bool = True) -> FastAPI:
     app.add_middleware(BearerAuth, api_token=settings.api_token, worker_token=settings.worker_token)
     app.include_router(router)
     app.include_router(credential_routes.router)
+    app.include_router(schedule_routes.router)
     if ui:
         from noetl import ui as web_ui
 

@@ -122,6 +122,7 @@ async def list_executions(
     after: Annotated[int | None, Query(description="newer than this execution id")] = None,
     parent: Annotated[int | None, Query(description="children of this execution")] = None,
     brief: Annotated[bool, Query(description="leave out each execution's result")] = False,
+    schedule: Annotated[int | None, Query(description="started by this schedule")] = None,
 ) -> dict[str, Any]:
     """Newest first; page with `before` (older) or `after` (newer) set to an execution id."""
     async with _orchestrator(request).pool.connection() as conn:
@@ -134,6 +135,7 @@ async def list_executions(
             after=after,
             parent=parent,
             brief=brief,
+            schedule=schedule,
         )
     return {"items": [views.execution_summary(row) for row in rows]}
 

@@ -26,6 +26,7 @@ def execution_summary(row: dict[str, Any]) -> dict[str, Any]:
         "result": row["result"],
         "error": row["error"],
         "rerun_of": _id(row.get("rerun_of")),
+        "schedule_id": _id(row.get("schedule_id")),
     }
 
 

@@ -9,7 +9,7 @@ from psycopg.types.json import Json
 
 _SUMMARY = (
     "execution_id, catalog_id, path, version, parent_execution_id, parent_command_id, status,"
-    " result, error, created_at, updated_at, ended_at, rerun_of"
+    " result, error, created_at, updated_at, ended_at, rerun_of, schedule_id"
 )
 
 
@@ -113,6 +113,7 @@ async def list_executions(
     after: int | None = None,
     parent: int | None = None,
     brief: bool = False,
+    schedule: int | None = None,
 ) -> list[dict[str, Any]]:
     """Newest first. `path`: a case-insensitive substring; `before`/`after`: keyset cursors
     (execution ids) for the next older / newer page; `brief`: without the result."""
@@ -128,6 +129,9 @@ async def list_executions(
     if parent is not None:
         where.append("parent_execution_id = %s")
         args.append(parent)
+    if schedule is not None:
+        where.append("schedule_id = %s")
+        args.append(schedule)
     if before is not None:
         where.append("execution_id < %s")
         args.append(before)

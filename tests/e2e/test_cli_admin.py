@@ -139,3 +139,34 @@ async def test_credentials_are_added_listed_and_removed(runtime: Runtime) -> Non
     assert gone.returncode == 2 and "HTTP 404" in gone.stderr
     empty = await cli("--server", url, "credentials", "add", "x", "--type", "generic")
     assert empty.returncode == 2 and "--data JSON or --field" in empty.stderr
+
+
+async def test_schedules_are_added_listed_paused_resumed_and_removed(runtime: Runtime) -> None:
+    url = runtime.url
+    async with httpx.AsyncClient(base_url=url, timeout=30) as api:
+        body = {"content": HELLO.format(name="s", path="demo/s")}
+        assert (await api.post("/api/catalog/register", json=body)).status_code == 201
+    added = await cli(
+        "--server", url, "schedule", "add", "demo/s", "--cron", "0 6 * * 1",
+        "--timezone", "America/New_York", "--payload", '{"x": 1}', "--paused",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert "demo/s cron 0 6 * * 1 (America/New_York); next paused" in added.stdout
+    schedule_id = added.stdout.split()[1].rstrip(":")
+    resumed = await cli("--server", url, "schedule", "resume", schedule_id)
+    assert resumed.returncode == 0 and "resumed; next 20" in resumed.stdout
+    listed = await cli("--server", url, "schedule", "list", "--json")
+    (item,) = json.loads(listed.stdout)
+    assert item["schedule_id"] == schedule_id and item["enabled"] and item["payload"] == {"x": 1}
+    assert item["next_fire_at"] is not None
+    paused = await cli("--server", url, "schedule", "pause", schedule_id)
+    assert paused.returncode == 0
+    table = await cli("--server", url, "schedule", "list")
+    assert schedule_id in table.stdout and "paused" in table.stdout
+    both = await cli("--server", url, "schedule", "add", "demo/s", "--every", "1m", "--cron", "x")
+    assert both.returncode == 2 and "--cron EXPR or --every INTERVAL" in both.stderr
+    bad = await cli("--server", url, "schedule", "add", "demo/s", "--every", "often")
+    assert bad.returncode == 2 and "every:" in bad.stderr
+    removed = await cli("--server", url, "schedule", "remove", schedule_id)
+    assert removed.returncode == 0
+    assert (await cli("--server", url, "schedule", "list", "--json")).stdout.strip() == "[]"
