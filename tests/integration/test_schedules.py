@@ -28,7 +28,8 @@ YEARLY = "0 0 1 1 *"
 
 
 def orchestrator_of(runtime: Runtime) -> Orchestrator:
-    orchestrator: Orchestrator = runtime.server.config.app.state.orchestrator
+    app: Any = runtime.server.config.app
+    orchestrator: Orchestrator = app.state.orchestrator
     return orchestrator
 
 

@@ -45,7 +45,7 @@ def test_bad_timings_name_the_field(
     cron: str | None, every: str | bool | None, zone: str | None, message: str
 ) -> None:
     with pytest.raises(RequestError, match=message):
-        timing(cron, every, zone)  # type: ignore[arg-type]
+        timing(cron, every, zone)
 
 
 def test_a_tick_that_just_came_fires_and_the_next_is_one_interval_on() -> None:
