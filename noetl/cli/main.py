@@ -293,6 +293,47 @@ def _validate_or_exit(content: str, file: str) -> Playbook:
         _fail(f"{file} is not a valid playbook ({len(exc.problems)} problem(s))")
 
 
+@app.command("test")
+def playbook_tests(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="PlaybookTest files, or folders searched recursively [default: .]"),
+    ] = None,
+) -> None:
+    """Run playbook tests (kind: PlaybookTest) and print a pass/fail table; exit 1 on failure."""
+    from rich.table import Table
+
+    from noetl.cli import playbook_test
+    from noetl.cli.testing import run_all
+
+    settings = _settings()
+    files = playbook_test.find(paths or [Path()])
+    if not files:
+        _fail(f"no PlaybookTest file in {', '.join(str(p) for p in paths or [Path()])}")
+    try:
+        tests = [test for file in files for test in playbook_test.load(file)]
+    except playbook_test.BadTestFile as exc:
+        _fail(str(exc))
+    logs.setup("WARNING")
+    _note_new_key(settings)
+    outcomes = _event_loop_run(run_all(settings, tests))
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("test", "file", "result", "seconds", "why"):
+        table.add_column(column, overflow="fold")
+    for outcome in outcomes:
+        table.add_row(
+            outcome.test.name,
+            str(outcome.test.file),
+            "[green]PASS[/]" if outcome.passed else "[red]FAIL[/]",
+            f"{outcome.seconds:.2f}",
+            "\n".join(outcome.problems),
+        )
+    admin.out.print(table)
+    failed = sum(not o.passed for o in outcomes)
+    out.print(f"{len(outcomes) - failed} passed, {failed} failed", highlight=False)
+    raise typer.Exit(1 if failed else 0)
+
+
 @app.command()
 def validate(file: Annotated[Path, typer.Argument(help="Playbook YAML file")]) -> None:
     """Check a playbook and list every problem with its line."""

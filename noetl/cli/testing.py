@@ -1,0 +1,81 @@
+"""`noetl test`: run PlaybookTest files on the embedded (or configured) services."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from noetl.cli.playbook_test import BadTestFile, PlaybookTest, check, mocked
+from noetl.cli.progress import follow
+from noetl.config import Settings
+
+TIMEOUT = 300.0  # seconds one test's execution may run before it fails as timed out
+
+
+@dataclass(frozen=True)
+class Outcome:
+    test: PlaybookTest
+    problems: list[str]
+    seconds: float
+    execution_id: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+async def run_all(
+    settings: Settings, tests: list[PlaybookTest], *, limit: float = TIMEOUT
+) -> list[Outcome]:
+    from noetl.embedded.runtime import embedded_services, running
+
+    async with (
+        embedded_services(settings) as live,
+        running(live, ui=False) as runtime,
+        httpx.AsyncClient(base_url=runtime.url, timeout=30) as client,
+    ):
+        return [await _one(client, test, limit) for test in tests]
+
+
+async def _one(client: httpx.AsyncClient, test: PlaybookTest, limit: float) -> Outcome:
+    started = time.perf_counter()
+    try:
+        content = mocked(test.playbook.read_text(), test.mocks)
+    except OSError as exc:
+        return Outcome(test, [f"playbook {test.playbook}: {exc.strerror}"], 0.0)
+    except BadTestFile as exc:
+        return Outcome(test, [str(exc)], 0.0)
+    response = await client.post(
+        "/api/execute", json={"playbook": content, "payload": dict(test.payload)}
+    )
+    if response.status_code >= 400:
+        body = response.json()
+        return Outcome(test, [f"playbook refused: {body.get('message', body)}"], 0.0)
+    execution_id = str(response.json()["execution_id"])
+    try:
+        execution = await asyncio.wait_for(follow(client, execution_id, None), limit)
+    except TimeoutError:
+        await client.post(f"/api/executions/{execution_id}/cancel")
+        seconds = time.perf_counter() - started
+        return Outcome(test, [f"still running after {limit:g} s"], seconds, execution_id)
+    events: list[Any] = await _events(client, execution_id)
+    problems = check(test, execution, events)
+    return Outcome(test, problems, time.perf_counter() - started, execution_id)
+
+
+async def _events(client: httpx.AsyncClient, execution_id: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        response = await client.get(
+            f"/api/executions/{execution_id}/events", params={"after": after, "limit": 1000}
+        )
+        items: list[dict[str, Any]] = response.json()["items"]
+        found += items
+        if len(items) < 1000:
+            return found
+        after = int(items[-1]["event_id"])
