@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-
 from noetl.errors import RequestError
 
 MAX_CATCH_UP = 100
@@ -39,6 +37,8 @@ class Timing:
         if self.every is not None:
             return moment.astimezone(UTC) + timedelta(seconds=self.every)
         assert self.cron is not None
+        from croniter import croniter  # only schedules need it: servers import this module
+
         local = moment.astimezone(ZoneInfo(self.timezone))
         found: datetime = croniter(self.cron, local).get_next(datetime)
         return found.astimezone(UTC)
@@ -54,6 +54,8 @@ def timing(cron: str | None, every: str | float | None, timezone: str | None) ->
     except (ZoneInfoNotFoundError, ValueError):
         raise RequestError(f"timezone: unknown time zone {zone!r}") from None
     if cron is not None:
+        from croniter import croniter
+
         if not croniter.is_valid(cron):
             raise RequestError(f"cron: {cron!r} is not a cron expression (e.g. '*/5 * * * *')")
         return Timing(cron=cron.strip(), timezone=zone)
