@@ -82,9 +82,10 @@ class StepView:
             self.console.print(f"[cyan]▶[/] {step}", highlight=False)
         elif kind == "step.exit" and event["status"] == StepStatus.COMPLETED:
             self.console.print(f"[green]✓[/] {step}{self.summary(step, event)}", highlight=False)
-        elif kind == "step.exit":
+        elif kind == "step.exit":  # the whole error is printed once, at the end
             self.console.print(
-                f"[red]✗[/] {step}{self.summary(step, event)}: {event['error']}", highlight=False
+                f"[red]✗[/] {step}{self.summary(step, event)}: {_short(event['error'])}",
+                highlight=False,
             )
         elif kind == "command.reused":
             self.console.print(f"[dim]↺ {step} reused from the original execution[/]")
@@ -92,7 +93,7 @@ class StepView:
             self.console.print(f"[dim]- {step} skipped[/]")
         elif kind == "command.failed":
             self.console.print(
-                f"  [red]{event['command_id']} attempt {event['attempt']}:[/] {event['error']}",
+                f"  [red]attempt {event['attempt']} failed:[/] {_short(event['error'])}",
                 highlight=False,
             )
 
@@ -126,6 +127,15 @@ class StepView:
 
 
 _LOOP_EVENTS = {"command.completed", "command.failed", "command.reused"}
+
+
+def _short(text: str | None, limit: int = 160) -> str:
+    """The first line of an error, cut to `limit` characters."""
+    lines = (text or "").strip().splitlines() or [""]
+    first = lines[0]
+    if len(first) > limit:
+        return first[: limit - 1] + "…"
+    return first + (" …" if len(lines) > 1 else "")
 
 
 def _counts(loop: _Loop) -> str:

@@ -4,6 +4,7 @@ masked, and served by `GET /api/executions/{id}/logs`, on real PostgreSQL and NA
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import httpx
 
@@ -104,3 +105,18 @@ workflow:
     assert [i["text"] for i in items] == ["the password is ***\n"]
     events = (await api.get(f"/api/executions/{execution['execution_id']}/events")).text
     assert secret not in events
+
+
+async def test_a_policy_retry_is_written_to_the_steps_log(
+    api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "retry.yaml"
+    execution = await run_playbook(api, example.read_text(), {"marker": str(tmp_path / "m")})
+    assert execution["status"] == "COMPLETED", execution["error"]
+    items = (await api.get(f"/api/executions/{execution['execution_id']}/logs")).json()["items"]
+    (stderr,) = [i["text"] for i in items if i["stream"] == "stderr"]
+    assert stderr.startswith("Traceback (most recent call last):")  # the failed try's
+    assert stderr.endswith(
+        "ConnectionError: the service is warming up\n"
+        "flaky: retry 2/3 in 0.2 s: ConnectionError: the service is warming up\n"
+    )
