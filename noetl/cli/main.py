@@ -44,8 +44,6 @@ app.add_typer(db_app, name="db")
 app.add_typer(admin.catalog_app, name="catalog")
 app.add_typer(admin.credentials_app, name="credentials")
 app.add_typer(schedule_app, name="schedule")
-app.command("executions")(admin.executions)
-app.command("workers")(admin.workers)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -644,6 +642,10 @@ def cancel(execution_id: Annotated[str, typer.Argument()]) -> None:
     """Cancel a running execution and its pending commands."""
     with _client() as client:
         out.print_json(data=_check(client.post(f"/api/executions/{execution_id}/cancel")))
+
+
+app.command("executions")(admin.executions)
+app.command("workers")(admin.workers)
 
 
 def main() -> None:
