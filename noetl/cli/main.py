@@ -426,6 +426,7 @@ def ui_command(
 
     settings = _settings()
     logs.setup("WARNING")
+    _note_new_key(settings)
     try:
         _event_loop_run(
             serve(settings, settings.server_port if port is None else port, out, browse=browser)
