@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -82,7 +84,7 @@ def _test(**expect: object) -> PlaybookTest:
     )
 
 
-EVENTS = [
+EVENTS: list[Mapping[str, Any]] = [
     {"event_type": "step.exit", "step": "start", "result": {"a": 1, "b": {"c": 2, "d": 3}}},
     {"event_type": "step.skipped", "step": "cold", "result": None},
     {"event_type": "step.exit", "step": "end", "result": 5},
