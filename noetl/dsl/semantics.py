@@ -58,9 +58,14 @@ ERROR = "error"
 
 def succeeded(data: Any, kind: str | None = None) -> dict[str, Any]:
     """`output` of a tool call that returned `data`; with the tool's `kind`, also upstream's
-    per-kind views: `output.http` ({status, headers}), `output.pg`, `output.py`."""
+    per-kind views: `output.http` ({status, headers}), `output.pg`, `output.py`. For an http
+    call `output.data` is the response body (as upstream has it); the step's result, read by
+    its name, stays the whole `{status_code, headers, data}`."""
+    views = _kind_views(kind, data)
+    if "http" in views and isinstance(data, Mapping):  # upstream: output.data is the body
+        data = data.get("data", data.get("body"))
     output = {"status": OK, "data": data, "error": None, "response": data}
-    output.update(_kind_views(kind, data))
+    output.update(views)
     return output
 
 

@@ -61,6 +61,7 @@ class _Run:
         self.step_input: dict[str, Any] = dict(payload.get("step") or {})
         self.call = call
         self.changed: dict[str, None] = {}
+        self.raw: Any = None  # what the last tool call returned (its `output.data` may be part)
         self.problems: list[str] = []
 
     def result(self, ok: bool, data: Any = None, error: str | None = None) -> PipelineResult:
@@ -73,8 +74,10 @@ class _Run:
         except TemplateError as exc:
             return semantics.failed(f"template error in {item['label']}: {exc}")
         kind = str(item["kind"])
+        self.raw = None
         try:
-            return semantics.succeeded(await self.call(kind, fields, tool_input), kind)
+            self.raw = await self.call(kind, fields, tool_input)
+            return semantics.succeeded(self.raw, kind)
         except ToolError as exc:
             details = getattr(exc, "details", None)
             return semantics.failed(
@@ -130,17 +133,17 @@ async def run_pipeline(
     """`keychain`: the data of the playbook's keychain credentials, by keychain name."""
     run = _Run(payload, call, keychain or {})
     labels = {str(item["label"]): index for index, item in enumerate(items)}
-    index, jumps, last = 0, 0, semantics.succeeded(None)
+    index, jumps, last = 0, 0, None
     while index < len(items):
         item = items[index]
         output, then = await run.item(item)
         action = then.get("do", "continue")
         if action == "fail":
             return run.result(False, error=semantics.error_message(output, "failed by policy"))
-        last = output
+        last = run.raw if semantics.is_ok(output) else output["data"]
         run.apply_set(item.get("set"), output)
-        run.ctx[str(item["label"])] = output["data"]
-        run.ctx["_prev"] = output["data"]  # upstream: the previous item's data
+        run.ctx[str(item["label"])] = last  # the item's result, as a step's by its name
+        run.ctx["_prev"] = last  # upstream: the previous item's result
         if action == "break":
             break
         if action == "jump":
@@ -153,4 +156,4 @@ async def run_pipeline(
             index = labels[target]
             continue
         index += 1
-    return run.result(True, data=last["data"])
+    return run.result(True, data=last)

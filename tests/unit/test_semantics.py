@@ -88,8 +88,9 @@ def test_set_on_iter_and_step_stays_local_and_never_becomes_an_execution_variabl
 
 
 def test_the_outcome_has_upstreams_per_kind_views_and_http_error_fields() -> None:
-    ok = semantics.succeeded({"status_code": 200, "headers": {"a": "b"}, "data": 1}, "http")
+    ok = semantics.succeeded({"status_code": 200, "headers": {"a": "b"}, "data": [1]}, "http")
     assert ok["http"] == {"status": 200, "headers": {"a": "b"}}
+    assert ok["data"] == [1]  # the body, as upstream's output.data
     assert semantics.succeeded([1], "postgres")["pg"] == [1]
     assert semantics.succeeded(1, "python")["py"] == 1
     error = semantics.failed(
