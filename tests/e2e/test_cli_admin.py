@@ -170,3 +170,25 @@ async def test_schedules_are_added_listed_paused_resumed_and_removed(runtime: Ru
     removed = await cli("--server", url, "schedule", "remove", schedule_id)
     assert removed.returncode == 0
     assert (await cli("--server", url, "schedule", "list", "--json")).stdout.strip() == "[]"
+
+
+def test_validate_reports_every_problem_of_a_file_at_once(tmp_path: Path) -> None:
+    playbook = tmp_path / "bad.yaml"
+    playbook.write_text(
+        "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: bad}\nworkflow:\n"
+        "  - step: start\n    tool: {kind: http, url: 5, method: 7}\n    colour: red\n"
+        "  - step: b\n    tool: {kind: python, code: 12, timeout_seconds: soon}\n"
+    )
+    done = _cli("validate", str(playbook))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1] == f"error: {playbook} is not a valid playbook (5 problem(s))"
+    fields = sorted(line.split(": ")[1] for line in lines[:-1])
+    assert fields == [
+        "workflow[0].colour",
+        "workflow[0].tool.method",
+        "workflow[0].tool.url",
+        "workflow[1].tool.code",
+        "workflow[1].tool.timeout_seconds",
+    ]
+    assert "Traceback" not in done.stderr
