@@ -286,7 +286,49 @@ def _check(expect: dict[str, Any], execution: dict[str, Any], events: list[dict[
             raise CaseFailure(f"result of {step} is {str(results[step])[:500]}, wanted {fields}")
 
 
+LEFTOVER_WORK = """
+SELECT count(*) FROM noetl.command
+WHERE status IN ('PENDING', 'CLAIMED') OR (status = 'CANCELLED' AND lease_until > now())
+"""
+WORKERS_IDLE = """
+SELECT count(*) FILTER (WHERE heartbeat_at > %(since)s AND running = 0)
+     = count(*) FILTER (WHERE heartbeat_at > now() - interval '30 seconds')
+FROM noetl.worker
+"""
+
+
+async def _one_case_at_a_time(env: Env, case: mf.Case) -> None:
+    """Cases run one at a time: nothing an earlier case left behind may hold worker slots.
+
+    A run that ended FAILED or timed out can leave commands in flight (iterations of a
+    failed parallel loop, a cancelled run's steps) until their worker learns of it at its next
+    lease renewal; a case that measures concurrency (pagination/basic counts overlapping
+    requests) then runs on fewer slots. Cancel what still runs and wait until the workers'
+    heartbeats say they are idle.
+    """
+    async with await psycopg.AsyncConnection.connect(env.database_url, autocommit=True) as conn:
+        running = await conn.execute(
+            "SELECT execution_id FROM noetl.execution WHERE status = 'RUNNING'"
+        )
+        for (execution_id,) in await running.fetchall():
+            await env.api.post(
+                f"/api/executions/{execution_id}/cancel",
+                json={"reason": f"conformance: still running when {case.id} starts"},
+            )
+        since = (await (await conn.execute("SELECT now()")).fetchone() or [None])[0]
+
+        async def idle() -> bool:
+            leftover = (await (await conn.execute(LEFTOVER_WORK)).fetchone() or [0])[0]
+            if not leftover:
+                return True
+            quiet = await (await conn.execute(WORKERS_IDLE, {"since": since})).fetchone()
+            return bool(quiet and quiet[0])
+
+        await eventually(idle, timeout=120, interval=0.2)
+
+
 async def _prepare(env: Env, case: mf.Case) -> None:
+    await _one_case_at_a_time(env, case)
     if case.drop_before:
         async with await psycopg.AsyncConnection.connect(env.database_url, autocommit=True) as c:
             for table in case.drop_before:
