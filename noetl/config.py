@@ -23,12 +23,13 @@ from noetl.ids import MAX_NODE
 
 def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
     def parse(value: str) -> str:
-        parsed = urlparse(value)
-        if parsed.scheme not in schemes:
-            raise ValueError(
-                f"expected a URL starting with {' or '.join(s + '://' for s in schemes)}"
-            )
-        return value.rstrip("/") if parsed.scheme.startswith("http") else value
+        parts = [value] if "http" in schemes else value.split(",")  # a NATS cluster: several
+        for part in parts:
+            if urlparse(part.strip()).scheme not in schemes:
+                raise ValueError(
+                    f"expected a URL starting with {' or '.join(s + '://' for s in schemes)}"
+                )
+        return value.rstrip("/") if "http" in schemes else value
 
     return parse
 
@@ -116,7 +117,8 @@ class Settings:
     nats_url: str | None = _env(
         "NATS_URL",
         _optional(_url(("nats", "tls"))),
-        "NATS URL, may carry user:password. Unset: `noetl run` starts an embedded nats-server.",
+        "NATS URL (several, comma-separated, for a cluster), may carry user:password."
+        " Unset: `noetl run` starts an embedded nats-server.",
     )
     server_url: str = _env(
         "SERVER_API_URL",
@@ -149,6 +151,14 @@ class Settings:
     lease_seconds: float = _env(
         "NOETL_LEASE_SECONDS", _positive_float, "A claim's lease; workers renew it while running."
     )
+    heartbeat_seconds: float = _env(
+        "NOETL_HEARTBEAT_SECONDS", _positive_float, "Seconds between a worker's heartbeats."
+    )
+    worker_dead_after: float = _env(
+        "NOETL_WORKER_DEAD_AFTER",
+        _positive_float,
+        "A worker silent this long is dead: the relay releases its claims at once.",
+    )
     max_attempts: int = _env(
         "NOETL_MAX_ATTEMPTS", _positive_int, "Claims of one command before it fails as worker_lost."
     )
@@ -157,8 +167,18 @@ class Settings:
         _bool,
         "Hand a worker the one next command its report issues, claimed in the same transaction.",
     )
+    max_step_runs: int = _env(
+        "NOETL_MAX_STEP_RUNS",
+        _positive_int,
+        "Step runs one execution may make before it fails (playbook: executor.spec.max_step_runs).",
+    )
     max_payload_bytes: int = _env(
         "NOETL_MAX_PAYLOAD_BYTES", _positive_int, "Largest request body or tool result accepted."
+    )
+    nats_replicas: int = _env(
+        "NOETL_NATS_REPLICAS",
+        _positive_int,
+        "Copies of the stream and consumer in a JetStream cluster (3 for a 3-node cluster).",
     )
     stream: str = _env("NOETL_NATS_STREAM", str, "JetStream stream name.")
     subject: str = _env("NOETL_NATS_SUBJECT", str, "Subject commands are published on.")
@@ -205,9 +225,13 @@ class Settings:
             "schedule_interval": 1.0,
             "schedule_grace": 60.0,
             "lease_seconds": 30.0,
+            "heartbeat_seconds": 2.0,
+            "worker_dead_after": 6.0,
             "max_attempts": 3,
             "continuation": True,
+            "max_step_runs": 10_000,
             "max_payload_bytes": 4 * 1024 * 1024,
+            "nats_replicas": 1,
             "stream": "NOETL_COMMANDS",
             "subject": "noetl.commands",
             "consumer": "noetl-worker-pool",

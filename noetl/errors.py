@@ -5,6 +5,7 @@
     ├── PlaybookError          a playbook cannot be parsed or validated (file, line, field)
     ├── TemplateError          a template failed to render (names the expression)
     ├── NotFoundError          an id or path does not exist                  → HTTP 404
+    ├── ForbiddenError         the token is valid but its scope does not allow this → HTTP 403
     ├── ConflictError          claim lost, already terminal, stale attempt   → HTTP 409
     ├── RequestError           a request is malformed                        → HTTP 422
     └── PayloadTooLargeError   a request or result exceeds the size limit    → HTTP 413
@@ -76,6 +77,10 @@ class NotFoundError(NoetlError):
 
 class LoopDataMissing(NoetlError):
     """The event log lacks data a loop needs (e.g. its step.enter event has no items)."""
+
+
+class ForbiddenError(NoetlError):
+    pass
 
 
 class ConflictError(NoetlError):

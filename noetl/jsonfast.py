@@ -1,5 +1,14 @@
-"""One JSON codec for the hot paths: orjson, falling back to the standard library for the
-values orjson refuses (integers beyond 64 bits).
+"""The one JSON codec, and its rule for numbers.
+
+The rule: a JSON number is a 64-bit integer (-2**63 .. 2**64-1) or a finite double, and a
+value nests at most `MAX_DEPTH` levels. That is what orjson writes and reads back exactly.
+The API refuses anything else with a 422 naming the field (`unportable` finds it), a tool
+result that breaks it fails its step, and a template that produces it fails its step.
+
+Whatever PostgreSQL already holds is still read: `loads` falls back to the standard library
+for numbers orjson cannot decode (a row written before the rule), and `dumps` writes such a
+number as its decimal text and a non-finite float as null, so a value read back can always be
+shown and written again.
 
 PostgreSQL cannot store NUL characters or lone surrogates in JSON text: `dumps` replaces them
 with U+FFFD, so a tool result with binary junk in a string is stored instead of refused.
@@ -8,17 +17,22 @@ with U+FFFD, so a tool result with binary junk in a string is stored instead of 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import orjson
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
+MIN_INT = -(2**63)
+MAX_INT = 2**64 - 1
+MAX_DEPTH = 128  # orjson writes at most 255 levels; PostgreSQL and browsers choke far deeper
+
 
 def dumps(value: Any) -> bytes:
     try:
         data = orjson.dumps(value, default=str, option=_OPTIONS)
-    except TypeError:  # lone surrogates, integers beyond 64 bits
+    except TypeError:  # lone surrogates, integers beyond 64 bits, nesting beyond 255
         return json.dumps(storable(value), default=str).encode()
     if b"\\u0000" in data:
         return orjson.dumps(storable(value), default=str, option=_OPTIONS)
@@ -26,13 +40,20 @@ def dumps(value: Any) -> bytes:
 
 
 def storable(value: Any) -> Any:
-    """`value` with every string PostgreSQL can store: NUL and lone surrogates → U+FFFD."""
+    """`value` as every component can store and read it back: NUL and lone surrogates in
+    strings become U+FFFD, integers beyond 64 bits their decimal text, non-finite floats null."""
     if isinstance(value, str):
         return clean_text(value)
     if isinstance(value, dict):
         return {storable(key): storable(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [storable(item) for item in value]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and not MIN_INT <= value <= MAX_INT:
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
@@ -46,4 +67,51 @@ def clean_text(text: str) -> str:
     return text
 
 
-loads = orjson.loads
+def loads(data: bytes | bytearray | memoryview | str) -> Any:
+    """orjson, or the standard library for what orjson refuses (a number beyond a double,
+    nesting beyond 1024): whatever PostgreSQL holds can be read."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        text = data if isinstance(data, str) else bytes(data).decode("utf-8", errors="replace")
+        return json.loads(text)
+
+
+def _path(parts: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def unportable(value: Any, max_depth: int = MAX_DEPTH) -> tuple[str, str] | None:
+    """(path, problem) of the first value that breaks the number rule or nests too deep, or
+    None when every component can write and read `value` back exactly. Iterative: a hostile
+    value cannot exhaust the stack here."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if len(path) >= max_depth:
+                return _path(path), f"nested deeper than {max_depth} levels"
+            children = item.items() if isinstance(item, dict) else enumerate(item)
+            stack.extend((child, (*path, key)) for key, child in reversed(list(children)))
+        elif isinstance(item, bool) or item is None or isinstance(item, str):
+            continue
+        elif isinstance(item, int):
+            if not MIN_INT <= item <= MAX_INT:
+                return _path(path), "integer out of range"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return _path(path), "not a finite number"
+    return None
+
+
+def check(value: Any, field: str) -> None:
+    """Raise ValueError naming `field` and the inner path when `value` breaks the rule."""
+    found = unportable(value)
+    if found is not None:
+        where, problem = found
+        joined = f"{field}.{where}" if where and not where.startswith("[") else field + where
+        raise ValueError(
+            f"{joined}: {problem} (JSON numbers must be 64-bit integers or finite doubles)"
+        )

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -105,8 +106,7 @@ async def isolated_settings(
     """A fresh database and fresh stream, subject and consumer names; removed afterwards."""
     suffix = _unique()
     database = f"noetl_test_{suffix}"
-    with psycopg.connect(services.admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{database}"')
+    await asyncio.to_thread(_create_database, services.admin_url, database)
     value = Settings.from_env(
         {},
         **{
@@ -130,6 +130,26 @@ async def isolated_settings(
         await _delete_stream(services.nats_url, value.stream)
         with psycopg.connect(services.admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+STARTUP_DEADLINE = 180.0  # seconds a busy machine may take to give a test its services
+
+
+def _create_database(admin_url: str, database: str) -> None:
+    """CREATE DATABASE, retried while the machine is busy: concurrent test runs make it fail
+    with "template1 is being accessed by other users" or "too many clients"."""
+    deadline = time.monotonic() + STARTUP_DEADLINE
+    delay = 0.1
+    while True:
+        try:
+            with psycopg.connect(admin_url, autocommit=True, connect_timeout=30) as conn:
+                conn.execute(f'CREATE DATABASE "{database}"')
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 @pytest.fixture
@@ -180,7 +200,7 @@ async def eventually(
     raise AssertionError(f"condition not met within {timeout} s; last value: {value!r}")
 
 
-async def wait_healthy(client: httpx.AsyncClient, *, timeout: float = 60.0) -> None:
+async def wait_healthy(client: httpx.AsyncClient, *, timeout: float = STARTUP_DEADLINE) -> None:
     """Until the server at `client` answers /health (it may be starting or restarting)."""
 
     async def up() -> bool:

@@ -33,10 +33,16 @@ class Topology:
     max_deliver: int = 3
     ack_wait: float = 30.0
     duplicate_window: float = 120.0
+    replicas: int = 1  # copies of the stream and consumer in a JetStream cluster
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topology:
-        return cls(stream=settings.stream, subject=settings.subject, consumer=settings.consumer)
+        return cls(
+            stream=settings.stream,
+            subject=settings.subject,
+            consumer=settings.consumer,
+            replicas=settings.nats_replicas,
+        )
 
     def stream_config(self) -> api.StreamConfig:
         return api.StreamConfig(
@@ -46,6 +52,7 @@ class Topology:
             storage=api.StorageType.FILE,
             max_age=self.max_age,
             duplicate_window=self.duplicate_window,
+            num_replicas=self.replicas,
         )
 
     def consumer_config(self) -> api.ConsumerConfig:
@@ -57,6 +64,7 @@ class Topology:
             ack_wait=self.ack_wait,
             filter_subject=self.subject,
             max_ack_pending=10_000,
+            num_replicas=self.replicas,
         )
 
 
@@ -75,7 +83,7 @@ async def connect(url: str, name: str) -> Client:
         log.info("NATS reconnected (%s)", name)
 
     await nc.connect(
-        url,
+        [server.strip() for server in url.split(",") if server.strip()],  # a cluster: several
         name=name,
         connect_timeout=2,
         reconnect_time_wait=0.5,  # type: ignore[arg-type]  # seconds, floats work
@@ -101,6 +109,7 @@ async def ensure_stream(js: JetStreamContext, topology: Topology) -> None:
         set(have.subjects or []) != set(wanted.subjects or [])
         or have.max_age != wanted.max_age
         or have.duplicate_window != wanted.duplicate_window
+        or (have.num_replicas or 1) != wanted.num_replicas
     ):
         await js.update_stream(wanted)
         log.info("updated stream %s", topology.stream)
@@ -214,8 +223,10 @@ class NATSCommandSubscriber:
             return await self._sub.fetch(batch, timeout=wait)
         except (TimeoutError, nats.errors.TimeoutError):
             return []
-        except (nats.errors.ConnectionClosedError, nats.errors.NoServersError) as exc:
-            log.warning("fetch failed: %s", exc)
+        except nats.errors.Error as exc:
+            # NATS down, or a cluster electing a new leader for the stream or the consumer
+            # (no responders, 503): wait and fetch again; the messages are still there
+            log.warning("fetch failed: %s: %s", type(exc).__name__, exc)
             await asyncio.sleep(wait)
             return []
 

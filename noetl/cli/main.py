@@ -332,12 +332,23 @@ def playbook_tests(
     raise typer.Exit(1 if failed else 0)
 
 
+def _warn_splices(content: str, file: str) -> None:
+    """Warnings (not errors): unquoted splices of caller data into shell or SQL text."""
+    from noetl.dsl.splices import splice_warnings
+
+    for problem in splice_warnings(content, file):
+        err.print(f"warning: {problem}", highlight=False)
+
+
 @app.command()
 def validate(file: Annotated[Path, typer.Argument(help="Playbook YAML file")]) -> None:
-    """Check a playbook and list every problem with its line."""
-    playbook = _validate_or_exit(_read(file), str(file))
+    """Check a playbook and list every problem with its line (and warn about unquoted
+    splices of payload or step-result values into shell or SQL text)."""
+    content = _read(file)
+    playbook = _validate_or_exit(content, str(file))
     for note in playbook.notes:
         out.print(f"[yellow]note[/] {note}", highlight=False)
+    _warn_splices(content, str(file))
     out.print(f"[green]ok[/] {file}")
 
 

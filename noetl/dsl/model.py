@@ -82,6 +82,7 @@ class Playbook:
     workbook: Mapping[str, Tool] = field(default_factory=dict)
     spec: Mapping[str, Any] = field(default_factory=dict)  # root `spec`: rendered at start
     notes: tuple[str, ...] = ()  # accepted constructs with no effect here (`noetl validate`)
+    max_step_runs: int | None = None  # executor.spec.max_step_runs; None: the server's setting
 
     def step(self, name: str) -> Step:
         return self.steps[name]

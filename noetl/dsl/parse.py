@@ -34,7 +34,7 @@ METADATA_KEYS = frozenset(
     {"name", "path", "description", "version", "labels", "tags", "exposes_as_mcp"}
 )
 EXECUTOR_KEYS = frozenset({"profile", "version", "requires", "pool", "spec"})
-EXECUTOR_SPEC_KEYS = frozenset({"entry_step", "no_next_is_error", "policy"})
+EXECUTOR_SPEC_KEYS = frozenset({"entry_step", "no_next_is_error", "policy", "max_step_runs"})
 STEP_KEYS = frozenset(
     {
         "step",
@@ -176,6 +176,7 @@ class _Parser:
             workbook=workbook,
             spec=spec,
             notes=tuple(self.notes),
+            max_step_runs=self.max_step_runs(root),
         )
 
     def executor(self, raw: Any) -> None:
@@ -200,6 +201,21 @@ class _Parser:
                 ("executor", "spec", "no_next_is_error"),
                 "accepted, no effect here: a step without `next` ends its branch",
             )
+
+    def max_step_runs(self, root: Mapping[str, Any]) -> int | None:
+        """`executor.spec.max_step_runs`: step runs one execution may make (a runaway loop)."""
+        executor = root.get("executor")
+        spec = executor.get("spec") if isinstance(executor, dict) else None
+        value = spec.get("max_step_runs") if isinstance(spec, dict) else None
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            self.error(
+                ("executor", "spec", "max_step_runs"),
+                f"expected a positive integer, got {_kind(value)}",
+            )
+            return None
+        return value
 
     def entry(self, root: Mapping[str, Any], steps: Mapping[str, Step]) -> str | None:
         if not steps:

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from noetl.dsl.bounds import TemplateLimitError
 from noetl.dsl.model import Playbook, Tool
 from noetl.dsl.parse import UNRENDERED
 from noetl.dsl.template import (
@@ -224,6 +225,8 @@ def assign(
     for key, template in assignments.items():
         try:
             values[key] = plain(render(template, scope))
+        except TemplateLimitError:
+            raise  # a template bomb fails the step; it is not a skipped value
         except TemplateError as exc:
             problems.append(f"set {key}: {exc}")
     if not values:

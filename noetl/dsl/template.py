@@ -16,9 +16,11 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
-from jinja2 import meta
+from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.visitor import NodeTransformer
 
+from noetl.dsl import bounds, quoting
 from noetl.errors import TemplateError
 
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
@@ -62,7 +64,27 @@ def _through_data(obj: Any, name: Any) -> Any:
     return _MISSING
 
 
+class _Guard(NodeTransformer):
+    """Rewrites a parsed template so its loops and `~` joins go through `bounds`."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        loop = self.generic_visit(node)
+        assert isinstance(loop, nodes.For)
+        loop.iter = nodes.Filter(loop.iter, "noetl_steps", [], [], None, None, lineno=loop.lineno)
+        return loop
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        concat = self.generic_visit(node)
+        assert isinstance(concat, nodes.Concat)
+        items = nodes.List(concat.nodes, lineno=concat.lineno)
+        return nodes.Filter(items, "noetl_concat", [], [], None, None, lineno=concat.lineno)
+
+
 class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, with every operator, call, filter, loop and join bounded (`bounds`)."""
+
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+
     def getattr(self, obj: Any, attribute: str) -> Any:
         found = _through_data(obj, attribute)
         return super().getattr(obj, attribute) if found is _MISSING else found
@@ -71,16 +93,38 @@ class _Environment(ImmutableSandboxedEnvironment):
         found = _through_data(obj, argument)
         return super().getitem(obj, argument) if found is _MISSING else found
 
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        bounds.check_binop(operator, left, right)
+        return bounds.check_result(super().call_binop(context, operator, left, right))
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        bounds.check_call(__obj, args, kwargs)
+        return bounds.check_result(super().call(__context, __obj, *args, **kwargs))
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = _Guard().visit(super()._parse(source, name, filename))
+        assert isinstance(tree, nodes.Template)
+        return tree
+
+
+def _finalize(value: Any) -> Any:
+    return bounds.check_result(value)
+
 
 def _environment(
     undefined: type[jinja2.Undefined] = jinja2.StrictUndefined,
 ) -> ImmutableSandboxedEnvironment:
-    env = _Environment(undefined=undefined, autoescape=False)
+    env = _Environment(undefined=undefined, autoescape=False, finalize=_finalize)
     env.filters.update(
         tojson=_tojson, fromjson=_fromjson, b64encode=_b64encode, b64decode=_b64decode
     )
+    env.filters.update(quoting.FILTERS)
+    env.filters = {
+        name: bounds.guarded_filter(name, function) for name, function in env.filters.items()
+    }
+    env.filters.update(noetl_steps=bounds.steps, noetl_concat=bounds.concat)
     env.globals.clear()
-    env.globals.update(range=range, dict=dict, list=list, len=len)
+    env.globals.update(range=bounds.bounded_range, dict=dict, list=list, len=len)
     return env
 
 
@@ -122,21 +166,45 @@ def check_syntax(source: str) -> str | None:
     return None
 
 
+def _shown(source: str) -> str:
+    text = source.strip()
+    return repr(text if len(text) <= 200 else text[:200] + "...")
+
+
 def render_string(source: str, context: Mapping[str, Any]) -> Any:
+    """Render one template within the bounds of `noetl.dsl.bounds`."""
     try:
         native, compiled = _compile(source)
-        if native:
-            value = compiled(**context)
-            if isinstance(value, jinja2.Undefined):
-                value._fail_with_undefined_error()
-            return value
-        return compiled.render(**context)
+        with bounds.budget():
+            if native:
+                value = compiled(**context)
+                if isinstance(value, jinja2.Undefined):
+                    value._fail_with_undefined_error()
+                return bounds.check_result(value)
+            return _streamed(compiled.generate(**context))
+    except bounds.TemplateLimitError as exc:
+        raise bounds.TemplateLimitError(f"{exc} in {_shown(source)}") from None
     except jinja2.UndefinedError as exc:
-        raise TemplateError(f"{exc.message} in {source.strip()!r}") from None
+        raise TemplateError(f"{exc.message} in {_shown(source)}") from None
     except jinja2.TemplateError as exc:
-        raise TemplateError(f"{exc} in {source.strip()!r}") from None
+        raise TemplateError(f"{exc} in {_shown(source)}") from None
     except Exception as exc:  # a filter or operator raised (e.g. 1/0, fromjson on text)
-        raise TemplateError(f"{type(exc).__name__}: {exc} in {source.strip()!r}") from None
+        raise TemplateError(f"{type(exc).__name__}: {exc} in {_shown(source)}") from None
+
+
+def _streamed(chunks: Any) -> str:
+    """Join a render's output, refusing it once it grows past `bounds.MAX_TEXT`."""
+    parts: list[str] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > bounds.MAX_TEXT:
+            raise bounds.TemplateLimitError(
+                f"the template would build a string of over {size:,} characters;"
+                f" the limit is {bounds.MAX_TEXT:,}"
+            )
+        parts.append(chunk)
+    return "".join(parts)
 
 
 def render(value: Any, context: Mapping[str, Any]) -> Any:
@@ -162,6 +230,8 @@ def evaluate_condition(source: Any, context: Mapping[str, Any]) -> tuple[bool, s
         return True, None
     try:
         return truthy(render(source, context)), None
+    except bounds.TemplateLimitError:
+        raise  # a bomb fails its step; it is not a false condition
     except TemplateError as exc:
         return False, str(exc)
 
@@ -190,10 +260,14 @@ def render_lenient(value: Any, context: Mapping[str, Any]) -> Any:
     source = str(value)
     try:
         match = _SINGLE.match(source)
-        if match and "{{" not in match["expr"] and "}}" not in match["expr"]:
-            result = _LENIENT.compile_expression(match["expr"], undefined_to_none=False)(**context)
-            return None if isinstance(result, jinja2.Undefined) else plain(result)
-        return _LENIENT.from_string(source).render(**context)
+        with bounds.budget():
+            if match and "{{" not in match["expr"] and "}}" not in match["expr"]:
+                expression = _LENIENT.compile_expression(match["expr"], undefined_to_none=False)
+                result = bounds.check_result(expression(**context))
+                return None if isinstance(result, jinja2.Undefined) else plain(result)
+            return _streamed(_LENIENT.from_string(source).generate(**context))
+    except bounds.TemplateLimitError as exc:
+        raise bounds.TemplateLimitError(f"{exc} in {_shown(source)}") from None
     except jinja2.TemplateError as exc:
         raise TemplateError(f"{exc} in {source.strip()!r}") from None
     except Exception as exc:  # a filter or operator raised

@@ -107,8 +107,8 @@ async def running(
         for index in range(workers)
     ]
     tasks = [asyncio.create_task(worker.run()) for worker in pool]
-    if pool:  # wait (briefly) until the workers are subscribed, so work starts at once
-        await asyncio.wait([asyncio.create_task(w.ready.wait()) for w in pool], timeout=10)
+    if pool:  # wait until the workers are subscribed, so work starts at once
+        await asyncio.wait([asyncio.create_task(w.ready.wait()) for w in pool], timeout=120)
     runtime = Runtime(settings, server, pool)
     try:
         yield runtime

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 NATS_HOST = "127.0.0.1"
-NATS_START_TIMEOUT_SECONDS = 10.0
+NATS_START_TIMEOUT_SECONDS = 60.0  # probed every few ms; generous for a busy machine
 NATS_STOP_TIMEOUT_SECONDS = 10.0
 _LOG_TAIL_CHARS = 4000
 _MAX_INFO_BYTES = 64 * 1024

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from noetl.dsl import semantics
+from noetl.dsl.bounds import TemplateLimitError
 from noetl.dsl.model import Playbook, Step
 from noetl.dsl.template import plain, referenced_names, render, render_workload
 from noetl.engine import rerun
@@ -43,6 +44,8 @@ from noetl.engine.steps import (
 from noetl.errors import TemplateError
 from noetl.protocol.events import EventType, ExecutionStatus
 from noetl.protocol.records import CommandRecord, EventRecord
+
+DEFAULT_MAX_STEP_RUNS = 10_000  # step runs per execution unless the playbook or server says
 
 # -- what goes in -----------------------------------------------------------------------
 
@@ -302,6 +305,14 @@ class _Run:
     def enter(self, name: str) -> None:
         step = self.playbook.step(name)
         st = self.step_state(name)
+        limit = self.playbook.max_step_runs or DEFAULT_MAX_STEP_RUNS
+        if sum(s.runs for s in self.state.steps.values()) >= limit:
+            self.fail_step(
+                name,
+                f"the execution reached {limit} step runs (executor.spec.max_step_runs or"
+                " NOETL_MAX_STEP_RUNS): a runaway loop?",
+            )
+            return
         if step.admit:
             allowed, problem = self.admitted(step)
             if not allowed:  # not admitted: the step is skipped, its targets see a dead path
@@ -552,18 +563,22 @@ class _Run:
         kind = None if step.loop or len(step.tools) > 1 else step.tool.kind
         output = semantics.succeeded(self.result_of(name), kind)
         ctx = self.context(output=output, event={"name": event_name})
-        problems = [*self.problems.pop(name, ()), *self.apply_set(item_set, ctx)]
-        problems += self.apply_set(step.set, ctx)
-        fired: list[str] = []
-        for arc in step.next.arcs if step.next else ():
-            ok, problem = semantics.fires(arc.when, ctx)
-            if problem:
-                problems.append(f"arc to {arc.step}: {problem}")
-            if ok:
-                fired.append(arc.step)
-                problems += self.apply_set(arc.set, ctx)
-                if step.next and step.next.mode == "exclusive":
-                    break
+        try:
+            problems = [*self.problems.pop(name, ()), *self.apply_set(item_set, ctx)]
+            problems += self.apply_set(step.set, ctx)
+            fired: list[str] = []
+            for arc in step.next.arcs if step.next else ():
+                ok, problem = semantics.fires(arc.when, ctx)
+                if problem:
+                    problems.append(f"arc to {arc.step}: {problem}")
+                if ok:
+                    fired.append(arc.step)
+                    problems += self.apply_set(arc.set, ctx)
+                    if step.next and step.next.mode == "exclusive":
+                        break
+        except TemplateLimitError as exc:  # a template bomb fails the step
+            self.fail_step(name, str(exc))
+            return
         payload = {"next": fired, **({"problems": problems} if problems else {})}
         if not fired and step.next and step.next.arcs and step.next.on_no_match == "fail":
             self.emit(

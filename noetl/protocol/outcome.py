@@ -24,6 +24,7 @@ class Outcome:
     variables: Mapping[str, Any] = field(default_factory=dict)  # written by pipeline `set`
     problems: tuple[str, ...] = ()  # template problems in `set` / `when` met on the worker
     log: Mapping[str, str] = field(default_factory=dict)  # stdout/stderr the tools printed
+    masked: bool = False  # the worker replaced a secret value by *** (noetl.masking)
 
     @classmethod
     def success(cls, result: Any, **fields: Any) -> Outcome:
@@ -72,6 +73,7 @@ class Report:
             "problems": list(outcome.problems) or None,
             "log": dict(outcome.log) or None,
             **({} if self.takes_next else {"takes_next": False}),
+            **({"masked": True} if outcome.masked else {}),
         }
 
 

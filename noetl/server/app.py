@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import psycopg.errors
 from fastapi import FastAPI, Request
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from noetl import jsonfast
 from noetl.bus.nats_client import NATSCommandPublisher, Topology
 from noetl.config import Settings
 from noetl.errors import (
@@ -38,12 +40,20 @@ from noetl.store.database import migrate, open_pool
 log = logging.getLogger(__name__)
 
 
+class FastJSON(JSONResponse):
+    """Every answer through the one codec: any value read from the database can be shown."""
+
+    def render(self, content: Any) -> bytes:
+        return jsonfast.dumps(content)
+
+
 def _error_response(exc: NoetlError) -> JSONResponse:
     return JSONResponse(body_of(exc), status_code=status_of(exc))
 
 
 class BodyLimit:
-    """Pure ASGI middleware: refuse bodies over the limit (413) and time every request."""
+    """Pure ASGI middleware: refuse bodies over the limit (413, also when chunked) and time
+    every request."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -54,6 +64,33 @@ class BodyLimit:
             f"request body is {size} bytes; the limit is {self.limit} (NOETL_MAX_PAYLOAD_BYTES)"
         )
 
+    async def _buffered(self, receive: Receive) -> Receive | None:
+        """The whole body as one message, or None once it exceeds the limit."""
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return await receive()  # the disconnect, when the app waits for it
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -62,18 +99,15 @@ class BodyLimit:
         if length.isdigit() and int(length) > self.limit:
             await _error_response(self._too_large(length.decode()))(scope, receive, send)
             return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:  # a chunked body without Content-Length
-                raise self._too_large(f"over {seen}")
-            return message
-
+        if not length.isdigit() and scope["method"] in {"POST", "PUT", "PATCH"}:
+            # a chunked body: read it here, so going over the limit is a clean 413
+            buffered = await self._buffered(receive)
+            if buffered is None:
+                await _error_response(self._too_large(f"over {self.limit}"))(scope, receive, send)
+                return
+            receive = buffered
         started = time.perf_counter()
-        await self.app(scope, counted, send)
+        await self.app(scope, receive, send)
         route = scope.get("route")
         metrics.REQUEST_SECONDS.labels(
             scope["method"], getattr(route, "path", "unmatched")
@@ -100,6 +134,11 @@ def create_app(settings: Settings, *, ui: bool = True) -> FastAPI:
         orchestrator = Orchestrator(pool, publisher, settings, SnowflakeGenerator(settings.node_id))
         app.state.orchestrator = orchestrator
         app.state.cipher = Cipher.from_settings(settings.encryption_key, settings.home)
+        if settings.api_token and not settings.worker_token:
+            log.warning(
+                "NOETL_API_TOKEN without NOETL_WORKER_TOKEN: the API token is also the workers'"
+                " token and reads credential data; set NOETL_WORKER_TOKEN to separate them"
+            )
         relay = asyncio.create_task(Relay(orchestrator).run())
         scheduler = asyncio.create_task(Scheduler(orchestrator).run())
         log.info("NoETL server ready (node %s)", settings.node_id)
@@ -118,6 +157,7 @@ def create_app(settings: Settings, *, ui: bool = True) -> FastAPI:
         version="0.1.0",
         description="Event-sourced workflow engine: playbooks, executions, commands, events.",
         lifespan=lifespan,
+        default_response_class=FastJSON,
     )
     app.state.settings = settings
     app.add_middleware(BodyLimit, limit=settings.max_payload_bytes)

@@ -1,5 +1,11 @@
-"""`/api/credentials`: named secrets. Data is encrypted at rest and only returned on request
-(`?include_data=true`), which needs the API or worker token when tokens are configured."""
+"""`/api/credentials`: named secrets. Data is encrypted at rest and returned only on request
+(`?include_data=true`). Scopes when tokens are configured (docs/security.md):
+
+- the API token manages credentials (list, create, delete, read metadata) and never reads
+  decrypted data, unless no worker token is configured (then it is the workers' token too);
+- the worker token reads the data of a credential for a command it holds
+  (`&command=<event_id>` of a CLAIMED command with a live lease) and nothing else here.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import Field
 
-from noetl.errors import NotFoundError
+from noetl.errors import ForbiddenError, NotFoundError
 from noetl.secrets import Cipher
-from noetl.server.schemas import Body
+from noetl.server.schemas import Body, PortableObject
 from noetl.server.service import Orchestrator
-from noetl.store import credentials
+from noetl.store import commands, credentials
 
 router = APIRouter()
 
@@ -21,13 +27,42 @@ router = APIRouter()
 class CredentialRequest(Body):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")
     type: str = Field(min_length=1, max_length=50, description="postgres, http, bearer, ...")
-    data: dict[str, Any] = Field(description="The secret fields, e.g. host/user/password")
+    data: PortableObject = Field(description="The secret fields, e.g. host/user/password")
     description: str = ""
     tags: list[str] = Field(default_factory=list)
 
 
 def _parts(request: Request) -> tuple[Orchestrator, Cipher]:
     return request.app.state.orchestrator, request.app.state.cipher
+
+
+def _scope(request: Request) -> str:
+    return str(getattr(request.state, "token_scope", "open"))
+
+
+def _managing(request: Request) -> None:
+    if _scope(request) == "worker":
+        raise ForbiddenError("the worker token cannot list, create, read or delete credentials")
+
+
+async def _may_read_data(request: Request, name: str, command: str | None) -> None:
+    """Decrypted data: the open API, the API token when it is the only token, or the worker
+    token for a command it holds."""
+    scope = _scope(request)
+    orchestrator, _ = _parts(request)
+    if scope == "open" or (scope == "api" and not orchestrator.settings.worker_token):
+        return
+    if scope == "api":
+        raise ForbiddenError(
+            "credential data is for workers only (NOETL_WORKER_TOKEN); the API token reads"
+            " names and metadata"
+        )
+    if command is None or not command.isdigit():
+        raise ForbiddenError(f"credential {name!r}: name the command it is for (&command=)")
+    async with orchestrator.pool.connection() as conn:
+        row = await commands.get_by_event(conn, int(command))
+    if row is None or row["status"] != "CLAIMED" or row["lease_expired"]:
+        raise ForbiddenError(f"credential {name!r}: command {command} is not held by a worker")
 
 
 def _view(row: dict[str, Any]) -> dict[str, Any]:
@@ -40,6 +75,7 @@ def _view(row: dict[str, Any]) -> dict[str, Any]:
 
 @router.post("/api/credentials", status_code=201)
 async def put_credential(request: Request, body: CredentialRequest) -> dict[str, Any]:
+    _managing(request)
     orchestrator, cipher = _parts(request)
     async with orchestrator.pool.connection() as conn:
         row = await credentials.upsert(
@@ -50,6 +86,7 @@ async def put_credential(request: Request, body: CredentialRequest) -> dict[str,
 
 @router.get("/api/credentials")
 async def list_credentials(request: Request) -> dict[str, Any]:
+    _managing(request)
     orchestrator, _ = _parts(request)
     async with orchestrator.pool.connection() as conn:
         rows = await credentials.list_all(conn)
@@ -58,8 +95,15 @@ async def list_credentials(request: Request) -> dict[str, Any]:
 
 @router.get("/api/credentials/{name}")
 async def get_credential(
-    request: Request, name: str, include_data: Annotated[bool, Query()] = False
+    request: Request,
+    name: str,
+    include_data: Annotated[bool, Query()] = False,
+    command: Annotated[str | None, Query(description="event id of the command it is for")] = None,
 ) -> dict[str, Any]:
+    if include_data:
+        await _may_read_data(request, name, command)
+    else:
+        _managing(request)
     orchestrator, cipher = _parts(request)
     async with orchestrator.pool.connection() as conn:
         row = await credentials.get(conn, name)
@@ -73,6 +117,7 @@ async def get_credential(
 
 @router.delete("/api/credentials/{name}")
 async def delete_credential(request: Request, name: str) -> dict[str, Any]:
+    _managing(request)
     orchestrator, _ = _parts(request)
     async with orchestrator.pool.connection() as conn:
         deleted = await credentials.delete(conn, name)

@@ -140,11 +140,29 @@ class Flow:
 
     async def cancel(self, execution_id: int, reason: str) -> str:
         effects = Effects()
-        async with self.transaction() as conn:
-            execution = await executions.lock_execution(conn, execution_id)
-            if execution is None:
-                raise NotFoundError(f"execution {execution_id} does not exist")
-            decision = await self._decide(conn, execution, [CancelRequested(reason)], [], effects)
+        try:
+            async with self.transaction() as conn:
+                execution = await executions.lock_execution(conn, execution_id)
+                if execution is None:
+                    raise NotFoundError(f"execution {execution_id} does not exist")
+                decision = await self._decide(
+                    conn, execution, [CancelRequested(reason)], [], effects
+                )
+        except (ConflictError, NotFoundError):
+            raise
+        except Exception as exc:  # its playbook or state cannot be processed: cancel anyway
+            log.exception("execution %s: cancelling without the engine", execution_id)
+            async with self.pool.connection() as conn, conn.transaction():
+                ended = await executions.quarantine(
+                    conn,
+                    execution_id,
+                    self.new_id(),
+                    f"{reason} (without the engine: {type(exc).__name__}: {exc})"[:2000],
+                    ExecutionStatus.CANCELLED.value,
+                )
+            if not ended:
+                raise ConflictError(f"execution {execution_id} has already finished") from None
+            return ExecutionStatus.CANCELLED.value
         if decision is None:
             raise ConflictError(f"execution {execution_id} has already finished")
         await self.after_commit(effects)
@@ -282,6 +300,8 @@ class Flow:
             extra["problems"] = list(outcome.problems)
         if outcome.log:
             extra["log"] = dict(outcome.log)
+        if outcome.masked:
+            extra["masked"] = True  # the worker replaced a secret value by ***
         event = EventRecord(
             report.execution_id,
             self.new_id(),
@@ -490,9 +510,12 @@ def _check(
     if status.terminal or report.command_id in settled:
         shown = status.value if status.terminal else "reported"
         return ConflictError(f"command {report.command_id} is already {shown}")
-    if status is not CommandStatus.CLAIMED or row["attempt"] != report.attempt:
+    if status is not CommandStatus.CLAIMED or report.attempt > row["attempt"]:
         return ConflictError(
             f"attempt {report.attempt} of {report.command_id} is stale"
             f" (current attempt {row['attempt']})"
         )
+    # An earlier attempt that finished while the server was away (its lease ran out and the
+    # command was claimed again) is accepted while no attempt has an outcome yet: the work is
+    # done, and the later attempt is stopped at its next lease renewal.
     return None

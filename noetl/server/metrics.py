@@ -12,6 +12,9 @@ EXECUTIONS_FINISHED = Counter(
 )
 PUBLISH_FAILURES = Counter("noetl_publish_failures_total", "NATS publishes left to the relay")
 RELAYED = Counter("noetl_relay_republished_total", "Commands republished by the relay")
+RELEASED = Counter(
+    "noetl_relay_released_total", "Claims released because their worker stopped heartbeating"
+)
 REQUEST_SECONDS = Histogram(
     "noetl_request_seconds",
     "HTTP request latency",

@@ -1,8 +1,14 @@
 """The catalog as the server uses it: register, resolve a request to an entry, and the parsed
-playbook of an entry (immutable, so parsed once per process and cached)."""
+playbook of an entry (immutable, so parsed once per process and cached).
+
+Parsing runs off the event loop (a hostile document cannot stall other requests; the YAML
+bounds are in noetl.dsl.source), and a playbook without `executor.spec.max_step_runs` gets the
+server's `NOETL_MAX_STEP_RUNS`."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -18,13 +24,25 @@ PLAYBOOK_CACHE = 512  # parsed playbooks kept per server process
 
 
 class Playbooks:
-    def __init__(self, pool: AsyncConnectionPool, new_id: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        new_id: Callable[[], int],
+        max_step_runs: int | None = None,
+    ) -> None:
         self.pool = pool
         self.new_id = new_id
+        self.max_step_runs = max_step_runs
         self._parsed: OrderedDict[int, Playbook] = OrderedDict()  # most recent last
 
+    async def parse(self, content: str, file: str | None = None) -> Playbook:
+        playbook = await asyncio.to_thread(parse_playbook, content, file)
+        if playbook.max_step_runs is None and self.max_step_runs is not None:
+            playbook = dataclasses.replace(playbook, max_step_runs=self.max_step_runs)
+        return playbook
+
     async def register(self, content: str, file: str | None = None) -> dict[str, Any]:
-        playbook = parse_playbook(content, file)  # PlaybookError → 422, nothing written
+        playbook = await self.parse(content, file)  # PlaybookError → 422, nothing written
         digest = hashlib.sha256(content.encode()).hexdigest()
         async with self.pool.connection() as conn:
             entry = await catalog.register(
@@ -47,7 +65,7 @@ class Playbooks:
                 entry = await catalog.get_entry(conn, catalog_id=catalog_id)
             if entry is None:
                 raise NotFoundError(f"catalog entry {catalog_id} does not exist")
-            cached = parse_playbook(entry["content"], entry["path"])
+            cached = await self.parse(entry["content"], entry["path"])
         self._remember(catalog_id, cached)
         return cached
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from noetl.errors import (
     ConflictError,
+    ForbiddenError,
     NoetlError,
     NotFoundError,
     PayloadTooLargeError,
@@ -15,6 +16,7 @@ from noetl.errors import (
 )
 
 STATUS_OF: dict[type[NoetlError], int] = {
+    ForbiddenError: 403,
     NotFoundError: 404,
     ConflictError: 409,
     PayloadTooLargeError: 413,

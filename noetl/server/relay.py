@@ -3,12 +3,22 @@
 One server replica at a time (a lease row in `noetl.lease`) republishes commands still PENDING
 after `relay_after` seconds and commands whose claim lease expired; a command whose every
 attempt was lost fails with `worker_lost`.
+
+Dead workers: a worker heartbeats every `NOETL_HEARTBEAT_SECONDS`; when one has been silent
+for `NOETL_WORKER_DEAD_AFTER` seconds its claims are released at once (their leases end), so a
+killed worker's step resumes elsewhere within seconds instead of after the lease. A live worker
+running a long step keeps heartbeating and keeps its claim, even when its lease lapsed because
+the server was down and it could not renew: it reports its outcome when the server is back.
+The relay trusts the heartbeats only once it has itself run without a failure for that long:
+after a server restart or a database outage nobody could heartbeat, and no claim is taken
+back for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 
 from noetl.protocol.events import CommandStatus
@@ -25,6 +35,7 @@ class Relay:
         self.orchestrator = orchestrator
         self.settings = orchestrator.settings
         self.holder = f"{self.settings.worker_id}-{uuid.uuid4().hex[:8]}"
+        self.healthy_since: float | None = time.monotonic()  # None after a failed pass
 
     async def run(self) -> None:
         interval = self.settings.relay_interval
@@ -35,25 +46,44 @@ class Relay:
                     leader = await workers.acquire_lease(conn, "relay", self.holder, interval * 3)
                 if leader:
                     await self.once()
+                if self.healthy_since is None:
+                    self.healthy_since = time.monotonic()
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self.healthy_since = None
                 log.exception("relay pass failed")
 
     async def once(self) -> int:
-        """One pass; returns how many commands were republished."""
+        """One pass; returns how many commands were republished. Rows are handled one at a
+        time: a row that cannot be processed fails its own execution and the pass goes on."""
+        trusted = self.trusts_heartbeats()
         async with self.orchestrator.pool.connection() as conn:
-            rows = await commands.due_for_relay(conn, self.settings.relay_after)
+            if trusted:
+                released = await commands.release_dead_workers(
+                    conn, self.settings.worker_dead_after
+                )
+                if released:
+                    metrics.RELEASED.inc(len(released))
+                    log.warning("released %d claim(s) of silent workers", len(released))
+            silent_for = self.settings.worker_dead_after if trusted else None
+            rows = await commands.due_for_relay(conn, self.settings.relay_after, silent_for)
             unsettled = await executions.unsettled(conn, self.settings.relay_after)
         for execution_id in unsettled:
-            await self.orchestrator.settle(execution_id)
+            try:
+                await self.orchestrator.settle(execution_id)
+            except Exception as exc:
+                await self.quarantine(execution_id, "settling its sub-playbooks", exc)
         sent: list[int] = []
         for row in rows:
             if (
                 row["status"] == CommandStatus.CLAIMED
                 and row["attempt"] >= self.settings.max_attempts
             ):
-                await self.orchestrator.workers.fail_lost(row["event_id"])
+                try:
+                    await self.orchestrator.workers.fail_lost(row["event_id"])
+                except Exception as exc:
+                    await self.quarantine(row["execution_id"], f"failing {row['step']}", exc)
                 continue
             message = CommandMessage(
                 row["execution_id"],
@@ -76,3 +106,31 @@ class Relay:
             metrics.RELAYED.inc(len(sent))
             log.info("relay republished %d command(s)", len(sent))
         return len(sent)
+
+    def trusts_heartbeats(self) -> bool:
+        """Heartbeats mean something only after a failure-free stretch as long as the silence
+        that declares a worker dead (nobody could heartbeat while the server was down)."""
+        since = self.healthy_since
+        return since is not None and time.monotonic() - since >= self.settings.worker_dead_after
+
+    async def quarantine(self, execution_id: int, doing: str, exc: Exception) -> None:
+        """The last resort for a row no component can process: fail its execution with the
+        reason, without reading its JSON, so it never stops the relay for the others."""
+        log.error(
+            "relay: execution %s cannot be processed (%s): %s: %s",
+            execution_id,
+            doing,
+            type(exc).__name__,
+            exc,
+        )
+        error = f"internal error while {doing}: {type(exc).__name__}: {exc}"[:2000]
+        try:
+            async with self.orchestrator.pool.connection() as conn, conn.transaction():
+                ended = await executions.quarantine(
+                    conn, execution_id, self.orchestrator.new_id(), error
+                )
+        except Exception:
+            log.exception("relay: could not fail execution %s", execution_id)
+            return
+        if ended:
+            metrics.EXECUTIONS_FINISHED.labels("FAILED").inc()

@@ -328,6 +328,7 @@ def _report_of(body: EventRequest) -> Report:
         variables=body.variables or {},
         problems=tuple(body.problems or ()),
         log={str(k): v for k, v in body.log.items()} if body.log else {},
+        masked=body.masked,
     )
     return Report(
         body.execution_id, body.command_id, body.attempt, body.worker_id, outcome, body.takes_next

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
+
+from noetl import jsonfast
 
 
 def _to_int(value: Any) -> Any:
@@ -14,6 +16,17 @@ def _to_int(value: Any) -> Any:
 
 
 Id = Annotated[int, BeforeValidator(_to_int)]
+
+
+def _portable(value: Any, info: ValidationInfo) -> Any:
+    """The codec rule (noetl.jsonfast): a 422 naming the field for a number no component
+    could read back."""
+    jsonfast.check(value, info.field_name or "body")
+    return value
+
+
+Portable = Annotated[Any, AfterValidator(_portable)]
+PortableObject = Annotated[dict[str, Any], AfterValidator(_portable)]
 
 
 class Body(BaseModel):
@@ -29,7 +42,7 @@ class ExecuteRequest(Body):
     catalog_id: Id | None = None
     playbook: str | None = Field(default=None, description="Inline playbook YAML")
     version: int | None = None
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: PortableObject = Field(default_factory=dict)
     parent_execution_id: Id | None = None
 
 
@@ -63,10 +76,10 @@ class EventRequest(Body):
     command_id: str | None = None
     attempt: int | None = Field(default=None, ge=1)
     worker_id: str = Field(min_length=1, max_length=200)
-    result: Any = None
+    result: Portable = None
     error: str | None = None
     duration: float | None = None
-    variables: dict[str, Any] | None = Field(
+    variables: PortableObject | None = Field(
         default=None, description="Execution variables set by pipeline items on the worker"
     )
     takes_next: bool = Field(
@@ -79,6 +92,9 @@ class EventRequest(Body):
     )
     log: dict[Literal["stdout", "stderr"], str] | None = Field(
         default=None, description="What the tools printed (the last 64 KiB of each stream)"
+    )
+    masked: bool = Field(
+        default=False, description="The worker replaced a secret value by *** in the outcome"
     )
 
 

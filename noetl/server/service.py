@@ -40,7 +40,7 @@ class Orchestrator:
         self.publisher = publisher
         self.settings = settings
         self.new_id = new_id
-        self.playbooks = Playbooks(pool, new_id)
+        self.playbooks = Playbooks(pool, new_id, settings.max_step_runs)
         self.flow = Flow(pool, publisher, settings, new_id, self.playbooks)
         self.workers = WorkerAPI(self.flow)
 

@@ -87,6 +87,10 @@ class WorkerAPI:
             return ConflictError(
                 f"command {name} is claimed by {row['worker_id']} (attempt {row['attempt']})"
             )
+        if row["attempt"] < self.settings.max_attempts:
+            # the claim raced the lease: live when the claim looked, expired by now; the
+            # relay republishes it and the next claim gets the next attempt
+            return ConflictError(f"command {name}: its lease just expired; claim it again")
         await self.fail_lost(event_id)
         return ConflictError(f"command {name} has no attempts left")
 

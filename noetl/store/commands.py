@@ -194,13 +194,43 @@ async def mark_notified(conn: AsyncConnection[Any], event_ids: Sequence[int]) ->
 
 
 async def due_for_relay(
-    conn: AsyncConnection[Any], older_than: float, limit: int = 500
+    conn: AsyncConnection[Any], older_than: float, silent_for: float | None, limit: int = 500
 ) -> list[dict[str, Any]]:
-    """PENDING commands not notified for `older_than` s, and claims whose lease expired."""
+    """PENDING commands not notified for `older_than` s, and claims whose lease expired while
+    their worker is silent: no heartbeat for `silent_for` s, or no such worker. A live worker
+    whose lease lapsed (the server was down, so it could not renew) keeps its claim and
+    reports when it can. `silent_for=None`: heartbeats cannot be judged yet (the server just
+    started), so no claim is taken back. Only the columns the relay needs: a row whose input
+    no codec can read is still relayed."""
+    lapsed = (
+        "FALSE"
+        if silent_for is None
+        else "c.status = 'CLAIMED' AND c.lease_until < now() AND NOT EXISTS ("
+        " SELECT 1 FROM noetl.worker w WHERE w.worker_id = c.worker_id"
+        "  AND w.heartbeat_at >= now() - make_interval(secs => %(silent)s))"
+    )
     cur = await conn.execute(
-        f"{_SELECT} WHERE (status = 'PENDING' OR (status = 'CLAIMED' AND lease_until < now()))"
-        " AND (notified_at IS NULL OR notified_at < now() - make_interval(secs => %s))"
-        " ORDER BY event_id LIMIT %s",
-        (older_than, limit),
+        "SELECT event_id, execution_id, command_id, step, status, attempt, worker_id,"
+        " publish_count FROM noetl.command c"
+        f" WHERE (c.status = 'PENDING' OR ({lapsed}))"
+        " AND (c.notified_at IS NULL"
+        "  OR c.notified_at < now() - make_interval(secs => %(older)s))"
+        " ORDER BY c.event_id LIMIT %(limit)s",
+        {"older": older_than, "silent": silent_for, "limit": limit},
     )
     return await cur.fetchall()
+
+
+async def release_dead_workers(conn: AsyncConnection[Any], silent_for: float) -> list[int]:
+    """End the leases of claims held by workers whose last heartbeat is older than
+    `silent_for` seconds (killed, not stopped), so the relay republishes them now rather than
+    when the lease runs out. Returns the released commands' event ids."""
+    cur = await conn.execute(
+        "UPDATE noetl.command c SET lease_until = now(), notified_at = NULL, updated_at = now()"
+        " FROM noetl.worker w WHERE c.status = 'CLAIMED' AND c.lease_until > now()"
+        " AND c.worker_id = w.worker_id"
+        " AND w.heartbeat_at < now() - make_interval(secs => %s)"
+        " RETURNING c.event_id",
+        (silent_for,),
+    )
+    return [row["event_id"] for row in await cur.fetchall()]

@@ -66,7 +66,7 @@ async def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> Async
         kwargs={"row_factory": dict_row, "autocommit": True},
         open=False,
     )
-    await pool.open(wait=True, timeout=30)
+    await pool.open(wait=True, timeout=120)  # a busy or restarting database: wait
     return pool
 
 

@@ -156,3 +156,36 @@ def _contains(text: str) -> str:
     """An ILIKE pattern matching `text` anywhere, with its own wildcards taken literally."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+async def quarantine(
+    conn: AsyncConnection[Any],
+    execution_id: int,
+    event_id: int,
+    error: str,
+    status: str = "FAILED",
+) -> bool:
+    """End a RUNNING execution (FAILED or CANCELLED) without reading any of its JSON: the last
+    resort for a row no component can process. Status, error, a `playbook.failed` or
+    `playbook.cancelled` event, its open commands ended the same way. Returns False when it
+    had already ended."""
+    if status not in {"FAILED", "CANCELLED"}:
+        raise ValueError(f"cannot end an execution as {status}")
+    cur = await conn.execute(
+        "UPDATE noetl.execution SET status = %s, error = %s, updated_at = now(),"
+        " ended_at = now() WHERE execution_id = %s AND status = 'RUNNING' RETURNING execution_id",
+        (status, error, execution_id),
+    )
+    if await cur.fetchone() is None:
+        return False
+    await conn.execute(
+        "UPDATE noetl.command SET status = %s, lease_until = NULL, updated_at = now()"
+        " WHERE execution_id = %s AND status IN ('PENDING', 'CLAIMED')",
+        (status, execution_id),
+    )
+    await conn.execute(
+        "INSERT INTO noetl.event (execution_id, event_id, event_type, status, error)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (execution_id, event_id, f"playbook.{status.lower()}", status, error),
+    )
+    return True

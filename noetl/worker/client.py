@@ -65,8 +65,10 @@ class ServerClient:
     async def _post(self, path: str, body: dict[str, Any]) -> Response:
         return await self._request("POST", path, body)
 
-    async def credential(self, name: str) -> Response:
-        return await self._request("GET", f"/api/credentials/{name}?include_data=true", None)
+    async def credential(self, name: str, event_id: int | None = None) -> Response:
+        """A credential's data, for the command (by its event id) this worker holds."""
+        held = f"&command={event_id}" if event_id is not None else ""
+        return await self._request("GET", f"/api/credentials/{name}?include_data=true{held}", None)
 
     async def claim_many(self, event_ids: list[int], worker_id: str) -> Response:
         return await self._post(

@@ -25,6 +25,7 @@ from nats.aio.msg import Msg
 
 from noetl import jsonfast
 from noetl.jsonfast import clean_text
+from noetl.masking import Mask
 from noetl.protocol.command import ClaimedCommand, LeaseReply
 from noetl.protocol.outcome import Outcome
 from noetl.tools import output
@@ -45,6 +46,7 @@ class Job:
     notes: dict[str, Any] = field(default_factory=dict)  # scratch space for middleware
 
 
+SECRETS = "secrets"  # job.notes key: the credential data resolved for the command
 Proceed = Callable[[], Awaitable[Outcome | None]]
 Actor = Callable[[Job], Awaitable[Outcome]]
 
@@ -97,8 +99,41 @@ class Timing(Middleware):
         return replace(outcome, duration=time.perf_counter() - job.started)
 
 
+class Masking(Middleware):
+    """Every secret value resolved for the command (`job.notes[SECRETS]`, filled by the
+    runner's credentials) becomes `***` in the outcome's result, error, variables, problems and
+    captured output (its base64 and URL-encoded forms too, noetl.masking) before anything
+    leaves the worker; the outcome says so (`masked`). First in the list, so
+    its `after` sees the final outcome."""
+
+    async def after(self, job: Job, outcome: Outcome) -> Outcome:
+        mask = Mask(job.notes.get(SECRETS, ()))
+        if not mask:
+            return outcome
+        result, in_result = mask.value(outcome.result)
+        error, in_error = mask.text(outcome.error) if outcome.error else (None, False)
+        variables, in_variables = mask.value(dict(outcome.variables))
+        problems = [mask.text(problem) for problem in outcome.problems]
+        printed = {stream: mask.text(text) for stream, text in outcome.log.items()}
+        return replace(
+            outcome,
+            result=result,
+            error=error,
+            variables=variables,
+            problems=tuple(text for text, _ in problems),
+            log={stream: text for stream, (text, _) in printed.items()},
+            masked=in_result
+            or in_error
+            or in_variables
+            or any(hit for _, hit in problems)
+            or any(hit for _, hit in printed.values()),
+        )
+
+
 class SizeLimit(Middleware):
-    """A result larger than NOETL_MAX_PAYLOAD_BYTES fails the attempt (it would not be stored)."""
+    """A result larger than NOETL_MAX_PAYLOAD_BYTES fails the attempt (it would not be stored),
+    and so does one that breaks the codec rule (noetl.jsonfast: numbers every component reads
+    back exactly)."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -106,6 +141,15 @@ class SizeLimit(Middleware):
     async def after(self, job: Job, outcome: Outcome) -> Outcome:
         if not outcome.ok:
             return outcome
+        found = jsonfast.unportable(outcome.result)
+        if found is not None:
+            where, problem = found
+            dot = "." if where and not where.startswith("[") else ""
+            error = (
+                f"result{dot}{where}: {problem}"
+                " (JSON numbers must be 64-bit integers or finite doubles)"
+            )
+            return replace(outcome, ok=False, result=None, error=error)
         size = len(jsonfast.dumps(outcome.result))
         if size <= self.max_bytes:
             return outcome
@@ -187,6 +231,7 @@ class LeaseKeepalive(Middleware):
 def standard(client: ServerClient, *, keepalive: float, max_payload_bytes: int) -> list[Middleware]:
     """The worker's middleware, outermost first."""
     return [
+        Masking(),
         Timing(),
         CapturedOutput(),
         LeaseKeepalive(client, keepalive),

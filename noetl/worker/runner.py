@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextvars import ContextVar
 from typing import Any
 
 from noetl import jsonfast
+from noetl.masking import RECENT_SECRETS, Mask
 from noetl.protocol.command import ClaimedCommand
 from noetl.protocol.outcome import Outcome
 from noetl.tools import output
@@ -21,8 +23,8 @@ from noetl.tools.base import ToolCall, ToolError
 from noetl.tools.registry import ToolRegistry
 from noetl.tools.result_store import ResultStore, resolve_refs, select
 from noetl.worker.client import ServerClient, ServerUnreachable
-from noetl.worker.keychain import Keychain, mask, referenced, secret_strings, token_calls
-from noetl.worker.middleware import Job
+from noetl.worker.keychain import Keychain, referenced, secret_strings, token_calls
+from noetl.worker.middleware import SECRETS, Job
 from noetl.worker.pipeline import run_pipeline
 
 log = logging.getLogger(__name__)
@@ -32,8 +34,14 @@ OUTPUT_INLINE_BYTES = 64 * 1024  # upstream's inline tier, for steps with an `ou
 GRACE = 2.0  # seconds a tool gets past its limit to stop itself before the runner gives up
 
 
+_JOB: ContextVar[Job | None] = ContextVar("noetl_worker_job", default=None)
+
+
 class Credentials:
-    """The data of a credential a tool names in `auth`, fetched from the server."""
+    """The data of a credential a tool names in `auth`, fetched from the server for the command
+    being run (`&command=<event_id>`: the server checks this worker holds it). Each value
+    fetched goes to the command's `job.notes[SECRETS]` (the Masking middleware hides it in the
+    outcome) and to the process's log masking (noetl.masking)."""
 
     def __init__(self, client: ServerClient) -> None:
         self.client = client
@@ -53,8 +61,11 @@ class Credentials:
         if isinstance(auth, dict):
             output.remember_secret(auth)
             return auth  # connection fields given inline
+        job = _JOB.get()
         try:
-            reply = await self.client.credential(str(auth))
+            reply = await self.client.credential(
+                str(auth), job.command.event_id if job is not None else None
+            )
         except ServerUnreachable as exc:
             raise ToolError(
                 f"credential {auth!r}: server unreachable ({exc})", retryable=True
@@ -65,6 +76,9 @@ class Credentials:
             raise ToolError(f"credential {auth!r}: HTTP {reply.status} {reply.message}")
         data: dict[str, Any] = reply.body["data"]
         output.remember_secret(data)  # masked out of what the tools print
+        if job is not None:
+            job.notes.setdefault(SECRETS, []).append(data)
+        RECENT_SECRETS.remember(Mask([data]))
         return data
 
 
@@ -89,11 +103,18 @@ class ToolRunner:
 
     async def __call__(self, job: Job) -> Outcome:
         """Run the command's tool or pipeline; every failure becomes a failed Outcome."""
+        token = _JOB.set(job)  # the credentials fetched meanwhile are this command's
+        try:
+            return await self._run(job)
+        finally:
+            _JOB.reset(token)
+
+    async def _run(self, job: Job) -> Outcome:
         command = job.command
         spec = dict(command.tool)
         kind = str(spec.pop("kind", ""))
         wanted = spec.pop("output", None)  # step (or tool) `output`: select / store
-        secrets: list[str] = []  # resolved keychain values: masked in what is reported
+        secrets: list[str] = []  # resolved keychain values: the Masking middleware hides them
 
         async def call(kind: str, config: dict[str, Any], tool_input: dict[str, Any]) -> Any:
             return await self.call(command, kind, config, tool_input)
@@ -108,20 +129,20 @@ class ToolRunner:
                 tokens = await self._tokens(command, spec, payload)
                 secrets = secret_strings({**keychain, "token()": tokens})
                 output.remember_secret(secrets)  # masked in the step's printed output too
+                job.notes.setdefault(SECRETS, []).append(secrets)  # and in the outcome
                 run = await run_pipeline(spec["items"], payload, call, keychain)
-                variables, problems = mask(run.variables, secrets), tuple(run.problems)
+                variables, problems = run.variables, tuple(run.problems)
                 if not run.ok:
                     raise ToolError(run.error or "failed")
-                result = mask(run.data, secrets)
+                result = run.data
             else:
                 result = await call(kind, spec, await self._loaded(dict(command.input)))
             result = await self._output(command, result, wanted)
         except ToolError as exc:
-            return Outcome.failure(mask(str(exc), secrets), problems=problems)
+            return Outcome.failure(str(exc), problems=problems)
         except Exception as exc:  # a bug in a tool must not take the worker down
             log.exception("tool %s crashed on %s", kind, command.command_id)
-            error = mask(f"{type(exc).__name__}: {exc}", secrets)
-            return Outcome.failure(error, problems=problems)
+            return Outcome.failure(f"{type(exc).__name__}: {exc}", problems=problems)
         return Outcome.success(result, variables=variables, problems=problems)
 
     async def _loaded(self, value: Any) -> Any:

@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from noetl.batching import KeyedBatcher
 from noetl.bus.nats_client import NATSCommandSubscriber, Topology
 from noetl.config import Settings
+from noetl.masking import install as install_masking
 from noetl.protocol.command import ClaimedCommand, ClaimReply, Refusal
 from noetl.protocol.message import CommandMessage
 from noetl.protocol.outcome import Report, ReportReply
@@ -37,7 +38,9 @@ from noetl.worker.runner import Credentials, ToolRunner
 
 log = logging.getLogger(__name__)
 
-REPORT_TRIES = 5
+NAK_DELAY = 2.0  # seconds before fetching again after a failed fetch
+REPORT_PATIENCE = 600.0  # seconds a finished outcome is kept and its report retried
+REPORT_BACKOFF = 5.0  # longest pause between two tries
 
 
 class Worker:
@@ -98,6 +101,7 @@ class Worker:
 
     async def run(self) -> None:
         """Work until `stop()`; then finish what is held and return."""
+        install_masking()  # resolved secrets never reach a log record in clear
         if not await self._subscribe():
             await self.client.close()
             return
@@ -152,7 +156,12 @@ class Worker:
                 self.released.clear()
                 await self.released.wait()
                 continue
-            msgs = await self._fetch_unless_stopped(free)
+            try:
+                msgs = await self._fetch_unless_stopped(free)
+            except Exception:  # whatever NATS answered, the worker keeps pulling
+                log.exception("fetch failed; retrying in %.1f s", NAK_DELAY)
+                await asyncio.sleep(NAK_DELAY)
+                continue
             if msgs:
                 self.held += len(msgs)
                 self._spawn(self.take(msgs))
@@ -178,7 +187,7 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         while True:
             await self._send_heartbeat("stopping" if self.stopping.is_set() else "ready")
-            await asyncio.sleep(max(self.keepalive, 1.0))
+            await asyncio.sleep(self.settings.heartbeat_seconds)  # the server's dead-worker clock
 
     async def _send_heartbeat(self, status: str) -> None:
         body = {
@@ -276,7 +285,7 @@ class Worker:
             outcome,
             takes_next=not self.stopping.is_set(),
         )
-        response = await self.reports.submit("reports", report)
+        response = await self._report_holding(msg, report)
         if response.status >= 300:  # a 409 is routine: the command was cancelled or superseded
             log.log(
                 logging.INFO if response.status == 409 else logging.WARNING,
@@ -298,11 +307,27 @@ class Worker:
             self.held -= 1
             self.released.set()
 
+    async def _report_holding(self, msg: Msg, report: Report) -> Response:
+        """Report an outcome, telling NATS the message is still in progress while the server
+        is away, so it is not redelivered and the step is not run again meanwhile."""
+        reporting = asyncio.ensure_future(self.reports.submit("reports", report))
+        while True:
+            done, _ = await asyncio.wait({reporting}, timeout=self.keepalive)
+            if done:
+                return reporting.result()
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
     async def _send_reports(self, reports: Sequence[Report]) -> list[Response | Exception]:
-        """Outcomes that finished together go in one request, retried while the server is down."""
+        """Outcomes that finished together go in one request. A finished outcome is kept and
+        its report retried with backoff while the server is down (up to `REPORT_PATIENCE`
+        seconds), until the server records it or answers that it cannot (4xx: superseded,
+        already recorded, unknown)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REPORT_PATIENCE
         delay = 0.2
         bodies = [report.to_json() for report in reports]
-        for _ in range(REPORT_TRIES):
+        while loop.time() < deadline:
             try:
                 response = await self.client.report_many(bodies)
             except ServerUnreachable as exc:
@@ -316,5 +341,10 @@ class Worker:
                     "report of %d outcome(s): HTTP %d; retrying", len(bodies), response.status
                 )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, REPORT_BACKOFF)
+        log.error(
+            "gave up reporting %d outcome(s) after %.0f s; the relay will run them again",
+            len(bodies),
+            REPORT_PATIENCE,
+        )
         return [Response(503, {"message": "server unreachable"})] * len(bodies)

@@ -69,3 +69,61 @@ async def test_a_killed_server_restarted_continues_the_execution(
         await working
         server.terminate()
         server.wait(15)
+
+
+async def test_a_step_that_finishes_while_the_server_is_down_for_20_s_runs_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The worker keeps the finished outcome and retries its report (with backoff, holding
+    the NATS message in progress) until the server is back: the run completes, each step ran
+    once. Before: 5 tries in ~6 s, then the outcome was dropped and the step ran again."""
+    marker = tmp_path / "runs"
+    playbook = f"""
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {{name: outage, path: tests/outage}}
+workflow:
+  - step: start
+    tool:
+      kind: python
+      code: |
+        import time
+        with open({str(marker)!r}, "a") as f:
+            f.write("start\\n")
+        time.sleep(2)
+        result = 1
+    next: [end]
+  - step: end
+    tool: {{kind: python, input: {{x: "{{{{ start }}}}"}}, code: "result = x + 1"}}
+"""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _server(settings, port)
+    worker = Worker(settings.with_(server_url=url, worker_id="patient"))
+    working = asyncio.create_task(worker.run())
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as api:
+            await wait_healthy(api)
+            started = (await api.post("/api/execute", json={"playbook": playbook})).json()
+            execution_id = started["execution_id"]
+
+            async def running() -> bool:
+                return marker.exists()
+
+            await eventually(running)  # the step is running on the worker
+            server.send_signal(signal.SIGKILL)
+            server.wait(10)
+            await asyncio.sleep(20.0)  # the outage: the step finishes meanwhile
+            server = _server(settings, port)
+            await wait_healthy(api)
+            execution = await wait_for_end(api, execution_id, timeout=120)
+            assert execution["status"] == "COMPLETED", execution["error"]
+            assert execution["result"] == 2
+            assert marker.read_text().splitlines() == ["start"]
+            kinds = [e["event_type"] for e in await event_log(api, execution_id)]
+            assert kinds.count("command.claimed") == 2 and kinds.count("command.completed") == 2
+    finally:
+        worker.stop()
+        await working
+        server.terminate()
+        server.wait(15)

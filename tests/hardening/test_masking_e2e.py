@@ -1,0 +1,102 @@
+"""Secrets never leave the worker in clear: a step that fails or prints with a credential value
+in its message has it masked (***) in events, executions, the API and the logs, and its outcome
+says it was masked."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import uuid
+from urllib.parse import urlparse
+
+import httpx
+import psycopg
+import pytest
+
+from noetl.config import Settings
+from tests.conftest import event_log, run_playbook
+
+
+async def test_secrets_in_errors_outputs_and_logs_are_masked(
+    api: httpx.AsyncClient, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    token = f"tok{uuid.uuid4().hex}"
+    user = f"user_{uuid.uuid4().hex[:10]}"
+    await api.post(
+        "/api/credentials", json={"name": "api_key", "type": "bearer", "data": {"token": token}}
+    )
+    pg = urlparse(settings.require_database_url())
+    await api.post(
+        "/api/credentials",
+        json={
+            "name": "pg_wrong",
+            "type": "postgres",
+            "data": {
+                "host": pg.hostname,
+                "port": pg.port,
+                "user": user,
+                "password": "whatever1",
+                "database": "postgres",
+            },
+        },
+    )
+    header = """apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: masked, path: tests/masked}
+keychain:
+  - {name: api, credential: api_key}
+workflow:
+"""
+    python_fails = await run_playbook(
+        api,
+        header
+        + """  - step: start
+    tool:
+      kind: python
+      input: {token: "{{ keychain.api.token }}"}
+      code: "result = int(token)"
+""",
+    )
+    shell_prints = await run_playbook(
+        api,
+        header
+        + """  - step: start
+    tool:
+      kind: shell
+      command: 'echo "token=$TOKEN"; printf %s "$TOKEN" | base64; echo "$TOKEN" >&2'
+      env: {TOKEN: "{{ keychain.api.token }}"}
+""",
+    )
+    postgres_fails = await run_playbook(
+        api,
+        header
+        + """  - step: start
+    tool: {kind: postgres, auth: pg_wrong, query: "SELECT 1"}
+""",
+    )
+    assert python_fails["status"] == "FAILED"
+    assert "invalid literal for int() with base 10: '***'" in python_fails["error"]
+    assert shell_prints["status"] == "COMPLETED", shell_prints["error"]
+    assert shell_prints["result"]["stdout"].startswith("token=***\n***")
+    assert postgres_fails["status"] == "FAILED" and "***" in postgres_fails["error"]
+    seen = [json.dumps([python_fails, shell_prints, postgres_fails]), caplog.text]
+    for execution in (python_fails, shell_prints, postgres_fails):
+        events = await event_log(api, execution["execution_id"])
+        seen.append(json.dumps(events))
+        [outcome] = [
+            e
+            for e in events
+            if e["event_type"].startswith("command.")
+            and e["event_type"] != "command.issued"
+            and e["event_type"] != "command.claimed"
+        ]
+        assert outcome["payload"]["masked"] is True, outcome
+    seen.append((await api.get("/api/executions")).text)
+    with psycopg.connect(settings.require_database_url()) as conn:
+        seen += [r[0] for r in conn.execute("SELECT row_to_json(e)::text FROM noetl.event e")]
+        seen += [r[0] for r in conn.execute("SELECT row_to_json(x)::text FROM noetl.execution x")]
+    encoded = base64.b64encode(token.encode()).decode()
+    for text in seen:
+        assert token not in text and encoded not in text and user not in text
