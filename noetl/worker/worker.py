@@ -307,16 +307,18 @@ class Worker:
             self.held -= 1
             self.released.set()
 
-    async def _report_holding(self, msg: Msg, report: Report) -> Response:
-        """Report an outcome, telling NATS the message is still in progress while the server
-        is away, so it is not redelivered and the step is not run again meanwhile."""
+    async def _report_holding(self, msg: Msg | None, report: Report) -> Response:
+        """Report an outcome, telling NATS the message (if one brought the command) is still
+        in progress while the server is away, so it is not redelivered and the step is not
+        run again meanwhile. A live worker keeps its claim meanwhile (its heartbeats)."""
         reporting = asyncio.ensure_future(self.reports.submit("reports", report))
         while True:
             done, _ = await asyncio.wait({reporting}, timeout=self.keepalive)
             if done:
                 return reporting.result()
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+            if msg is not None:
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
 
     async def _send_reports(self, reports: Sequence[Report]) -> list[Response | Exception]:
         """Outcomes that finished together go in one request. A finished outcome is kept and
