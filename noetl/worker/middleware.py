@@ -31,7 +31,6 @@ from noetl.protocol.outcome import Outcome
 from noetl.tools import output
 from noetl.tools.base import ToolError
 from noetl.worker.client import ServerClient, ServerUnreachable
-from noetl.worker.masking import mask
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +180,8 @@ class CapturedOutput(Middleware):
         printed = captured.as_dict() if captured is not None else {}
         if not printed or captured is None:
             return outcome
-        log = {k: clean_text(mask(v, captured.secrets)) for k, v in printed.items()}
+        masking = Mask(captured.secrets)
+        log = {k: clean_text(masking.text(v)[0]) for k, v in printed.items()}
         return replace(outcome, log=log)
 
 

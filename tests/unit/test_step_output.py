@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from noetl.masking import Mask
 from noetl.server.steplogs import code_starts, map_lines
 from noetl.tools import output
-from noetl.worker.masking import mask
 
 
 def test_each_stream_keeps_its_last_characters_with_a_note_when_cut() -> None:
@@ -43,8 +43,10 @@ def test_records_go_to_the_command_being_run_and_nowhere_outside() -> None:
 def test_credential_values_are_masked_longest_first() -> None:
     secrets = [{"password": "hunter22", "user": "hunter", "port": 5432, "ok": True, "n": None}]
     text = "login hunter with hunter22 on 5432 True"
-    assert mask(text, secrets) == "login *** with *** on *** True"
-    assert mask("abc", [{"short": "ab"}]) == "abc"  # too short to mask safely
+    # the one masking rule (noetl.masking): strings, longest first; an address field such as
+    # the port is not a secret
+    assert Mask(secrets).text(text)[0] == "login *** with *** on 5432 True"
+    assert Mask([{"short": "ab"}]).text("abc")[0] == "abc"  # too short to mask safely
 
 
 PLAYBOOK = """apiVersion: noetl.io/v2
