@@ -57,6 +57,28 @@ class _TooLarge(Exception):
         self.mark = mark
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """Refuses a document nested deeper than `MAX_DEPTH` while composing it: the composer
+    recurses per level, so a deep document would otherwise be read whole (seconds for a few
+    thousand levels) before `_construct` could count its depth."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH + 1:  # the root is level 0, as in `_construct`
+                raise _TooLarge(
+                    f"the document nests deeper than {MAX_DEPTH} levels",
+                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def load_yaml(text: str, file: str | None = None) -> Located:
     """Parse one YAML document; syntax errors become a `PlaybookError` with the line.
 
@@ -70,7 +92,7 @@ def load_yaml(text: str, file: str | None = None) -> Located:
         )
     loader: yaml.SafeLoader | None = None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _BoundedLoader(text)
         node = loader.get_single_node()
         if node is not None:
             located.data = _construct(loader, node, (), located, [MAX_VALUES], {})

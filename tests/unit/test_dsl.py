@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from noetl.dsl import parse_playbook
+from noetl.dsl.source import load_yaml
 from noetl.errors import PlaybookError
 from tests.conformance.known_failures import BROKEN_ON_PURPOSE, NOT_ACCEPTED_YET
 from tests.conformance.manifest import PLAYBOOKS
@@ -160,3 +161,14 @@ def test_a_sub_playbook_inside_a_pipeline_is_rejected_with_the_reason() -> None:
 """
     )
     assert any("must be the step's only tool" in p and "workflow[0].tool" in p for p in problems)
+
+
+def test_deep_yaml_is_refused_at_the_level_that_breaks_the_bound_before_the_rest_is_read() -> None:
+    # 150 levels and a broken tail: the composer must stop at level 101, not read (and
+    # recurse through) the whole document first and report the tail
+    document = "[" * 150 + "]" * 149 + ","
+    with pytest.raises(PlaybookError) as raised:
+        load_yaml(document)
+    problem = raised.value.problems[0]
+    assert problem.message == "the document nests deeper than 100 levels"
+    assert (problem.line, problem.column) == (1, 102)
