@@ -54,6 +54,14 @@ LOOP_DONE = "loop.done"  # a loop step finished all its iterations
 OK = "ok"
 ERROR = "error"
 
+
+def execution_names(execution_id: int) -> dict[str, Any]:
+    """`execution_id` and `job.*` as templates see them: the id as text, as upstream passes
+    it (its fixtures slice it: `execution_id[:8]`); text renders the same in SQL and URLs."""
+    text = str(execution_id)
+    return {"execution_id": text, "job": {"uuid": text, "execution_id": text}}
+
+
 # -- the outcome envelope: `output` in `set`, arcs and policy rules ---------------------
 
 
@@ -61,11 +69,17 @@ def succeeded(data: Any, kind: str | None = None) -> dict[str, Any]:
     """`output` of a tool call that returned `data`; with the tool's `kind`, also upstream's
     per-kind views: `output.http` ({status, headers}), `output.pg`, `output.py`. For an http
     call `output.data` is the response body (as upstream has it); the step's result, read by
-    its name, stays the whole `{status_code, headers, data}`."""
+    its name, stays the whole `{status_code, headers, data}`.
+
+    When `output.data` is a mapping its fields are also fields of `output` itself; the
+    envelope's own names (`status`, `data`, `error`, `response`, `http`, `pg`, `py`) win on a
+    clash. Upstream fixtures keep a task's outcome with `set: {x: "{{ output }}"}` and read
+    `x['count']` in python code, where no template lookup can look into `data` for them."""
     views = _kind_views(kind, data)
     if "http" in views and isinstance(data, Mapping):  # upstream: output.data is the body
         data = data.get("data", data.get("body"))
-    output = {"status": OK, "data": data, "error": None, "response": data}
+    output = dict(data) if isinstance(data, Mapping) else {}
+    output.update({"status": OK, "data": data, "error": None, "response": data})
     output.update(views)
     return output
 
@@ -90,6 +104,15 @@ def failed(
             error["status"] = status
             error["kind"] = _error_kind(status)
     return output
+
+
+def with_item_results(data: Any, results: Mapping[str, Any]) -> Any:
+    """A pipeline step's result (the data of its last item) with upstream's `results`: each
+    item's data by label, read as `{{ step.results.<label> }}`. Only a mapping without a
+    `results` key of its own gains it; anything else is returned as it is."""
+    if not isinstance(data, Mapping) or "results" in data:
+        return data
+    return {**data, "results": dict(results)}
 
 
 def _kind_views(kind: str | None, data: Any) -> dict[str, Any]:

@@ -157,6 +157,28 @@ def _names(source: str) -> frozenset[str]:
         return frozenset()
 
 
+def attributes_read(source: str) -> frozenset[tuple[str, str]]:
+    """`(name, field)` for each `name.field` / `name['field']` a template reads."""
+    return _attributes(source)
+
+
+@lru_cache(maxsize=4096)
+def _attributes(source: str) -> frozenset[tuple[str, str]]:
+    try:
+        tree = _ENV.parse(source)
+    except jinja2.TemplateSyntaxError:
+        return frozenset()
+    found: set[tuple[str, str]] = set()
+    for node in tree.find_all(nodes.Getattr):
+        if isinstance(node.node, nodes.Name):
+            found.add((node.node.name, node.attr))
+    for item in tree.find_all(nodes.Getitem):
+        key = item.arg.value if isinstance(item.arg, nodes.Const) else None
+        if isinstance(item.node, nodes.Name) and isinstance(key, str):
+            found.add((item.node.name, key))
+    return frozenset(found)
+
+
 def check_syntax(source: str) -> str | None:
     """The syntax error message of a template, or None when it compiles."""
     try:

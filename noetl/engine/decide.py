@@ -38,6 +38,7 @@ from noetl.engine.steps import (
     collection,
     loop_summary,
     names_read,
+    reads_item_results,
     runs_on_worker,
     template_names,
 )
@@ -242,8 +243,7 @@ class _Run:
             workload=state.workload,
             ctx=state.variables,
             vars=state.variables,
-            execution_id=state.execution_id,
-            job={"uuid": str(state.execution_id), "execution_id": state.execution_id},
+            **semantics.execution_names(state.execution_id),
         )
         if self.playbook.spec:  # root `spec` (upstream): rendered against the context
             ctx["spec"] = render(self.playbook.spec, ctx)
@@ -270,12 +270,7 @@ class _Run:
         self._reuse_owned = True
         defaults = self.playbook.workload
         payload = {k: v for k, v in workload.items() if k not in defaults or defaults[k] != v}
-        execution_id = self.state.execution_id
-        base = {
-            "execution_id": execution_id,
-            "job": {"uuid": str(execution_id), "execution_id": execution_id},
-            "env": {},
-        }
+        base = {**semantics.execution_names(self.state.execution_id), "env": {}}
         try:
             self.state.workload = render_workload(defaults, payload, base)
         except TemplateError as exc:
@@ -504,8 +499,11 @@ class _Run:
             if ("keychain" in names)
             else {}
         )
+        command: dict[str, Any] = {"kind": "pipeline", "items": plain(items)}
+        if reads_item_results(self.playbook, step.name):
+            command["results"] = True  # the result also carries each item's data by label
         return (
-            {"kind": "pipeline", "items": plain(items)},
+            command,
             {
                 "step": plain(dict(step.input)),
                 "context": plain(context),

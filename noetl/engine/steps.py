@@ -9,7 +9,7 @@ from typing import Any
 from noetl.dsl import semantics
 from noetl.dsl.model import Playbook, Step
 from noetl.dsl.parse import UNRENDERED
-from noetl.dsl.template import is_template, referenced_names
+from noetl.dsl.template import attributes_read, is_template, referenced_names
 from noetl.engine.state import LoopState
 
 
@@ -44,6 +44,20 @@ def names_read(playbook: Playbook, step_name: str) -> frozenset[str]:
             for text in template_strings(dict(entry)):
                 names |= referenced_names(text)
     return frozenset(names)
+
+
+@lru_cache(maxsize=1024)
+def reads_item_results(playbook: Playbook, step_name: str) -> bool:
+    """Whether a template of the playbook reads `<step>.results`: a pipeline step's result
+    then also carries each item's data by label (upstream's `step.results.<label>`)."""
+    for step in playbook.steps.values():
+        loop = step.loop.collection if step.loop else None
+        arcs = [[arc.when, arc.set] for arc in step.next.arcs] if step.next else []
+        tools = [[dict(t.config), t.set, list(t.policy)] for t in step.tools]
+        for text in template_strings([step.input, step.set, loop, arcs, tools]):
+            if (step_name, "results") in attributes_read(text):
+                return True
+    return False
 
 
 def template_strings(value: Any) -> list[str]:

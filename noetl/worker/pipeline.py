@@ -129,9 +129,12 @@ async def run_pipeline(
     payload: Mapping[str, Any],
     call: CallTool,
     keychain: Mapping[str, Any] | None = None,
+    item_results: bool = False,
 ) -> PipelineResult:
-    """`keychain`: the data of the playbook's keychain credentials, by keychain name."""
+    """`keychain`: the data of the playbook's keychain credentials, by keychain name.
+    `item_results`: the result also carries each item's data by label (`results`)."""
     run = _Run(payload, call, keychain or {})
+    by_label: dict[str, Any] = {}
     labels = {str(item["label"]): index for index, item in enumerate(items)}
     index, jumps, last = 0, 0, None
     while index < len(items):
@@ -142,7 +145,7 @@ async def run_pipeline(
             return run.result(False, error=semantics.error_message(output, "failed by policy"))
         last = run.raw if semantics.is_ok(output) else output["data"]
         run.apply_set(item.get("set"), output)
-        run.ctx[str(item["label"])] = last  # the item's result, as a step's by its name
+        run.ctx[str(item["label"])] = by_label[str(item["label"])] = last  # as a step's
         run.ctx["_prev"] = last  # upstream: the previous item's result
         if action == "break":
             break
@@ -156,4 +159,6 @@ async def run_pipeline(
             index = labels[target]
             continue
         index += 1
-    return run.result(True, data=last)
+    return run.result(
+        True, data=semantics.with_item_results(last, by_label) if item_results else last
+    )

@@ -130,7 +130,9 @@ class ToolRunner:
                 secrets = secret_strings({**keychain, "token()": tokens})
                 output.remember_secret(secrets)  # masked in the step's printed output too
                 job.notes.setdefault(SECRETS, []).append(secrets)  # and in the outcome
-                run = await run_pipeline(spec["items"], payload, call, keychain)
+                run = await run_pipeline(
+                    spec["items"], payload, call, keychain, bool(spec.get("results"))
+                )
                 variables, problems = run.variables, tuple(run.problems)
                 if not run.ok:
                     raise ToolError(run.error or "failed")

@@ -9,15 +9,10 @@ from __future__ import annotations
 KNOWN_FAILURES: dict[str, str] = {
     "save_storage_test/save_all_storage_types.yaml": "FAILED: workload: 'now' is undefined in '{{ now() }}'",
     "python_psycopg/http_to_postgres_bulk/http_to_postgres_bulk_python.yaml": "FAILED: step 'bulk_insert' failed: psycopg.errors.UndefinedTable: relation 'public.http_posts' does not exist",
-    "pagination/pipeline/test_pipeline_simple.yaml": "FAILED: step 'run_pipeline' failed: KeyError: 'count'",
     # intent-unclear (manifest): upstream's Rust runner lists it COMPLETED because its arcs fire
     # after a failed step too. Here (docs/dsl.md, failure routing) an unconditional arc never
     # routes a failure, so `do: fail` in test_fail_auth fails the run, as DSL.md §6 decides.
     "pagination/pipeline/test_pipeline_error_handling.yaml": "FAILED: step 'test_fail_auth' failed: GET http://127.0.0.1/api/v1/errors returned HTTP 401: {'detail':'Unautho",
-    "pagination/pipeline/test_pipeline_heavy_payload.yaml": "FAILED: step 'fetch_heavy_page' failed: KeyError: 'page'",
-    "pagination/loop_with_pagination/test_loop_with_pagination.yaml": "no result of step check_results",
-    "pagination/pipeline/test_pagination_pipeline.yaml": "FAILED: step 'fetch_transform_store' failed: KeyError: 'items'",
-    "pagination/pipeline_v2/test_pagination_pipeline_v2.yaml": "FAILED: step 'fetch_transform_store' failed: KeyError: 'items'",
     "load_test/state_report_synthetic_load/state_report_synthetic_load_worker.yaml": "reads tables that FULL-tier case state_report_synthetic_load.yaml leaves (not run by default)",
     "batch_execution/heavy_payload_pipeline_chunk_worker/heavy_payload_pipeline_chunk_worker.yaml": "FAILED: step 'fetch_batch_ids' failed: relation 'public.heavy_payload_source' does not exist",
     "batch_execution/traveler_batch_enrichment_chunk_worker/traveler_batch_enrichment_chunk_worker.yaml": "FAILED: step 'fetch_batch' failed: relation 'public.traveler_batch_source' does not exist",

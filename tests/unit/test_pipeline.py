@@ -39,7 +39,13 @@ async def test_items_run_in_order_and_set_feeds_the_next_item() -> None:
     assert run.ok and run.data == "saved"
     assert tools.calls[1] == ("b", {"record": 7, "who": "x"})
     assert run.variables == {
-        "generated": {"status": "ok", "data": {"id": 7}, "error": None, "response": {"id": 7}}
+        "generated": {
+            "id": 7,  # the data's fields are the envelope's too (upstream reads `x['id']`)
+            "status": "ok",
+            "data": {"id": 7},
+            "error": None,
+            "response": {"id": 7},
+        }
     }
 
 

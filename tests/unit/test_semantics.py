@@ -175,3 +175,73 @@ workflow:
     problems = exit_event.payload["problems"]
     assert [p.split(":")[0] for p in problems] == ["set x", "set z"]
     assert h.state.variables == {"y": 2}
+
+
+def test_the_fields_of_a_mapping_result_are_fields_of_output_and_the_envelope_wins() -> None:
+    # regression: upstream fixtures keep `set: {x: "{{ output }}"}` and read `x['count']` in
+    # python code (no template lookup there): KeyError 'count' / 'items' / 'page'
+    out = semantics.succeeded({"count": 5, "status": "passed", "data": [1], "error": "e"})
+    assert out["count"] == 5
+    assert out["status"] == "ok" and out["error"] is None  # policy rules read these
+    assert out["data"] == {"count": 5, "status": "passed", "data": [1], "error": "e"}
+    http = semantics.succeeded(
+        {"status_code": 200, "headers": {}, "data": {"data": [1], "paging": {"page": 2}}}, "http"
+    )
+    assert http["paging"] == {"page": 2} and http["data"] == {"data": [1], "paging": {"page": 2}}
+    assert http["http"]["status"] == 200
+    assert semantics.succeeded([1, 2])["data"] == [1, 2]  # a list has no fields to lift
+
+
+def test_a_pipeline_result_carries_each_items_data_by_label_when_the_playbook_reads_it() -> None:
+    # regression: `{{ fetch_page.results.check_pagination.has_more }}` (upstream's task
+    # sequence result `results`) was undefined, so neither arc fired and the run stopped
+    text = (
+        HEAD
+        + """
+workflow:
+  - step: start
+    tool:
+      - {name: fetch, kind: noop, result: 1}
+      - {name: check, kind: noop, result: 2}
+    next:
+      arcs:
+        - {step: end, when: "{{ start.results.check.more == true }}"}
+  - {step: end, tool: {kind: noop, result: done}}
+"""
+    )
+    h = Harness(text)
+    h.start()
+    command = h.pending.pop(0)
+    assert command.tool["results"] is True
+    answers = iter([{"page": 1}, {"more": True}])
+
+    async def call(kind: str, config: dict[str, Any], tool_input: dict[str, Any]) -> Any:
+        return next(answers)
+
+    run = asyncio.run(run_pipeline(command.tool["items"], command.input, call, None, True))
+    assert run.data == {"more": True, "results": {"fetch": {"page": 1}, "check": {"more": True}}}
+    h.apply(CommandCompleted(command.command_id, run.data))
+    assert [c.step for c in h.pending] == ["end"]
+    plain = Harness(text.replace("start.results.check.more", "start.more"))
+    plain.start()
+    assert "results" not in plain.pending[0].tool  # nobody reads it: the result stays small
+    assert semantics.with_item_results([1], {"a": 1}) == [1]
+    assert semantics.with_item_results({"results": 0}, {"a": 1}) == {"results": 0}
+
+
+def test_templates_see_the_execution_id_as_text_as_upstream_passes_it() -> None:
+    # regression: upstream's transform code slices it (`execution_id[:8]`): TypeError on an int
+    h = Harness(
+        HEAD
+        + """
+workflow:
+  - step: start
+    tool: {kind: noop, result: "{{ execution_id[:2] }}|{{ job.execution_id }}|{{ job.uuid }}"}
+""",
+        execution_id=4242,
+    )
+    assert h.run().result == "42|4242|4242"
+    assert semantics.execution_names(7) == {
+        "execution_id": "7",
+        "job": {"uuid": "7", "execution_id": "7"},
+    }

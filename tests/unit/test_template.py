@@ -80,3 +80,11 @@ def test_a_mapping_key_wins_over_the_dict_method_of_the_same_name(key: str) -> N
 
 def test_dict_methods_still_work_on_mappings_without_such_keys() -> None:
     assert render("{{ d.items() | list }}", {"d": {"a": 1}}) == [("a", 1)]
+
+
+def test_attributes_read_lists_name_field_pairs_by_dot_and_by_subscript() -> None:
+    from noetl.dsl.template import attributes_read
+
+    text = "{{ a.results.x }} {{ b['results'] }} {{ c[0] }} {% if d.e %}{% endif %}"
+    assert attributes_read(text) == {("a", "results"), ("b", "results"), ("d", "e")}
+    assert attributes_read("{{ broken") == frozenset()
