@@ -1,18 +1,29 @@
-"""Follow an execution's events over the API and show each step as it runs."""
+"""Follow an execution's events over the API and show each step as it runs.
+
+`noetl run`, `execute --wait` and `rerun --wait` print the same thing: each step's start and end
+with its duration, policy retries as they happen (`retry 2/4 in 1.0 s: <error>`, from the
+`command.retrying` events workers send), failed attempts, reused and skipped steps, and for a
+loop its done/failed counts: a progress bar per running loop on a terminal, a plain line every
+few seconds otherwise (a log file or a pipe gets no control characters).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from noetl.protocol.events import StepStatus
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+PLAIN_EVERY = 5.0  # seconds between two plain progress lines of one loop
 
 
 async def follow(
@@ -24,14 +35,22 @@ async def follow(
     so once it is seen, one more read of the events shows everything."""
     after = 0
     view = StepView(console) if console is not None else None
-    while True:
-        response = await client.get(f"/api/executions/{execution_id}")
-        response.raise_for_status()
-        execution: dict[str, Any] = response.json()
-        after = await _show_new(client, execution_id, after, view)
-        if execution["status"] in TERMINAL:
-            return execution
-        await asyncio.sleep(poll)
+    try:
+        while True:
+            response = await client.get(f"/api/executions/{execution_id}")
+            response.raise_for_status()
+            execution: dict[str, Any] = response.json()
+            if view is not None:
+                view.totals(execution)
+            after = await _show_new(client, execution_id, after, view)
+            if view is not None:
+                view.tick()
+            if execution["status"] in TERMINAL:
+                return execution
+            await asyncio.sleep(poll)
+    finally:
+        if view is not None:
+            view.close()
 
 
 async def _show_new(
@@ -57,17 +76,33 @@ class _Loop:
     done: int = 0
     failed: int = 0
     reused: int = 0
+    total: int | None = None  # the loop's item count, from the execution view
+    shown_at: float = 0.0  # when its last plain line was printed
+    task: TaskID | None = None  # its bar, on a terminal
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed + self.reused
 
 
 @dataclass
 class StepView:
-    """Prints each step as it runs: enter, exit with its duration, loop progress (a live
-    counter on a terminal, a summary at the end), failed attempts, reused and skipped steps."""
+    """Prints each step as it runs (see the module doc). `live`: progress bars (default: when
+    the console is a terminal); `clock` and `every` pace the plain lines."""
 
     console: Console
+    live: bool | None = None
+    every: float = PLAIN_EVERY
+    clock: Callable[[], float] = time.monotonic
     entered: dict[str, datetime] = field(default_factory=dict)
     loops: dict[str, _Loop] = field(default_factory=dict)
-    counting: bool = False  # a live loop counter is on the current line
+    bars: Progress | None = None
+
+    def __post_init__(self) -> None:
+        if self.live is None:
+            self.live = self.console.is_terminal
+
+    # -- events -----------------------------------------------------------------------------
 
     def show(self, event: dict[str, Any]) -> None:
         kind, step = event["event_type"], event["step"]
@@ -75,44 +110,99 @@ class StepView:
         if iteration is not None and kind in _LOOP_EVENTS:
             self.count(step, kind)
             return
-        self.end_counter()
         if kind == "step.enter":
             self.entered[step] = _time(event["created_at"])
-            self.loops.pop(step, None)
-            self.console.print(f"[cyan]▶[/] {step}", highlight=False)
+            self.print(f"[cyan]▶[/] {step}")
         elif kind == "step.exit" and event["status"] == StepStatus.COMPLETED:
-            self.console.print(f"[green]✓[/] {step}{self.summary(step, event)}", highlight=False)
+            summary = self.summary(step, event)
+            self.print(f"[green]✓[/] {step}{summary}")
         elif kind == "step.exit":  # the whole error is printed once, at the end
-            self.console.print(
-                f"[red]✗[/] {step}{self.summary(step, event)}: {_short(event['error'])}",
-                highlight=False,
-            )
+            summary = self.summary(step, event)
+            self.print(f"[red]✗[/] {step}{summary}: {_short(event['error'])}")
+        elif kind == "command.retrying":
+            where = step if iteration is None else f"{step}[{iteration}]"
+            item = (event.get("payload") or {}).get("item")
+            if item and item != step:
+                where += f" · {item}"
+            self.print(f"  [yellow]{where}: {_retry_line(event)}[/]")
         elif kind == "command.reused":
-            self.console.print(f"[dim]↺ {step} reused from the original execution[/]")
+            self.print(f"[dim]↺ {step} reused from the original execution[/]")
         elif kind == "step.skipped":
-            self.console.print(f"[dim]- {step} skipped[/]")
+            self.print(f"[dim]- {step} skipped[/]")
         elif kind == "command.failed":
-            self.console.print(
-                f"  [red]attempt {event['attempt']} failed:[/] {_short(event['error'])}",
-                highlight=False,
-            )
+            self.print(f"  [red]attempt {event['attempt']} failed:[/] {_short(event['error'])}")
+
+    def totals(self, execution: dict[str, Any]) -> None:
+        """Each running loop's item count, from the execution view's steps."""
+        for entry in execution.get("steps") or []:
+            loop = entry.get("loop")
+            if loop and entry.get("status") == StepStatus.RUNNING:
+                self.loop(entry["step"]).total = int(loop["count"])
+                self.redraw(entry["step"])
 
     def count(self, step: str, kind: str) -> None:
-        loop = self.loops.setdefault(step, _Loop())
+        loop = self.loop(step)
         if kind == "command.completed":
             loop.done += 1
         elif kind == "command.reused":
             loop.reused += 1
         else:
             loop.failed += 1
-        if self.console.is_terminal:
-            self.console.print(f"  {step}: {_counts(loop)}", end="\r", highlight=False)
-            self.counting = True
+        self.redraw(step)
 
-    def end_counter(self) -> None:
-        if self.counting:
-            self.console.print(" " * 60, end="\r")
-            self.counting = False
+    def tick(self) -> None:
+        """Plain mode: a line for each loop not shown for `every` seconds."""
+        if self.live:
+            return
+        now = self.clock()
+        for step, loop in self.loops.items():
+            if now - loop.shown_at >= self.every:
+                loop.shown_at = now
+                self.print(f"  {step}: {_progress(loop)}")
+
+    # -- the loops --------------------------------------------------------------------------
+
+    def loop(self, step: str) -> _Loop:
+        if step not in self.loops:
+            self.loops[step] = _Loop(shown_at=self.clock())
+        return self.loops[step]
+
+    def redraw(self, step: str) -> None:
+        if not self.live:
+            return
+        loop = self.loops[step]
+        if self.bars is None:
+            self.bars = Progress(
+                TextColumn("  {task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[counts]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self.bars.start()
+        if loop.task is None:
+            loop.task = self.bars.add_task(step, total=loop.total, counts="")
+        self.bars.update(
+            loop.task, total=loop.total, completed=loop.finished, counts=_progress(loop)
+        )
+
+    def end_loop(self, step: str) -> _Loop | None:
+        loop = self.loops.pop(step, None)
+        if loop is not None and loop.task is not None and self.bars is not None:
+            self.bars.remove_task(loop.task)
+        return loop
+
+    def close(self) -> None:
+        if self.bars is not None:
+            self.bars.stop()
+            self.bars = None
+
+    # -- lines ------------------------------------------------------------------------------
+
+    def print(self, text: str) -> None:
+        """A line above the bars (rich keeps a live display below what is printed)."""
+        self.console.print(text, highlight=False)
 
     def summary(self, step: str, event: dict[str, Any]) -> str:
         parts = []
@@ -120,13 +210,21 @@ class StepView:
         if started is not None:
             seconds = (_time(event["created_at"]) - started).total_seconds()
             parts.append(f"{seconds:.2f} s")
-        loop = self.loops.pop(step, None)
+        loop = self.end_loop(step)
         if loop is not None:
             parts.append(_counts(loop))
         return f" [dim]({', '.join(parts)})[/]" if parts else ""
 
 
 _LOOP_EVENTS = {"command.completed", "command.failed", "command.reused"}
+
+
+def _retry_line(event: dict[str, Any]) -> str:
+    retry = event.get("payload") or {}
+    return (
+        f"retry {retry.get('try')}/{retry.get('attempts')} in {float(retry.get('delay') or 0):.1f}"
+        f" s: {_short(event.get('error'))}"
+    )
 
 
 def _short(text: str | None, limit: int = 160) -> str:
@@ -141,6 +239,11 @@ def _short(text: str | None, limit: int = 160) -> str:
 def _counts(loop: _Loop) -> str:
     text = f"{loop.done} done, {loop.failed} failed"
     return text + (f", {loop.reused} reused" if loop.reused else "")
+
+
+def _progress(loop: _Loop) -> str:
+    of = f"/{loop.total}" if loop.total is not None else ""
+    return f"{loop.finished}{of} ({_counts(loop)})"
 
 
 def _iteration(command_id: str | None) -> int | None:

@@ -20,6 +20,7 @@ class EventType(StrEnum):
     COMMAND_FAILED = "command.failed"
     COMMAND_CANCELLED = "command.cancelled"
     COMMAND_REUSED = "command.reused"  # a re-run took the original execution's result
+    COMMAND_RETRYING = "command.retrying"  # a policy retry, told by the worker as it happens
 
 
 class ExecutionStatus(StrEnum):

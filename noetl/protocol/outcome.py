@@ -104,3 +104,26 @@ class ReportReply:
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a report reply: {exc!r}") from None
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A pipeline item about to be tried again by its policy."""
+
+    item: str  # the item's label
+    next_try: int  # the try about to run (2 for the first retry)
+    attempts: int  # tries in all
+    delay: float  # seconds before it runs
+    error: str  # why (the failed try's error, or "by policy")
+
+    def line(self) -> str:
+        return f"retry {self.next_try}/{self.attempts} in {self.delay:.1f} s: {self.error}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "item": self.item,
+            "try": self.next_try,
+            "attempts": self.attempts,
+            "delay": self.delay,
+            "error": self.error,
+        }

@@ -44,7 +44,7 @@ from noetl.errors import ConflictError, LoopDataMissing, NoetlError, NotFoundErr
 from noetl.protocol.command import ClaimedCommand
 from noetl.protocol.events import CommandStatus, EventType, ExecutionStatus
 from noetl.protocol.message import CommandMessage
-from noetl.protocol.outcome import Outcome, Report, ReportReply
+from noetl.protocol.outcome import Outcome, Report, ReportReply, Retry
 from noetl.protocol.records import CommandRecord, EventRecord
 from noetl.server import metrics, subplaybooks
 from noetl.server.loop_data import LoopDataLoader
@@ -183,6 +183,37 @@ class Flow:
                 raise answer
             replies.append(answer)
         return replies
+
+    async def retrying(self, event_id: int, attempt: int, worker_id: str, retry: Retry) -> None:
+        """Record a policy retry of a running attempt as it happens (`command.retrying`), under
+        the execution's lock like every write, so it comes before the attempt's outcome in the
+        log. Nothing is decided: a retry happens inside the command. 404 for an unknown
+        command, 409 when that attempt no longer runs."""
+        async with self.pool.connection() as conn:
+            row = await commands.get_by_event(conn, event_id)
+        if row is None:
+            raise NotFoundError(f"command {event_id} does not exist")
+        execution_id, command_id = row["execution_id"], row["command_id"]
+        async with self.transaction() as conn:
+            _, rows = await commands.lock_with_execution(conn, execution_id, [command_id])
+            current = rows.get(command_id)
+            if current is None or current["status"] != CommandStatus.CLAIMED.value:
+                raise ConflictError(f"command {command_id} is not running")
+            if current["attempt"] != attempt:
+                raise ConflictError(f"attempt {attempt} of {command_id} is stale")
+            event = EventRecord(
+                execution_id,
+                self.new_id(),
+                EventType.COMMAND_RETRYING,
+                step=row["step"],
+                command_id=command_id,
+                attempt=attempt,
+                worker_id=worker_id,
+                error=retry.error,
+                payload=retry.to_json(),
+            )
+            await events.insert_events(conn, [event])
+        metrics.EVENTS.labels(EventType.COMMAND_RETRYING.value).inc()
 
     # -- outcomes -------------------------------------------------------------------------
 

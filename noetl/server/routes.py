@@ -13,7 +13,7 @@ from noetl import jsonfast
 from noetl.errors import NoetlError, NotFoundError, RequestError
 from noetl.protocol.command import ClaimReply, Refusal
 from noetl.protocol.events import EventType
-from noetl.protocol.outcome import Outcome, Report
+from noetl.protocol.outcome import Outcome, Report, Retry
 from noetl.server import rerun as reruns
 from noetl.server import steplogs, views
 from noetl.server.problems import body_of, status_of
@@ -27,6 +27,7 @@ from noetl.server.schemas import (
     LeaseRequest,
     RegisterRequest,
     RerunRequest,
+    RetryingRequest,
     WorkerHeartbeat,
 )
 from noetl.server.service import Orchestrator
@@ -258,6 +259,19 @@ async def renew_lease(request: Request, event_id: str, body: LeaseRequest) -> di
         _parse_id(event_id, "command"), body.attempt
     )
     return reply.to_json()
+
+
+@router.post("/api/commands/{event_id}/retrying")
+async def retrying(request: Request, event_id: str, body: RetryingRequest) -> dict[str, Any]:
+    """A policy retry of a running attempt, recorded as a `command.retrying` event at once
+    (clients show it while the step runs). 409 when the attempt no longer runs."""
+    await _orchestrator(request).flow.retrying(
+        _parse_id(event_id, "command"),
+        body.attempt,
+        body.worker_id,
+        Retry(body.item, body.try_, body.attempts, body.delay, body.error),
+    )
+    return {"recorded": True}
 
 
 @router.post("/api/events")

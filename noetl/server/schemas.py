@@ -67,6 +67,18 @@ class LeaseRequest(Body):
     attempt: int = Field(ge=1)
 
 
+class RetryingRequest(Body):
+    """A policy retry of a running attempt, told by its worker as it happens."""
+
+    attempt: int = Field(ge=1)
+    worker_id: str = Field(min_length=1, max_length=200)
+    item: str = Field(max_length=200)
+    try_: int = Field(alias="try", ge=2)
+    attempts: int = Field(ge=1)
+    delay: float = Field(ge=0)
+    error: str = Field(max_length=2000)
+
+
 class EventRequest(Body):
     """A worker's event: `command.claimed`, `command.completed` or `command.failed`."""
 

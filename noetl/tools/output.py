@@ -5,14 +5,20 @@ The worker opens a `CommandOutput` around each command (`capturing()`); a tool c
 `remember_secret`ed, so the worker can mask them out. Each stream keeps its last
 `LIMIT` characters; when more was written, the text starts with a note saying how much was cut.
 Outside `capturing()` a record goes nowhere.
+
+A policy retry (`retrying`) is written to stderr and also handed to the command's `on_retry`
+listener, which the worker sets to tell the server at once (a `command.retrying` event), so
+`noetl run` shows the retry while it happens.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
+
+from noetl.protocol.outcome import Retry
 
 LIMIT = 64 * 1024
 STREAMS = ("stdout", "stderr")
@@ -27,6 +33,7 @@ class CommandOutput:
         self._size: dict[str, int] = dict.fromkeys(STREAMS, 0)
         self._cut: dict[str, int] = dict.fromkeys(STREAMS, 0)
         self.secrets: list[Any] = []  # credential data the command was given: masked out
+        self.on_retry: Callable[[Retry], None] | None = None  # the worker tells the server
 
     def write(self, stream: str, text: str) -> None:
         if stream not in self._parts:
@@ -67,6 +74,14 @@ def record(stream: str, text: str) -> None:
     output = _current.get()
     if output is not None and text:
         output.write(stream, text)
+
+
+def retrying(retry: Retry) -> None:
+    """A policy retry of the command being run: a stderr line, and the worker is told."""
+    record("stderr", f"{retry.item}: {retry.line()}\n")
+    output = _current.get()
+    if output is not None and output.on_retry is not None:
+        output.on_retry(retry)
 
 
 def remember_secret(value: Any) -> None:

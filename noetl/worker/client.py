@@ -81,6 +81,9 @@ class ServerClient:
     async def renew_lease(self, event_id: int, attempt: int) -> Response:
         return await self._post(f"/api/commands/{event_id}/lease", {"attempt": attempt})
 
+    async def retrying(self, event_id: int, body: dict[str, Any]) -> Response:
+        return await self._post(f"/api/commands/{event_id}/retrying", body)
+
     async def heartbeat(self, body: dict[str, Any]) -> Response:
         return await self._post("/api/workers/heartbeat", body)
 

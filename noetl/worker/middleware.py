@@ -27,7 +27,7 @@ from noetl import jsonfast
 from noetl.jsonfast import clean_text
 from noetl.masking import Mask
 from noetl.protocol.command import ClaimedCommand, LeaseReply
-from noetl.protocol.outcome import Outcome
+from noetl.protocol.outcome import Outcome, Retry
 from noetl.tools import output
 from noetl.tools.base import ToolError
 from noetl.worker.client import ServerClient, ServerUnreachable
@@ -185,6 +185,53 @@ class CapturedOutput(Middleware):
         return replace(outcome, log=log)
 
 
+class RetryNotices(Middleware):
+    """A policy retry (`noetl.tools.output.retrying`) is told to the server as it happens, its
+    error masked like the outcome's, so `noetl run` and the web UI show it while the step runs.
+    The outcome waits (up to `wait` seconds) for the notices sent, so they come before it in
+    the log. A notice the server does not take is dropped: the step's log keeps the line.
+    Inside CapturedOutput, whose capture it listens to."""
+
+    def __init__(self, client: ServerClient, wait: float = 5.0) -> None:
+        self.client = client
+        self.wait = wait
+        self.sending: set[asyncio.Task[None]] = set()  # held here until sent
+
+    async def around(self, job: Job, proceed: Proceed) -> Outcome | None:
+        captured: output.CommandOutput | None = job.notes.get("output")
+        if captured is None:
+            return await proceed()
+        sent: list[asyncio.Task[None]] = []
+
+        def notice(retry: Retry) -> None:
+            secrets = [*job.notes.get(SECRETS, ()), *captured.secrets]
+            error = clean_text(Mask(secrets).text(retry.error)[0])
+            task = asyncio.ensure_future(self._send(job.command, replace(retry, error=error)))
+            sent.append(task)
+            self.sending.add(task)
+            task.add_done_callback(self.sending.discard)
+
+        captured.on_retry = notice
+        try:
+            outcome = await proceed()
+        finally:
+            captured.on_retry = None
+        if sent:
+            await asyncio.wait(sent, timeout=self.wait)
+        return outcome
+
+    async def _send(self, command: ClaimedCommand, retry: Retry) -> None:
+        body = {"attempt": command.attempt, "worker_id": command.worker_id, **retry.to_json()}
+        body["error"] = body["error"][:2000]
+        try:
+            response = await self.client.retrying(command.event_id, body)
+        except ServerUnreachable as exc:
+            log.debug("retry notice of %s not sent: %s", command.command_id, exc)
+            return
+        if response.status >= 300:
+            log.debug("retry notice of %s: HTTP %d", command.command_id, response.status)
+
+
 class LeaseKeepalive(Middleware):
     """While the command runs: tell NATS `in_progress` and renew the claim's lease every
     `interval` seconds; stop the work when the server says the attempt should not go on
@@ -234,6 +281,7 @@ def standard(client: ServerClient, *, keepalive: float, max_payload_bytes: int) 
         Masking(),
         Timing(),
         CapturedOutput(),
+        RetryNotices(client),
         LeaseKeepalive(client, keepalive),
         SizeLimit(max_payload_bytes),
         CleanText(),

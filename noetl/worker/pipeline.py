@@ -28,6 +28,7 @@ from typing import Any
 
 from noetl.dsl import semantics
 from noetl.errors import TemplateError
+from noetl.protocol.outcome import Retry
 from noetl.tools import output as command_output
 from noetl.tools.base import ToolError
 
@@ -117,9 +118,7 @@ class _Run:
                 "retrying %s (try %d of %d) in %.2f s", item["label"], tries + 1, attempts, delay
             )
             why = semantics.error_message(output) if not semantics.is_ok(output) else "by policy"
-            command_output.record(
-                "stderr", f"{item['label']}: retry {tries + 1}/{attempts} in {delay:.1f} s: {why}\n"
-            )
+            command_output.retrying(Retry(str(item["label"]), tries + 1, attempts, delay, why))
             await asyncio.sleep(delay)
             tries += 1
 

@@ -9,12 +9,24 @@ from typing import Any
 import pytest
 
 from noetl.protocol.command import ClaimedCommand
-from noetl.protocol.outcome import Outcome
+from noetl.protocol.outcome import Outcome, Retry
+from noetl.tools import output
 from noetl.tools.base import ToolCall, ToolError, UnknownToolError
 from noetl.tools.registry import ToolRegistry
 from noetl.worker.ack import Ack, Nak, Term, for_status
-from noetl.worker.client import ServerClient
-from noetl.worker.middleware import CleanText, Job, Middleware, SizeLimit, Timing, process
+from noetl.worker.client import Response, ServerClient
+from noetl.worker.middleware import (
+    SECRETS,
+    CapturedOutput,
+    CleanText,
+    Job,
+    Masking,
+    Middleware,
+    RetryNotices,
+    SizeLimit,
+    Timing,
+    process,
+)
 from noetl.worker.runner import Credentials, ToolRunner
 
 
@@ -112,6 +124,47 @@ async def test_the_standard_after_hooks_time_limit_size_and_clean_the_error() ->
 
     cleaned = await process([CleanText()], _job({}), nul)
     assert cleaned is not None and "\x00" not in (cleaned.error or "")
+
+
+class RetryClient(ServerClient):
+    """Keeps the retry notices a worker would send (no server: nothing here touches one)."""
+
+    def __init__(self) -> None:
+        super().__init__("http://unused")
+        self.sent: list[tuple[int, dict[str, Any]]] = []
+
+    async def retrying(self, event_id: int, body: dict[str, Any]) -> Response:
+        await asyncio.sleep(0.01)
+        self.sent.append((event_id, body))
+        return Response(200, {"recorded": True})
+
+
+async def test_a_retry_notice_is_sent_masked_before_the_outcome_is_returned() -> None:
+    client = RetryClient()
+
+    async def flaky(job: Job) -> Outcome:
+        job.notes[SECRETS] = [{"password": "hunter2"}]
+        output.retrying(Retry("call", 2, 3, 0.5, "login as bob/hunter2 refused"))
+        return Outcome.success(1)
+
+    chain = [Masking(), CapturedOutput(), RetryNotices(client)]
+    outcome = await process(chain, _job({}), flaky)
+    assert outcome is not None and outcome.ok
+    assert client.sent == [  # already sent when the outcome came back
+        (
+            2,
+            {
+                "attempt": 1,
+                "worker_id": "w",
+                "item": "call",
+                "try": 2,
+                "attempts": 3,
+                "delay": 0.5,
+                "error": "login as bob/*** refused",
+            },
+        )
+    ]
+    assert outcome.log["stderr"] == "call: retry 2/3 in 0.5 s: login as bob/*** refused\n"
 
 
 class Sleeper:

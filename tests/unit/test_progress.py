@@ -1,0 +1,113 @@
+"""What `noetl run` prints while it follows an execution (noetl.cli.progress.StepView): retries
+as they happen, loop counts as plain periodic lines off a terminal and as bars on one."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from rich.console import Console
+
+from noetl.cli.progress import StepView
+
+
+def _event(kind: str, step: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "event_type": kind,
+        "step": step,
+        "command_id": fields.pop("command_id", None),
+        "status": fields.pop("status", None),
+        "error": fields.pop("error", None),
+        "attempt": fields.pop("attempt", 1),
+        "payload": fields.pop("payload", None),
+        "created_at": fields.pop("created_at", "2026-11-30T10:00:00+00:00"),
+    }
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _plain() -> tuple[StepView, io.StringIO, Clock]:
+    text = io.StringIO()
+    clock = Clock()
+    console = Console(file=text, force_terminal=False, width=200)
+    return StepView(console, clock=clock), text, clock
+
+
+def test_a_retry_is_one_line_naming_the_try_the_delay_and_the_error() -> None:
+    view, text, _ = _plain()
+    retry = {"item": "flaky", "try": 2, "attempts": 4, "delay": 1.0, "error": "boom"}
+    view.show(_event("step.enter", "fetch"))
+    view.show(
+        _event("command.retrying", "fetch", command_id="fetch#1", error="boom\nmore", payload=retry)
+    )
+    view.show(
+        _event(
+            "command.retrying",
+            "fetch",
+            command_id="fetch#1[3]",
+            error="boom",
+            payload={**retry, "item": "fetch", "try": 3},
+        )
+    )
+    assert text.getvalue().splitlines() == [
+        "▶ fetch",
+        "  fetch · flaky: retry 2/4 in 1.0 s: boom …",
+        "  fetch[3]: retry 3/4 in 1.0 s: boom",
+    ]
+
+
+def test_off_a_terminal_a_loop_prints_a_plain_line_every_few_seconds() -> None:
+    view, text, clock = _plain()
+    view.show(_event("step.enter", "measure"))
+    view.totals({"steps": [{"step": "measure", "status": "running", "loop": {"count": 10}}]})
+    for index in range(3):
+        view.show(_event("command.completed", "measure", command_id=f"measure#1[{index}]"))
+    view.tick()  # less than `every` seconds: nothing yet
+    clock.now += 5
+    view.show(_event("command.failed", "measure", command_id="measure#1[3]", error="x"))
+    view.tick()
+    clock.now += 1
+    view.tick()
+    view.show(
+        _event(
+            "step.exit",
+            "measure",
+            status="failed",
+            error="step 'measure' failed",
+            created_at="2026-11-30T10:00:02.5+00:00",
+        )
+    )
+    assert text.getvalue().splitlines() == [
+        "▶ measure",
+        "  measure: 4/10 (3 done, 1 failed)",
+        "✗ measure (2.50 s, 3 done, 1 failed): step 'measure' failed",
+    ]
+    assert "\x1b" not in text.getvalue() and "\r" not in text.getvalue()
+    clock.now += 10
+    view.tick()  # the loop has ended: no more lines
+    assert text.getvalue().count("measure:") == 1
+
+
+def test_on_a_terminal_a_loop_has_a_bar_with_its_counts_and_the_lines_stay() -> None:
+    text = io.StringIO()
+    console = Console(file=text, force_terminal=True, width=100)
+    view = StepView(console)
+    view.show(_event("step.enter", "measure"))
+    view.totals({"steps": [{"step": "measure", "status": "running", "loop": {"count": 4}}]})
+    view.show(_event("command.completed", "measure", command_id="measure#1[0]"))
+    view.show(_event("command.failed", "measure", command_id="measure#1[1]", error="x"))
+    assert view.bars is not None
+    [task] = view.bars.tasks
+    assert (task.completed, task.total) == (2, 4)
+    assert task.fields["counts"] == "2/4 (1 done, 1 failed)"
+    view.show(_event("step.exit", "measure", status="completed"))
+    assert view.bars.tasks == []
+    view.close()
+    shown = text.getvalue()
+    assert "measure" in shown and "1 done, 1 failed" in shown
