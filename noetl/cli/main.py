@@ -504,21 +504,12 @@ def register(
 
 def _playbook_files(paths: list[Path]) -> list[Path]:
     """The files given, and in each folder (recursively) the YAML files of kind Playbook."""
-    found: list[Path] = []
-    for path in paths:
-        if not path.is_dir():
-            if not path.exists():
-                _fail(f"{path} does not exist")
-            found.append(path)
-            continue
-        for file in sorted([*path.rglob("*.yaml"), *path.rglob("*.yml")]):
-            try:
-                head = yaml.safe_load(file.read_text())
-            except (OSError, yaml.YAMLError):
-                head = None
-            if isinstance(head, dict) and head.get("kind") == "Playbook":
-                found.append(file)
-    return found
+    from noetl.cli.playbook_test import playbook_files
+
+    try:
+        return playbook_files(paths)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
 
 
 @app.command()

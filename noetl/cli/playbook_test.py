@@ -5,6 +5,7 @@ apiVersion: noetl.io/v2
 kind: PlaybookTest
 metadata: {name: hello greets}
 playbook: ../hello.yaml            # relative to this file
+register: [../child.yaml]          # registered first: sub-playbooks it calls (files or folders)
 payload: {message: hello}
 mocks:                             # a step's tool replaced by a fixed result or an error
   fetch: {result: {rows: [1, 2]}}  # templates allowed: {{ item }} in a loop
@@ -34,7 +35,7 @@ from typing import Any
 import yaml
 
 KIND = "PlaybookTest"
-_KEYS = {"apiVersion", "kind", "metadata", "playbook", "payload", "mocks", "expect"}
+_KEYS = {"apiVersion", "kind", "metadata", "playbook", "register", "payload", "mocks", "expect"}
 _EXPECT = {"status", "result", "steps", "ran", "skipped", "not_ran", "error"}
 _STATUSES = {"COMPLETED", "FAILED", "CANCELLED"}
 
@@ -51,6 +52,7 @@ class PlaybookTest:
     payload: Mapping[str, Any] = field(default_factory=dict)
     mocks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     expect: Mapping[str, Any] = field(default_factory=dict)
+    register: tuple[Path, ...] = ()  # playbook files registered before the run
 
 
 def is_test_file(path: Path) -> bool:
@@ -72,6 +74,26 @@ def find(paths: Iterable[Path]) -> list[Path]:
             found += [p for p in candidates if is_test_file(p)]
         else:
             found.append(path)
+    return found
+
+
+def playbook_files(paths: Iterable[Path]) -> list[Path]:
+    """The files given, and in each folder (recursively) the YAML files of kind Playbook.
+    A path that does not exist is a FileNotFoundError naming it."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            if not path.exists():
+                raise FileNotFoundError(f"{path} does not exist")
+            found.append(path)
+            continue
+        for file in sorted({*path.rglob("*.yaml"), *path.rglob("*.yml")}):
+            try:
+                head = yaml.safe_load(file.read_text())
+            except (OSError, yaml.YAMLError):
+                head = None
+            if isinstance(head, dict) and head.get("kind") == "Playbook":
+                found.append(file)
     return found
 
 
@@ -116,8 +138,31 @@ def _test(path: Path, index: int, doc: Any) -> PlaybookTest:
         if not isinstance(expect.get(key, []), list):
             raise BadTestFile(f"{where}: expect.{key}: expected a list of step names")
     return PlaybookTest(
-        name, path, (path.parent / playbook), payload, mocks, {**expect, "status": status}
+        name,
+        path,
+        (path.parent / playbook),
+        payload,
+        mocks,
+        {**expect, "status": status},
+        _registered(where, path, doc.get("register")),
     )
+
+
+def _registered(where: str, path: Path, register: Any) -> tuple[Path, ...]:
+    """`register`: a path or a list of paths (files, or folders searched for playbooks),
+    relative to the test file."""
+    given = [register] if isinstance(register, str) else register
+    if given is None:
+        return ()
+    if not isinstance(given, list) or not all(isinstance(p, str) and p for p in given):
+        raise BadTestFile(f"{where}: register: expected a list of playbook files or folders")
+    try:
+        files = playbook_files(path.parent / p for p in given)
+    except FileNotFoundError as exc:
+        raise BadTestFile(f"{where}: register: {exc}") from None
+    if not files:
+        raise BadTestFile(f"{where}: register: no playbook (kind: Playbook) in {', '.join(given)}")
+    return tuple(files)
 
 
 def mocked(content: str, mocks: Mapping[str, Mapping[str, Any]]) -> str:

@@ -49,12 +49,19 @@ async def _one(client: httpx.AsyncClient, test: PlaybookTest, limit: float) -> O
         return Outcome(test, [f"playbook {test.playbook}: {exc.strerror}"], 0.0)
     except BadTestFile as exc:
         return Outcome(test, [str(exc)], 0.0)
+    for file in test.register:  # sub-playbooks the playbook calls, by their catalog path
+        try:
+            text = file.read_text()
+        except OSError as exc:
+            return Outcome(test, [f"register {file}: {exc.strerror}"], 0.0)
+        registered = await client.post("/api/catalog/register", json={"content": text})
+        if registered.status_code >= 400:
+            return Outcome(test, [f"register {file}: {_message(registered)}"], 0.0)
     response = await client.post(
         "/api/execute", json={"playbook": content, "payload": dict(test.payload)}
     )
     if response.status_code >= 400:
-        body = response.json()
-        return Outcome(test, [f"playbook refused: {body.get('message', body)}"], 0.0)
+        return Outcome(test, [f"playbook refused: {_message(response)}"], 0.0)
     execution_id = str(response.json()["execution_id"])
     try:
         execution = await asyncio.wait_for(follow(client, execution_id, None), limit)
@@ -65,6 +72,22 @@ async def _one(client: httpx.AsyncClient, test: PlaybookTest, limit: float) -> O
     events: list[Any] = await _events(client, execution_id)
     problems = check(test, execution, events)
     return Outcome(test, problems, time.perf_counter() - started, execution_id)
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}: {response.text[:500]}"
+    if not isinstance(body, dict):
+        return str(body)
+    lines = [str(body.get("message", body))]
+    lines += [
+        f"line {p.get('line')}: {p.get('field')}: {p.get('message')}"
+        for p in body.get("problems") or []
+        if isinstance(p, dict)
+    ]
+    return "\n".join(lines)
 
 
 async def _events(client: httpx.AsyncClient, execution_id: str) -> list[dict[str, Any]]:

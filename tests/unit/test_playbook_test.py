@@ -46,6 +46,22 @@ def test_a_file_holds_several_tests_and_folders_are_searched(tmp_path: Path) -> 
     assert second.name == "second" and second.expect["status"] == "FAILED"
 
 
+def test_register_names_files_and_folders_of_playbooks(tmp_path: Path) -> None:
+    (tmp_path / "subs" / "deeper").mkdir(parents=True)
+    one = write(tmp_path / "subs", PLAYBOOK, "one.yaml")
+    two = write(tmp_path / "subs" / "deeper", PLAYBOOK, "two.yml")
+    write(tmp_path / "subs", "kind: PlaybookTest\nplaybook: x\n", "not_a_playbook.yaml")
+    path = write(
+        tmp_path, "kind: PlaybookTest\nplaybook: p.yaml\nregister: [subs, subs/one.yaml]\n"
+    )
+    [test] = load(path)
+    assert test.register == (two, one, one)  # each folder in path order
+    [single] = load(
+        write(tmp_path, "kind: PlaybookTest\nplaybook: p.yaml\nregister: subs/one.yaml\n", "s.yaml")
+    )
+    assert single.register == (one,)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -56,6 +72,9 @@ def test_a_file_holds_several_tests_and_folders_are_searched(tmp_path: Path) -> 
         ("kind: PlaybookTest\nplaybook: p\nexpect: {status: DONE}\n", "expect.status"),
         ("kind: PlaybookTest\nplaybook: p\nexpect: {ran: a}\n", "expect.ran: expected a list"),
         ("kind: PlaybookTest\nplaybook: p\nexpect: {maybe: 1}\n", "expect: unknown key"),
+        ("kind: PlaybookTest\nplaybook: p\nregister: {a: 1}\n", "register: expected a list"),
+        ("kind: PlaybookTest\nplaybook: p\nregister: [gone.yaml]\n", "gone.yaml does not exist"),
+        ("kind: PlaybookTest\nplaybook: p\nregister: [.]\n", "register: no playbook"),
         ("kind: [\n", "invalid YAML"),
         ("", "no test in the file"),
     ],
