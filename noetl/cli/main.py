@@ -233,8 +233,11 @@ async def _run(
             body = {"playbook": content, "payload": payload}
             started = _check(await client.post("/api/execute", json=body))
             execution = await _follow_until_interrupted(client, started["execution_id"], console)
+            # the execution has ended (or was cancelled): whatever still runs on the worker was
+            # cancelled with it, so the stop does not wait for it (a failed loop's other
+            # iterations ran on for their whole duration)
+            runtime.grace = 1.0
             if execution.get("interrupted"):
-                runtime.grace = 1.0  # running commands are cancelled: do not wait for them
                 return execution
             if keep_up:
                 from noetl.cli.ui import until_stopped
@@ -342,8 +345,9 @@ def _warn_splices(content: str, file: str) -> None:
 
 @app.command()
 def validate(file: Annotated[Path, typer.Argument(help="Playbook YAML file")]) -> None:
-    """Check a playbook and list every problem with its line (and warn about unquoted
-    splices of payload or step-result values into shell or SQL text)."""
+    """Check a playbook and list every problem with its line.
+
+    Also warns about unquoted splices of payload or step-result values into shell or SQL text."""
     content = _read(file)
     playbook = _validate_or_exit(content, str(file))
     for note in playbook.notes:
@@ -431,8 +435,9 @@ def ui_command(
         bool, typer.Option("--browser/--no-browser", help="Open a browser when there is one")
     ] = True,
 ) -> None:
-    """Start the embedded PostgreSQL and NATS of NOETL_HOME, a server and a worker; print
-    the web UI's URL and serve until Ctrl-C."""
+    """Serve the web UI on the embedded services of NOETL_HOME until Ctrl-C.
+
+    Starts the embedded PostgreSQL and NATS, a server and a worker, and prints the UI's URL."""
     from noetl.cli.ui import serve
 
     settings = _settings()

@@ -2,9 +2,11 @@
 
 `noetl run`, `execute --wait` and `rerun --wait` print the same thing: each step's start and end
 with its duration, policy retries as they happen (`retry 2/4 in 1.0 s: <error>`, from the
-`command.retrying` events workers send), failed attempts, reused and skipped steps, and for a
-loop its done/failed counts: a progress bar per running loop on a terminal, a plain line every
-few seconds otherwise (a log file or a pipe gets no control characters).
+`command.retrying` events workers send), reused and skipped steps, and for a loop its
+done/failed counts: a progress bar per running loop on a terminal, otherwise a plain line at
+most every few seconds when the counts changed (a log file or a pipe gets no control
+characters). An error is shown once per step (its ✗ line; `noetl run` prints it whole at the
+end).
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class _Loop:
     reused: int = 0
     total: int | None = None  # the loop's item count, from the execution view
     shown_at: float = 0.0  # when its last plain line was printed
+    shown: str = ""  # that line (an unchanged count is not printed again)
     task: TaskID | None = None  # its bar, on a terminal
 
     @property
@@ -96,6 +99,7 @@ class StepView:
     clock: Callable[[], float] = time.monotonic
     entered: dict[str, datetime] = field(default_factory=dict)
     loops: dict[str, _Loop] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)  # a failed command's attempt, if > 1
     bars: Progress | None = None
 
     def __post_init__(self) -> None:
@@ -118,7 +122,9 @@ class StepView:
             self.print(f"[green]✓[/] {step}{summary}")
         elif kind == "step.exit":  # the whole error is printed once, at the end
             summary = self.summary(step, event)
-            self.print(f"[red]✗[/] {step}{summary}: {_short(event['error'])}")
+            routed = (event.get("payload") or {}).get("next") or []
+            handled = f" [dim](handled: next {', '.join(routed)})[/]" if routed else ""
+            self.print(f"[red]✗[/] {step}{summary}: {_short(event['error'])}{handled}")
         elif kind == "command.retrying":
             where = step if iteration is None else f"{step}[{iteration}]"
             item = (event.get("payload") or {}).get("item")
@@ -129,8 +135,8 @@ class StepView:
             self.print(f"[dim]↺ {step} reused from the original execution[/]")
         elif kind == "step.skipped":
             self.print(f"[dim]- {step} skipped[/]")
-        elif kind == "command.failed":
-            self.print(f"  [red]attempt {event['attempt']} failed:[/] {_short(event['error'])}")
+        elif kind == "command.failed" and (event.get("attempt") or 1) > 1:
+            self.attempts[step] = int(event["attempt"])  # its error is on the step's ✗ line
 
     def totals(self, execution: dict[str, Any]) -> None:
         """Each running loop's item count, from the execution view's steps."""
@@ -151,14 +157,15 @@ class StepView:
         self.redraw(step)
 
     def tick(self) -> None:
-        """Plain mode: a line for each loop not shown for `every` seconds."""
+        """Plain mode: a line for each loop whose counts changed, at most every `every` s."""
         if self.live:
             return
         now = self.clock()
         for step, loop in self.loops.items():
-            if now - loop.shown_at >= self.every:
-                loop.shown_at = now
-                self.print(f"  {step}: {_progress(loop)}")
+            line = f"  {step}: {_progress(loop)}"
+            if now - loop.shown_at >= self.every and line != loop.shown:
+                loop.shown_at, loop.shown = now, line
+                self.print(line)
 
     # -- the loops --------------------------------------------------------------------------
 
@@ -210,6 +217,9 @@ class StepView:
         if started is not None:
             seconds = (_time(event["created_at"]) - started).total_seconds()
             parts.append(f"{seconds:.2f} s")
+        attempt = self.attempts.pop(step, None)
+        if attempt is not None:
+            parts.append(f"attempt {attempt}")
         loop = self.end_loop(step)
         if loop is not None:
             parts.append(_counts(loop))

@@ -251,7 +251,7 @@ class LeaseKeepalive(Middleware):
                 with contextlib.suppress(Exception):
                     await job.message.in_progress()
             if not await self._renew(job.command):
-                log.warning(
+                log.info(  # routine: its execution failed or was cancelled, or a retry took it
                     "command %s was cancelled or superseded; stopping it", job.command.command_id
                 )
                 work.cancel()

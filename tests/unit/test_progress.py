@@ -111,3 +111,29 @@ def test_on_a_terminal_a_loop_has_a_bar_with_its_counts_and_the_lines_stay() -> 
     view.close()
     shown = text.getvalue()
     assert "measure" in shown and "1 done, 1 failed" in shown
+
+
+def test_a_failed_step_shows_its_error_once_and_a_loop_line_only_when_counts_change() -> None:
+    view, text, clock = _plain()
+    body = "GET http://h/x returned HTTP 404: <html>\n<body>not found</body>\n</html>"
+    view.show(_event("step.enter", "fetch"))
+    view.show(_event("command.failed", "fetch", command_id="e:fetch", error=body))
+    view.show(_event("step.exit", "fetch", status="failed", error=body))
+    view.show(_event("step.enter", "call"))
+    view.show(_event("command.failed", "call", command_id="e:call", error="lost", attempt=2))
+    view.show(
+        _event("step.exit", "call", status="failed", error="lost", payload={"next": ["cleanup"]})
+    )
+    view.show(_event("step.enter", "each"))
+    view.show(_event("command.completed", "each", command_id="e:each[0]"))
+    for _ in range(3):  # a slow loop whose counts do not move
+        clock.now += 6
+        view.tick()
+    assert text.getvalue().splitlines() == [
+        "▶ fetch",
+        "✗ fetch (0.00 s): GET http://h/x returned HTTP 404: <html> …",
+        "▶ call",
+        "✗ call (0.00 s, attempt 2): lost (handled: next cleanup)",
+        "▶ each",
+        "  each: 1 (1 done, 0 failed)",
+    ]
