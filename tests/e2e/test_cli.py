@@ -82,3 +82,31 @@ def test_bad_settings_name_the_variable(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "NOETL_WORKER_CONCURRENCY" in done.stderr
+
+
+@pytest.mark.timeout(300)
+def test_noetl_run_shows_a_retry_and_a_failed_loop_without_warnings(tmp_path: Path) -> None:
+    retried = _noetl("run", "examples/retry.yaml", home=tmp_path)
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    lines = retried.stdout.splitlines()
+    retry = "  start · flaky: retry 2/3 in 0.2 s: ConnectionError: the service is warming up"
+    assert lines.index("▶ start") < lines.index(retry) < lines.index("▶ end")
+
+    # one iteration fails at once while the others still run: they are cancelled quietly
+    playbook = tmp_path / "loop.yaml"
+    playbook.write_text(
+        "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: loop}\nworkflow:\n"
+        "  - step: start\n"
+        "    loop: {in: '{{ range(6) | list }}', iterator: i, spec: {mode: parallel}}\n"
+        "    tool:\n      kind: python\n      input: {i: '{{ i }}'}\n      code: |\n"
+        "        import time\n        if i == 3:\n            raise ValueError('bad item')\n"
+        "        time.sleep(15)\n        result = i\n"
+    )
+    failed = _noetl("run", str(playbook), home=tmp_path)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "✗ start (" in failed.stdout and "1 failed): iteration 3: ValueError: bad item" in (
+        failed.stdout
+    )
+    assert failed.stdout.count("bad item") == 2  # the step's line, then the error in full
+    assert "WARNING" not in failed.stderr and "Traceback" not in failed.stderr, failed.stderr
+    assert "409" not in failed.stdout + failed.stderr
