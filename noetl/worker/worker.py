@@ -112,15 +112,19 @@ class Worker:
         try:
             await self._pull_loop()
         finally:
-            if self.running:
-                log.info(
-                    "worker %s finishing %d running command(s)", self.worker_id, len(self.running)
-                )
+            try:
+                if self.running:
+                    log.info(
+                        "worker %s finishing %d running command(s)",
+                        self.worker_id,
+                        len(self.running),
+                    )
                 while self.running:  # a claim in flight may still start work
                     await asyncio.gather(*list(self.running), return_exceptions=True)
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            finally:  # also when cancelled meanwhile: no heartbeat outlives the worker
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
             await self._send_heartbeat("stopped")
             await self.subscriber.close()
             await self.client.close()

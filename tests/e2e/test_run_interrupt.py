@@ -90,6 +90,7 @@ def test_an_interrupted_run_cancels_and_stops_everything(tmp_path: Path, sig: in
     assert code == 130, output
     assert "interrupted: cancelling the execution" in output and "CANCELLED" in output
     assert "Traceback" not in output
+    assert "ERROR" not in output  # e.g. a heartbeat that outlived its worker: "Unclosed client"
     assert len(output.splitlines()) < 10, output
     assert _processes_under(home) == []
 
