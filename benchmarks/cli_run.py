@@ -1,10 +1,23 @@
-"""Wall time of `noetl run` on a one-step playbook: first run (fresh NOETL_HOME: initdb) and
-repeats (the embedded PostgreSQL data folder already exists)."""
+"""Wall time and CPU time of `noetl run` on a one-step playbook, cold (a fresh NOETL_HOME:
+initdb of the embedded PostgreSQL) and warm (the second and later runs in one NOETL_HOME),
+with the embedded PostgreSQL and NATS started and stopped by each run.
+
+    python -m benchmarks.cli_run [--repeats 5] [--phases] [--source DIR]
+
+Prints medians (and ranges) of wall seconds and of CPU seconds (user + system of the
+`noetl` process and of the child processes it waited for: nats-server, postgres where the
+run started it, initdb), and the load average before and after, since other work on the
+machine shows up in wall time but hardly in CPU time. `--phases` adds one warm run with a
+timestamp at each phase (benchmarks/cli_phases.py). `--source DIR` runs the noetl package of
+another checkout (e.g. an older commit, to compare). The sources are compiled first: with
+PYTHONDONTWRITEBYTECODE set, as on some machines, every run would compile them again."""
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -20,38 +33,85 @@ workflow:
     tool: {kind: python, code: "result = {'ok': True}"}
 """
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def timed(home: Path, playbook: Path) -> float:
+
+def _env(home: Path, source: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"NOETL_DATABASE_URL", "NATS_URL"}}
     env["NOETL_HOME"] = str(home)
+    env["PYTHONPATH"] = str(source)
+    return env
+
+
+def timed(home: Path, playbook: Path, source: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of one `noetl run`."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "noetl.cli.main", "run", str(playbook), "--json"],
-        env=env,
+        env=_env(home, source),
+        cwd=source,
         check=True,
         capture_output=True,
     )
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def summary(name: str, runs: list[tuple[float, float]]) -> str:
+    walls = [wall for wall, _ in runs]
+    cpus = [cpu for _, cpu in runs]
+    return (
+        f"{name}: wall median {statistics.median(walls):.2f} s"
+        f" ({min(walls):.2f}-{max(walls):.2f}), CPU median {statistics.median(cpus):.2f} s"
+        f" ({min(cpus):.2f}-{max(cpus):.2f}), n={len(runs)}"
+    )
+
+
+def phases(home: Path, playbook: Path, source: Path) -> str:
+    env = {**_env(home, source), "T0": repr(time.time())}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "cli_phases.py"), str(playbook)],
+        env=env,
+        cwd=source,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return "\n".join(line for line in done.stderr.splitlines() if line.startswith("PHASE"))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--phases", action="store_true", help="add one warm run's phases")
+    parser.add_argument("--source", type=Path, default=ROOT, help="checkout to run noetl from")
     args = parser.parse_args()
+    source = args.source.resolve()
+    compileall.compile_dir(source / "noetl", quiet=1)
+    compileall.compile_dir(ROOT / "benchmarks", quiet=1)
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="noetl-cli-bench-") as tmp:
         playbook = Path(tmp) / "one.yaml"
         playbook.write_text(ONE_STEP)
-        home = Path(tmp) / "home"
-        first = timed(home, playbook)
-        repeats = [timed(home, playbook) for _ in range(args.repeats)]
-    print(f"first run (fresh NOETL_HOME): {first:.2f} s")
+        cold = [timed(Path(tmp) / f"cold-{i}", playbook, source) for i in range(args.repeats)]
+        home = Path(tmp) / "warm"
+        timed(home, playbook, source)  # initialises it
+        warm = [timed(home, playbook, source) for _ in range(args.repeats)]
+        trace = phases(home, playbook, source) if args.phases else ""
+    load_after = os.getloadavg()
+    print(summary("cold (fresh NOETL_HOME)", cold))
+    print(summary("warm (same NOETL_HOME) ", warm))
     print(
-        f"repeat runs: median {statistics.median(repeats):.2f} s"
-        f" (min {min(repeats):.2f}, max {max(repeats):.2f}, n={len(repeats)})"
+        "load average (1, 5, 15 min): before "
+        + " ".join(f"{x:.2f}" for x in load_before)
+        + ", after "
+        + " ".join(f"{x:.2f}" for x in load_after)
     )
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import noetl.cli.main"], check=True)
-    print(f"of which importing the CLI: {time.perf_counter() - started:.2f} s")
+    if trace:
+        print(trace)
 
 
 if __name__ == "__main__":

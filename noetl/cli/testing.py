@@ -31,12 +31,12 @@ class Outcome:
 async def run_all(
     settings: Settings, tests: list[PlaybookTest], *, limit: float = TIMEOUT
 ) -> list[Outcome]:
-    from noetl.embedded.runtime import embedded_services, running
+    from noetl.embedded.runtime import embedded_services, preload, running
 
     async with (
-        embedded_services(settings) as live,
+        embedded_services(settings, meanwhile=preload) as live,
         running(live, ui=False) as runtime,
-        httpx.AsyncClient(base_url=runtime.url, timeout=30) as client,
+        runtime.client(timeout=30) as client,
     ):
         return [await _one(client, test, limit) for test in tests]
 

@@ -14,23 +14,18 @@ import subprocess
 import sys
 import time
 import uuid
-import warnings
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
 
-import psycopg
-from psycopg import sql
+from noetl.embedded.postgres import EmbeddedPostgres, log_tail
 
-if TYPE_CHECKING:
-    from pgserver.postgres_server import PostgresServer
+__all__ = ["EmbeddedNats", "EmbeddedPostgres", "EmbeddedServices", "find_nats_server", "free_port"]
 
 logger = logging.getLogger(__name__)
 
 NATS_HOST = "127.0.0.1"
 NATS_START_TIMEOUT_SECONDS = 60.0  # probed every few ms; generous for a busy machine
 NATS_STOP_TIMEOUT_SECONDS = 10.0
-_LOG_TAIL_CHARS = 4000
 _MAX_INFO_BYTES = 64 * 1024
 
 
@@ -40,95 +35,6 @@ def free_port() -> int:
         sock.bind((NATS_HOST, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-class EmbeddedPostgres:
-    """A real PostgreSQL from the PyPI package pgserver, data under data_dir.
-
-    pgserver runs ``initdb``/``pg_ctl`` itself, listens on a unix socket only
-    and, when run as root, runs postgres as a ``pgserver`` system user it
-    creates (and widens the permissions of data_dir's parent directories).
-    """
-
-    def __init__(self, server: PostgresServer, data_dir: Path) -> None:
-        self._server: PostgresServer | None = server
-        self.data_dir = data_dir
-        self.url: str = server.get_uri()
-
-    @classmethod
-    def start(cls, data_dir: Path) -> EmbeddedPostgres:
-        """Start (or initialise and start) a server for data_dir."""
-        data_dir = data_dir.expanduser().resolve()
-        data_dir.parent.mkdir(parents=True, exist_ok=True)
-        _forget_dead_handles(data_dir)
-        started = time.monotonic()
-        with warnings.catch_warnings():
-            # platformdirs warns at import time when XDG_RUNTIME_DIR is unset.
-            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-            from pgserver.postgres_server import get_server
-
-            # "stop": the last handle's cleanup stops the server, data is kept.
-            server = get_server(data_dir, cleanup_mode="stop")
-        postgres = cls(server, data_dir)
-        atexit.register(postgres.stop)
-        logger.info(
-            "embedded postgres ready in %.2f s at %s", time.monotonic() - started, postgres.url
-        )
-        return postgres
-
-    def create_database(self, name: str) -> str:
-        """Create database name unless it exists; return its URI."""
-        server = self._require_server()
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            found = conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
-            if found is None:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-                logger.info("created database %s", name)
-        return server.get_uri(database=name)
-
-    def stop(self) -> None:
-        """Stop the server; safe to call more than once."""
-        server, self._server = self._server, None
-        atexit.unregister(self.stop)
-        if server is None:
-            return
-        server.cleanup()
-        logger.info("embedded postgres stopped (%s)", self.data_dir)
-
-    def _require_server(self) -> PostgresServer:
-        if self._server is None:
-            raise RuntimeError("embedded postgres is stopped")
-        return self._server
-
-
-def _forget_dead_handles(data_dir: Path) -> None:
-    """Drop pids of dead processes from pgserver's handle list.
-
-    pgserver only stops the server when the stopping process is the last
-    registered handle, so a crashed earlier run would otherwise keep the
-    server running forever.
-    """
-    handles = data_dir / ".handle_pids.json"
-    try:
-        pids = json.loads(handles.read_text())
-    except (OSError, ValueError):
-        return
-    if not isinstance(pids, list):
-        return
-    alive = [pid for pid in pids if isinstance(pid, int) and _pid_alive(pid)]
-    if alive != pids:
-        logger.info("forgetting dead pgserver handles %s", sorted(set(pids) - set(alive)))
-        handles.write_text(json.dumps(alive))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def find_nats_server() -> Path:
@@ -292,13 +198,7 @@ class EmbeddedNats:
         return isinstance(info, dict) and info.get("server_name") == self.server_name
 
     def _log_tail(self, offset: int) -> str:
-        try:
-            with self.log_file.open("rb") as log:
-                log.seek(offset)
-                text = log.read().decode("utf-8", errors="replace")
-        except OSError as exc:
-            return f"(log unreadable: {exc})"
-        return text[-_LOG_TAIL_CHARS:].strip() or "(log empty)"
+        return log_tail(self.log_file, offset)
 
 
 def _is_nats_on(pid: int, store_dir: Path) -> bool:

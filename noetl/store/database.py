@@ -30,7 +30,12 @@ def migrations() -> list[tuple[int, str, str]]:
 
 
 async def migrate(conn: psycopg.AsyncConnection[object]) -> list[int]:
-    """Apply the migrations not yet applied; safe to run from several servers at once."""
+    """Apply the migrations not yet applied; safe to run from several servers at once.
+
+    An up-to-date schema (every start but the first after an upgrade) costs one query: the
+    applied versions, read without the lock."""
+    if conn.autocommit and await _up_to_date(conn):
+        return []
     applied: list[int] = []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
@@ -54,6 +59,25 @@ async def migrate(conn: psycopg.AsyncConnection[object]) -> list[int]:
             applied.append(version)
             log.info("applied migration %s", name)
     return applied
+
+
+async def _up_to_date(conn: psycopg.AsyncConnection[object]) -> bool:
+    cursor = conn.cursor(row_factory=tuple_row)
+    try:
+        await cursor.execute("SELECT version FROM noetl.schema_migration")
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+        return False  # a new database
+    done = {row[0] for row in await cursor.fetchall()}
+    return all(version in done for version in _versions())
+
+
+def _versions() -> list[int]:
+    """The packaged migrations' versions (names only: no SQL read)."""
+    return [
+        int(match[1])
+        for entry in resources.files("noetl.store.migrations").iterdir()
+        if (match := _MIGRATION.match(entry.name))
+    ]
 
 
 async def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> AsyncConnectionPool:

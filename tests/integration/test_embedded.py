@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import nats
@@ -11,6 +14,7 @@ import pytest
 from nats.js.api import StorageType
 
 from noetl.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedServices
+from noetl.embedded.postgres import _folder_lock, _is_postgres_on
 
 
 @pytest.mark.timeout(60)
@@ -108,3 +112,77 @@ def test_a_leftover_nats_on_the_same_store_is_stopped_first(tmp_path: Path) -> N
             fresh.stop()
     finally:
         leftover.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_postgres_left_by_a_killed_process_is_joined_then_stopped(tmp_path: Path) -> None:
+    """`noetl run` killed with SIGKILL leaves its postgres running: the next start in the
+    same folder uses it, and its stop leaves no postgres behind."""
+    data = tmp_path / "pg"
+    owner = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys\n"
+            "from pathlib import Path\n"
+            "from noetl.embedded import EmbeddedPostgres\n"
+            "postgres = EmbeddedPostgres.start(Path(sys.argv[1]))\n"
+            "print(postgres.pid, flush=True)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n",
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert owner.returncode == -signal.SIGKILL, owner.stderr
+    leftover = int(owner.stdout)
+    assert _is_postgres_on(leftover, data.resolve())
+    postgres = EmbeddedPostgres.start(data)
+    try:
+        assert postgres.pid == leftover
+        with psycopg.connect(postgres.url) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    finally:
+        postgres.stop()
+    assert not _is_postgres_on(leftover, data.resolve())
+
+
+@pytest.mark.timeout(120)
+def test_postgres_of_one_folder_is_used_by_all_and_stopped_by_the_last(tmp_path: Path) -> None:
+    data = tmp_path / "pg"
+    other = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from pathlib import Path\n"
+            "from noetl.embedded import EmbeddedPostgres\n"
+            "postgres = EmbeddedPostgres.start(Path(sys.argv[1]))\n"
+            "print(postgres.pid, flush=True)\n"
+            "sys.stdin.read()\n"
+            "postgres.stop()\n",
+            str(data),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert other.stdin is not None and other.stdout is not None
+    shared = int(other.stdout.readline())
+    postgres = EmbeddedPostgres.start(data)
+    assert postgres.pid == shared
+    postgres.stop()  # the other process still uses it
+    assert _is_postgres_on(shared, data.resolve())
+    other.stdin.close()
+    assert other.wait() == 0
+    assert not _is_postgres_on(shared, data.resolve())
+
+
+@pytest.mark.timeout(120)
+def test_a_folder_being_started_does_not_hold_up_another(tmp_path: Path) -> None:
+    """The lock is per data folder (pgserver's one lock for all of a user's folders made
+    every start and stop on the machine wait for any initdb)."""
+    with _folder_lock((tmp_path / "busy").resolve()):
+        postgres = EmbeddedPostgres.start(tmp_path / "free")
+        postgres.stop()
