@@ -226,7 +226,10 @@ async def _run(
     from noetl.embedded.runtime import embedded_services, preload, running
 
     async with embedded_services(settings, meanwhile=preload) as live:  # noqa: SIM117
-        async with running(live, ui=keep_up) as runtime, runtime.client(timeout=30) as client:
+        async with (
+            running(live, ui=keep_up, warm=True) as runtime,
+            runtime.client(timeout=30) as client,
+        ):
             for text in register_first:
                 _check(await client.post("/api/catalog/register", json={"content": text}))
             body = {"playbook": content, "payload": payload}

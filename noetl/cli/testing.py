@@ -35,7 +35,7 @@ async def run_all(
 
     async with (
         embedded_services(settings, meanwhile=preload) as live,
-        running(live, ui=False) as runtime,
+        running(live, ui=False, warm=True) as runtime,
         runtime.client(timeout=30) as client,
     ):
         return [await _one(client, test, limit) for test in tests]

@@ -94,9 +94,15 @@ async def embedded_services(
 
 @contextlib.asynccontextmanager
 async def running(
-    settings: Settings, *, workers: int = 1, port: int | None = None, ui: bool = True
+    settings: Settings,
+    *,
+    workers: int = 1,
+    port: int | None = None,
+    ui: bool = True,
+    warm: bool = False,
 ) -> AsyncIterator[Runtime]:
-    """Serve the API on `port` (default: a free one) and run `workers` workers in-process."""
+    """Serve the API on `port` (default: a free one) and run `workers` workers in-process;
+    `warm`: start each worker's first isolated python process at once (`noetl run`)."""
     import uvicorn
 
     from noetl.server.app import create_app
@@ -112,18 +118,21 @@ async def running(
         lifespan="on",
         access_log=False,
     )
-    server = _quick_exit_server(config)
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        if serving.done():
-            with contextlib.suppress(BaseException):
-                serving.result()
-            raise RuntimeError("the NoETL server failed to start (its error is logged above)")
-        await asyncio.sleep(0.005)
     pool = [
         Worker(settings.with_(worker_id=f"{settings.worker_id}-{index}"))
         for index in range(workers)
     ]
+    warming = [asyncio.create_task(_warm_up(worker)) for worker in pool] if warm else []
+    server = _quick_exit_server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            for task in warming:
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                serving.result()
+            raise RuntimeError("the NoETL server failed to start (its error is logged above)")
+        await asyncio.sleep(0.005)
     tasks = [asyncio.create_task(worker.run()) for worker in pool]
     if pool:  # wait until the workers are subscribed, so work starts at once
         await asyncio.wait([asyncio.create_task(w.ready.wait()) for w in pool], timeout=120)
@@ -131,6 +140,9 @@ async def running(
     try:
         yield runtime
     finally:
+        for task in warming:
+            task.cancel()
+        await asyncio.gather(*warming, return_exceptions=True)
         for worker in pool:
             worker.stop()
         if tasks:
@@ -146,6 +158,20 @@ async def running(
                         await worker.client.close()
         server.exit()
         await serving
+
+
+async def _warm_up(worker: Worker) -> None:
+    """Start the worker's first isolated python process now, while the server starts: the
+    first python step would otherwise wait for a new interpreter (0.05-0.1 s)."""
+    from noetl.tools.python import PythonTool
+    from noetl.tools.python_pool import START_SECONDS
+
+    tool = worker.tools.get("python")
+    if isinstance(tool, PythonTool):
+        with contextlib.suppress(Exception):  # a real step will report what is wrong
+            await tool.pool.run(
+                "pass", {}, step="warm-up", libs={}, context={}, limit_seconds=START_SECONDS
+            )
 
 
 def _quick_exit_server(config: uvicorn.Config) -> Any:
