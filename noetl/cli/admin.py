@@ -54,16 +54,21 @@ def executions(
         str | None, typer.Option(help="RUNNING, COMPLETED, FAILED or CANCELLED")
     ] = None,
     path: Annotated[str | None, typer.Option(help="Only paths containing this text")] = None,
+    schedule: Annotated[
+        str | None, typer.Option("--schedule", help="Only executions this schedule started")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many")] = 20,
     as_json: JsonOption = False,
 ) -> None:
     """List recent executions, newest first."""
     status = status.upper() if status else None
-    body = _get("/api/executions", status=status, path=path, limit=limit, brief="true")
+    body = _get(
+        "/api/executions", status=status, path=path, schedule=schedule, limit=limit, brief="true"
+    )
     if as_json:
         print(json.dumps(body["items"], indent=2))
         return
-    table = table_of("execution", "status", "path", "version", "started", "seconds", "re-run of")
+    table = table_of("execution", "status", "path", "version", "started", "seconds", "started by")
     for item in body["items"]:
         seconds = item.get("duration_seconds")
         table.add_row(
@@ -73,9 +78,23 @@ def executions(
             str(item["version"]),
             when(item["created_at"]),
             "" if seconds is None else f"{seconds:.2f}",
-            item.get("rerun_of") or "",
+            started_by(item),
         )
     out.print(table)
+    if not body["items"]:
+        out.print("no execution matches" if status or path or schedule else "no executions yet")
+
+
+def started_by(execution: dict[str, Any]) -> str:
+    """What started an execution other than a user: a re-run, a schedule or a parent."""
+    for key, what in (
+        ("rerun_of", "re-run of"),
+        ("schedule_id", "schedule"),
+        ("parent_execution_id", "parent"),
+    ):
+        if execution.get(key):
+            return f"{what} {execution[key]}"
+    return ""
 
 
 def workers(as_json: JsonOption = False) -> None:

@@ -10,13 +10,14 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from noetl.embedded.runtime import Runtime, running
 from noetl.embedded.services import free_port
-from tests.conftest import Services, isolated_settings, run_playbook
+from tests.conftest import Services, eventually, isolated_settings, run_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "cli-test-token"
@@ -111,6 +112,24 @@ async def test_listings_show_executions_catalog_and_workers(
     assert [e["execution_id"] for e in json.loads(listed.stdout)] == [done["execution_id"]]
     table = await cli("--server", url, "executions", "--path", "demo/")
     assert done["execution_id"] in table.stdout and "COMPLETED" in table.stdout
+    assert "started by" in table.stdout
+    none = await cli("--server", url, "executions", "--path", "no/such/path")
+    assert none.returncode == 0 and none.stdout.rstrip().endswith("no execution matches")
+
+    async with httpx.AsyncClient(base_url=url, timeout=30) as api:  # a scheduled execution
+        created = await api.post("/api/schedules", json={"path": "demo/a", "every": "1s"})
+        sid = created.json()["schedule_id"]
+
+        async def fired() -> list[dict[str, Any]]:
+            found = await api.get("/api/executions", params={"schedule": sid})
+            items: list[dict[str, Any]] = found.json()["items"]
+            return items
+
+        await eventually(fired)
+        await api.delete(f"/api/schedules/{sid}")
+    scheduled = await cli("--server", url, "executions", "--schedule", sid)
+    assert scheduled.returncode == 0, scheduled.stderr
+    assert f"schedule {sid}" in scheduled.stdout and "demo/a" in scheduled.stdout
 
     catalog = await cli("--server", url, "catalog", "list")
     assert all(p in catalog.stdout for p in ("demo/a", "demo/b", "demo/c"))
