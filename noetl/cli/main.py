@@ -291,7 +291,8 @@ def _validate_or_exit(content: str, file: str) -> Playbook:
     try:
         return parse_playbook(content, file)
     except PlaybookError as exc:
-        for problem in exc.problems:
+        in_file_order = sorted(exc.problems, key=lambda p: (p.line or 0, p.column or 0))
+        for problem in in_file_order:
             err.print(str(problem), highlight=False)
         _fail(f"{file} is not a valid playbook ({len(exc.problems)} problem(s))")
 

@@ -210,4 +210,6 @@ def test_validate_reports_every_problem_of_a_file_at_once(tmp_path: Path) -> Non
         "workflow[1].tool.code",
         "workflow[1].tool.timeout_seconds",
     ]
+    places = [tuple(int(n) for n in line.split(": ")[0].split(":")[-2:]) for line in lines[:-1]]
+    assert places == sorted(places)  # in the order of the file (colour, line 7, came last)
     assert "Traceback" not in done.stderr
