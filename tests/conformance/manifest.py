@@ -48,6 +48,7 @@ class Case:
     setup: tuple[dict[str, Any], ...] = ()
     drop_before: tuple[str, ...] = ()
     python_modules: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
 
     @property
     def external(self) -> bool:
@@ -107,6 +108,7 @@ def cases(manifest: dict[str, Any]) -> list[Case]:
                 setup=tuple(entry.get("setup") or ()),
                 drop_before=tuple(entry.get("drop_before") or ()),
                 python_modules=tuple(entry.get("python_modules") or ()),
+                after=tuple(entry.get("after") or ()),
             )
         )
     return out

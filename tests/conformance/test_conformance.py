@@ -10,8 +10,11 @@ free loopback ports.
 
 Tiers: the DEFAULT tier (every `needs: local` case not tagged slow/heavy) runs by default. The
 FULL tier (slow/heavy) is marked `conformance_full` and is only selected with
-`-m conformance_full`. External cases are run offline: they must register and end within
-`timeout_s`, FAILED with an error naming the missing service (`offline.error_any`).
+`-m conformance_full`. A DEFAULT-tier case `after` a FULL-tier case that has not run reads
+tables only that case creates: the parent runs first as a prerequisite, with the reduced
+workload of prerequisites.py (why and how much, per parent, with evidence from the
+playbooks). External cases are run offline: they must register and end within `timeout_s`,
+FAILED with an error naming the missing service (`offline.error_any`).
 `destructive` cases are registered only. `upstream-internals` cases must register and reach a
 terminal status; the rest of their expect is reported, not enforced. `flaky` cases get up to 3
 attempts.
@@ -39,11 +42,16 @@ from noetl.embedded.runtime import running
 from noetl.embedded.services import free_port
 from tests.conformance import manifest as mf
 from tests.conformance.known_failures import KNOWN_FAILURES
+from tests.conformance.prerequisites import prerequisites
 from tests.conformance.table import DETAILS
 from tests.conftest import TERMINAL, Services, eventually, isolated_settings
 
 MANIFEST = mf.load()
 CASES = mf.cases(MANIFEST)
+BY_ID = {case.id: case for case in CASES}
+# Cases (and prerequisites) run so far in this session; a prerequisite that failed, by id.
+RAN: set[str] = set()
+PREREQUISITE_FAILED: dict[str, str] = {}
 
 pytestmark = pytest.mark.skipif(
     not mf.MANIFEST.exists(), reason=f"no conformance manifest at {mf.MANIFEST}"
@@ -53,7 +61,8 @@ pytestmark = pytest.mark.skipif(
 def _params() -> list[Any]:
     params = []
     for case in CASES:
-        marks = [pytest.mark.timeout(case.timeout_s * case.attempts + 120)]
+        first = sum(parent.timeout_s for parent in prerequisites(case, BY_ID, set()))
+        marks = [pytest.mark.timeout(case.timeout_s * case.attempts + first + 120)]
         if case.full_tier:
             marks.append(pytest.mark.conformance_full)
         if case.id in KNOWN_FAILURES:
@@ -391,8 +400,33 @@ async def _run(env: Env, case: mf.Case) -> str:
     return summary
 
 
+async def _run_prerequisites(env: Env, case: mf.Case) -> str:
+    """The FULL-tier parents the case is `after`, reduced (prerequisites.py); a detail line."""
+    done = []
+    for parent_id in case.after:
+        if parent_id in PREREQUISITE_FAILED:
+            raise CaseFailure(f"prerequisite {parent_id} failed: {PREREQUISITE_FAILED[parent_id]}")
+    for parent in prerequisites(case, BY_ID, RAN):
+        RAN.add(parent.id)
+        await _prepare(env, parent)
+        began = time.monotonic()
+        try:
+            await _run(env, parent)
+        except CaseFailure as failure:
+            PREREQUISITE_FAILED[parent.id] = str(failure)
+            raise CaseFailure(f"prerequisite {parent.id} (reduced) failed: {failure}") from None
+        done.append(f"{parent.id} (reduced) in {time.monotonic() - began:.1f}s")
+    return f"; after prerequisite {', '.join(done)}" if done else ""
+
+
 @pytest.mark.parametrize("case", _params())
 async def test_conformance_case(env: Env, case: mf.Case) -> None:
+    RAN.add(case.id)
+    try:
+        first = await _run_prerequisites(env, case)
+    except CaseFailure as failure:
+        DETAILS[case.id] = str(failure)
+        raise
     failures: list[str] = []
     for attempt in range(1, case.attempts + 1):
         await _prepare(env, case)
@@ -402,7 +436,7 @@ async def test_conformance_case(env: Env, case: mf.Case) -> None:
             failures.append(f"attempt {attempt}: {failure}")
             DETAILS[case.id] = str(failure)
             continue
-        DETAILS[case.id] = detail + (f" (attempt {attempt})" if attempt > 1 else "")
+        DETAILS[case.id] = detail + (f" (attempt {attempt})" if attempt > 1 else "") + first
         return
     raise CaseFailure("; ".join(failures))
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conformance import manifest as mf
+from tests.conformance import prerequisites as pre
 
 
 def test_placeholders_are_substituted_everywhere_in_a_payload() -> None:
@@ -55,3 +57,62 @@ def test_the_shared_manifest_reads_cleanly() -> None:
     cases = mf.cases(mf.load())
     assert len(cases) == len({case.id for case in cases})
     assert all((mf.PLAYBOOKS / case.file).exists() for case in cases)
+
+
+def _two_tiers() -> list[mf.Case]:
+    return mf.cases(
+        {
+            "cases": [
+                {"file": "parent.yaml", "tags": ["slow"], "timeout_s": 7200, "payload": {"u": 1}},
+                {"file": "quick.yaml"},
+                {"file": "child.yaml", "after": ["parent.yaml", "quick.yaml"]},
+                {"file": "slow_child.yaml", "tags": ["heavy"], "after": ["parent.yaml"]},
+            ]
+        }
+    )
+
+
+def test_a_default_case_runs_its_full_tier_parent_first_reduced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reduced = pre.Reduced(payload={"n": 2}, expect={"status": "COMPLETED"}, why="n sizes it")
+    monkeypatch.setitem(pre.REDUCED, "parent.yaml", reduced)
+    parent, quick, child, slow_child = _two_tiers()
+    by_id = {case.id: case for case in (parent, quick, child, slow_child)}
+    assert child.after == ("parent.yaml", "quick.yaml")
+    [first] = pre.prerequisites(child, by_id, ran=set())
+    assert first.id == "parent.yaml" and first.payload == {"u": 1, "n": 2}
+    assert first.expect == {"status": "COMPLETED"}
+    assert first.timeout_s == pre.PREREQUISITE_TIMEOUT_S
+    # Already run (the FULL tier runs it as a case, in manifest order): not again.
+    assert pre.prerequisites(child, by_id, ran={"parent.yaml"}) == []
+    # A FULL-tier case's parents run as cases of the FULL tier.
+    assert pre.prerequisites(slow_child, by_id, ran=set()) == []
+
+
+def test_a_full_tier_parent_without_a_reduced_workload_is_an_error() -> None:
+    parent, quick, child, _ = _two_tiers()
+    by_id = {case.id: case for case in (parent, quick, child)}
+    with pytest.raises(KeyError, match="no REDUCED entry"):
+        pre.prerequisites(child, by_id, ran=set())
+
+
+@pytest.mark.skipif(not mf.MANIFEST.exists(), reason="no conformance manifest here")
+def test_the_reduced_parents_of_the_shared_manifest_scale_their_own_workload() -> None:
+    """Every FULL-tier parent of a DEFAULT-tier case has a reduced workload, made of keys of the
+    parent playbook's own workload (nothing the playbook does not read)."""
+    cases = mf.cases(mf.load())
+    by_id = {case.id: case for case in cases}
+    needed = {
+        parent
+        for case in cases
+        if not case.full_tier and not case.external
+        for parent in case.after
+        if by_id[parent].full_tier
+    }
+    assert needed == set(pre.REDUCED)
+    for parent_id, reduced in pre.REDUCED.items():
+        playbook = yaml.safe_load((mf.PLAYBOOKS / by_id[parent_id].file).read_text())
+        assert set(reduced.payload) <= set(playbook["workload"]), parent_id
+        assert reduced.expect["status"] == by_id[parent_id].expect["status"]
+        assert reduced.why.strip()
