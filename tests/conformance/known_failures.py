@@ -9,9 +9,16 @@ from __future__ import annotations
 KNOWN_FAILURES: dict[str, str] = {
     "save_storage_test/save_all_storage_types.yaml": "FAILED: workload: 'now' is undefined in '{{ now() }}'",
     "python_psycopg/http_to_postgres_bulk/http_to_postgres_bulk_python.yaml": "FAILED: step 'bulk_insert' failed: psycopg.errors.UndefinedTable: relation 'public.http_posts' does not exist",
-    # intent-unclear (manifest): upstream's Rust runner lists it COMPLETED because its arcs fire
-    # after a failed step too. Here (docs/dsl.md, failure routing) an unconditional arc never
-    # routes a failure, so `do: fail` in test_fail_auth fails the run, as DSL.md §6 decides.
+    # intent-unclear (manifest). test_fail_auth's `do: fail` fails the step; its only arc has no
+    # `when`. Upstream routes it anyway: noetl/e2e scripts/rust_regression_run.sh lists the
+    # fixture in its all-green core set; upstream's docs (noetl/docs reference/
+    # pipeline_execution.md) evaluate a step's arcs on step.failed as on step.done; an arc without
+    # `when` always matches (noetl/noetl noetl/core/dsl/engine/executor/transitions.py); and the
+    # Python engine's `:task_sequence` call.done handler (executor/events.py) marks the parent step
+    # completed and evaluates its arcs without reading the sequence's status, which `do: fail`
+    # sets to "failed" (noetl/worker/task_sequence_executor.py). Here an unconditional arc never
+    # routes a failure (DSL.md sections 4 and 6: a step that failed without a handler fails the
+    # execution; docs/dsl.md, failure routing), so the run fails: a decision, not a bug.
     "pagination/pipeline/test_pipeline_error_handling.yaml": "FAILED: step 'test_fail_auth' failed: GET http://127.0.0.1/api/v1/errors returned HTTP 401: {'detail':'Unautho",
     # The reduced parent (prerequisites.py) leaves the tables; standalone (parent_execution_id '')
     # no row is selected, so normalize_batch's default arc goes straight to summarize, whose input
@@ -26,9 +33,6 @@ KNOWN_FAILURES: dict[str, str] = {
     # `password={pg_password} dbname=...` misreads the test Postgres's empty password.
     "pft_flow_test/pft_queue_db_maintenance.yaml": "FAILED: step 'start' failed: relation 'public.pft_test_patient_work_queue' does not exist (empty ${PG_PASSWORD})",
     "api_integration/auth0/auth0_login_optimized.yaml": "step end did not complete (completed: ['start', 'validate_token'])",
-    # intent-unclear (manifest): offline it should end FAILED naming the demo host; here
-    # fetch_problem's `do: continue` on the error handles it and the run completes.
-    "quantum_cudaq/quantum_cudaq.yaml": "status COMPLETED, expected FAILED; error:",
 }
 
 # Upstream fixtures that `noetl validate` / registration do not accept yet: file → the first

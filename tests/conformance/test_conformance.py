@@ -71,11 +71,28 @@ def _params() -> list[Any]:
     return params
 
 
+# Manifest expectations the runner reads differently, each with upstream evidence (the header:
+# "a case you believe is wrong gets a comment in the runner explaining why, with evidence from
+# upstream, and still runs"). Merged over the case's `offline`.
+OFFLINE_OVERRIDES: dict[str, dict[str, Any]] = {
+    # intent-unclear. The manifest expects FAILED naming quantum-demo.example.com because
+    # "fetch_problem ... fails by policy", but its policy is `when: output.status == 'error'
+    # -> do: continue` with a fallback `ctx.problem_spec` and the note "Problem catalog
+    # unavailable; using fallback problem spec"; publish_results (noetl-mesh.example.com) has
+    # the same `do: continue` ("HTTP dispatch failed"). Upstream's task sequence executor
+    # (noetl/noetl noetl/worker/task_sequence_executor.py) treats `continue` after an error as
+    # going on and ends the sequence "ok", as DSL.md section 6 does here: the fixture tolerates
+    # the missing hosts by design, which the header spells `status: COMPLETED_OR_FAILED`.
+    "quantum_cudaq/quantum_cudaq.yaml": {"status": "COMPLETED_OR_FAILED"},
+}
+
+
 def test_known_failures_name_real_cases() -> None:
     """The to-do list names cases of the manifest, each with a reason."""
     ids = {case.id for case in CASES}
     assert not set(KNOWN_FAILURES) - ids, set(KNOWN_FAILURES) - ids
     assert all(reason.strip() for reason in KNOWN_FAILURES.values())
+    assert not set(OFFLINE_OVERRIDES) - {case.id for case in CASES if case.external}
 
 
 # -- the environment of the whole module --------------------------------------------------
@@ -387,7 +404,7 @@ async def _run(env: Env, case: mf.Case) -> str:
     events = await _events(env, execution["execution_id"])
     summary = f"{execution['status']} in {took:.1f}s"
     if case.external:
-        offline = {"status": "FAILED", **case.offline}
+        offline = {"status": "FAILED", **case.offline, **OFFLINE_OVERRIDES.get(case.id, {})}
         _check(offline, execution, events)
         return f"offline: {summary}; error: {(execution.get('error') or '')[:120]}"
     if case.internals:

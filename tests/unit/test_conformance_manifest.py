@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -116,3 +118,41 @@ def test_the_reduced_parents_of_the_shared_manifest_scale_their_own_workload() -
         assert set(reduced.payload) <= set(playbook["workload"]), parent_id
         assert reduced.expect["status"] == by_id[parent_id].expect["status"]
         assert reduced.why.strip()
+
+
+def _vocabulary(header: str) -> set[str]:
+    """The header's `constructs vocabulary:` list, `a:b|c` expanded, notes in () dropped."""
+    text = header.split("constructs vocabulary:", 1)[1].split("\n\n", 1)[0]
+    text = re.sub(r"\([^)]+\)", "", text.replace("#", " ")).rstrip(" .\n")
+    out = set()
+    for entry in (e.strip() for e in text.split(",")):
+        head, _, alternatives = entry.rpartition(":")
+        for alternative in alternatives.split("|"):
+            out.add(f"{head}:{alternative}" if head else alternative)
+    return {e for e in out if e and "<" not in e}
+
+
+@pytest.mark.skipif(not mf.MANIFEST.exists(), reason="no conformance manifest here")
+def test_the_compatibility_section_covers_every_construct_of_the_manifest() -> None:
+    """docs/dsl.md says, for each construct of the manifest's vocabulary and of its cases,
+    whether it is supported here and how it differs from upstream."""
+    header = mf.MANIFEST.read_text().split("\ncases:", 1)[0]
+    constructs = _vocabulary(header)
+    assert {"task_pipeline", "loop:cursor", "policy:jump", "env_template"} <= constructs
+    for case in mf.load()["cases"]:
+        constructs.update(case.get("constructs") or ())
+    docs = (Path(__file__).parents[2] / "docs" / "dsl.md").read_text()
+    section = docs.split("## Compatibility with upstream NoETL", 1)[1].split("\n## ", 1)[0]
+    missing = sorted(c for c in constructs if f"| `{c}` |" not in section)
+    assert not missing, missing
+
+
+@pytest.mark.skipif(not mf.MANIFEST.exists(), reason="no conformance manifest here")
+def test_every_external_case_runs_by_default_and_names_its_missing_service() -> None:
+    """The runner runs every external case offline in the default run and, when it ends FAILED,
+    checks that the error names the missing service: each one must say which."""
+    external = [case for case in mf.cases(mf.load()) if case.external]
+    assert len(external) >= 48
+    for case in external:
+        assert not case.full_tier, case.id
+        assert case.offline.get("error_any"), case.id
