@@ -451,7 +451,7 @@ async def test_conformance_case(env: Env, case: mf.Case) -> None:
             detail = await _run(env, case)
         except CaseFailure as failure:
             failures.append(f"attempt {attempt}: {failure}")
-            DETAILS[case.id] = str(failure)
+            DETAILS[case.id] = str(failure) + first
             continue
         DETAILS[case.id] = detail + (f" (attempt {attempt})" if attempt > 1 else "") + first
         return
