@@ -26,6 +26,7 @@ import signal
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,10 @@ STOP_TIMEOUT_SECONDS = 30.0  # a fast shutdown, then an immediate one, then SIGK
 _POLL_SECONDS = 0.005
 _MAX_SOCKET_PATH = 100  # bytes; the kernel's limit for a unix socket path is 107
 _LOG_TAIL_CHARS = 4000
+
+
+_STARTED: dict[Path, EmbeddedPostgres] = {}  # by data folder: the servers this process uses
+_STARTED_LOCK = threading.Lock()
 
 
 def binaries() -> Path:
@@ -65,6 +70,10 @@ class EmbeddedPostgres:
     def start(cls, data_dir: Path) -> EmbeddedPostgres:
         """Start (or initialise and start, or join the running) server of data_dir."""
         data_dir = data_dir.expanduser().resolve()
+        with _STARTED_LOCK:
+            mine = _STARTED.get(data_dir)
+        if mine is not None:  # one process is one user of a server
+            return mine
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         user = SYSTEM_USER if os.geteuid() == 0 else None
@@ -77,6 +86,8 @@ class EmbeddedPostgres:
             postgres = cls._running(data_dir) or cls._spawn(data_dir, user)
             postgres._syncing = syncing
             _Handles(data_dir).add(os.getpid())
+        with _STARTED_LOCK:
+            _STARTED[data_dir] = postgres
         atexit.register(postgres.stop)
         logger.info(
             "embedded postgres ready in %.2f s at %s", time.monotonic() - started, postgres.url
@@ -106,8 +117,14 @@ class EmbeddedPostgres:
         if self._stopped:
             return
         self._stopped = True
+        with _STARTED_LOCK:
+            if _STARTED.get(self.data_dir) is self:
+                del _STARTED[self.data_dir]
         if self._syncing is not None:
             self._syncing.wait()
+        if not self.data_dir.exists():  # deleted under it: nobody else can use it
+            self._shut_down()
+            return
         with _folder_lock(self.data_dir):
             if _Handles(self.data_dir).remove(os.getpid()):
                 logger.info("embedded postgres left running for its other users")
@@ -219,8 +236,14 @@ def _postmaster_info(data_dir: Path) -> _PostmasterInfo | None:
         return None
 
 
+_PROC = Path("/proc")
+
+
 def _is_postgres_on(pid: int, data_dir: Path) -> bool:
-    """True if pid is a live (not zombie) postgres serving data_dir (Linux /proc)."""
+    """True if pid is a live (not zombie) postgres serving data_dir. Without /proc (macOS):
+    if pid is alive, as pgserver judged."""
+    if not (_PROC / "self").exists():
+        return _pid_alive(pid)
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
@@ -269,9 +292,12 @@ def _initdb(data_dir: Path, user: str | None) -> subprocess.Popen[bytes]:
 
 
 def _postgres_pids_on(data_dir: Path) -> list[int]:
+    """Postgres processes on data_dir (Linux /proc; none found elsewhere)."""
+    if not (_PROC / "self").exists():
+        return []
     return [
         int(entry.name)
-        for entry in Path("/proc").iterdir()
+        for entry in _PROC.iterdir()
         if entry.name.isdigit() and _is_postgres_on(int(entry.name), data_dir)
     ]
 

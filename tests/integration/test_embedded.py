@@ -14,6 +14,7 @@ import pytest
 from nats.js.api import StorageType
 
 from noetl.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedServices
+from noetl.embedded import postgres as postgres_module
 from noetl.embedded.postgres import _folder_lock, _is_postgres_on
 
 
@@ -149,20 +150,29 @@ def test_a_postgres_left_by_a_killed_process_is_joined_then_stopped(tmp_path: Pa
 
 
 @pytest.mark.timeout(120)
-def test_postgres_of_one_folder_is_used_by_all_and_stopped_by_the_last(tmp_path: Path) -> None:
+@pytest.mark.parametrize("proc", [True, False], ids=["linux", "no-proc"])
+def test_postgres_of_one_folder_is_used_by_all_and_stopped_by_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proc: bool
+) -> None:
     data = tmp_path / "pg"
+    no_proc = "" if proc else str(tmp_path / "no-proc")
+    if no_proc:  # as on macOS: a server is recognised by its pid alone
+        monkeypatch.setattr(postgres_module, "_PROC", Path(no_proc))
     other = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import sys\n"
             "from pathlib import Path\n"
-            "from noetl.embedded import EmbeddedPostgres\n"
+            "from noetl.embedded import EmbeddedPostgres, postgres as module\n"
+            "if sys.argv[2]:\n"
+            "    module._PROC = Path(sys.argv[2])\n"
             "postgres = EmbeddedPostgres.start(Path(sys.argv[1]))\n"
             "print(postgres.pid, flush=True)\n"
             "sys.stdin.read()\n"
             "postgres.stop()\n",
             str(data),
+            no_proc,
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -186,3 +196,20 @@ def test_a_folder_being_started_does_not_hold_up_another(tmp_path: Path) -> None
     with _folder_lock((tmp_path / "busy").resolve()):
         postgres = EmbeddedPostgres.start(tmp_path / "free")
         postgres.stop()
+
+
+@pytest.mark.timeout(120)
+def test_postgres_initialises_where_there_is_no_proc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """macOS has no /proc: a fresh folder still initialises (its scan of /proc raised)."""
+    monkeypatch.setattr(postgres_module, "_PROC", tmp_path / "no-proc")
+    postgres = EmbeddedPostgres.start(tmp_path / "pg")
+    try:
+        assert EmbeddedPostgres.start(tmp_path / "pg") is postgres  # one process, one user
+        with psycopg.connect(postgres.url) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    finally:
+        postgres.stop()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(postgres.url, connect_timeout=2)
