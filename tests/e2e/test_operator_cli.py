@@ -1,5 +1,6 @@
 """Operator commands as a user runs them against a server: `noetl rerun` (a step that counts
-its runs in a file runs once in all after a failed execution and its re-run), `noetl logs`."""
+its runs in a file runs once in all after a failed execution and its re-run), `noetl logs`,
+and `execute --wait` printing a policy retry while it happens."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 import httpx
 
 from noetl.embedded.runtime import Runtime
-from tests.conftest import run_playbook
+from tests.conftest import event_log, eventually, run_playbook
+from tests.integration.test_retry_notices import flaky_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -108,3 +110,36 @@ async def test_noetl_logs_prints_each_steps_output(runtime: Runtime) -> None:
     assert one.stdout.splitlines() == ["── start stdout", "starting up"]
     followed = await asyncio.to_thread(_cli, runtime.url, "logs", execution_id, "--follow")
     assert followed.returncode == 0 and followed.stdout == shown.stdout
+
+
+async def test_execute_wait_prints_the_retry_as_it_happens(
+    runtime: Runtime, api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    playbook, go = flaky_playbook(tmp_path)
+    file = tmp_path / "flaky.yaml"
+    file.write_text(playbook)
+    registered = await asyncio.to_thread(_cli, runtime.url, "register", str(file))
+    assert registered.returncode == 0, registered.stderr
+    waiting = asyncio.create_task(
+        asyncio.to_thread(_cli, runtime.url, "execute", "tests/flaky", "--wait")
+    )
+
+    async def retried() -> bool:
+        listed = (await api.get("/api/executions", params={"path": "tests/flaky"})).json()
+        if not listed["items"]:
+            return False
+        events = await event_log(api, listed["items"][0]["execution_id"])
+        return any(e["event_type"] == "command.retrying" for e in events)
+
+    await eventually(retried)
+    go.touch()
+    done = await waiting
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    retry = "  start · call: retry 2/4 in 0.1 s: ConnectionError: the service is warming up"
+    assert retry in lines
+    assert (
+        lines.index("▶ start")
+        < lines.index(retry)
+        < lines.index(next(line for line in lines if line.startswith("✓ start")))
+    )

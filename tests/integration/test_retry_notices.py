@@ -4,19 +4,12 @@ server records a `command.retrying` event (before the attempt's outcome), which 
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from noetl.embedded.runtime import Runtime
 from tests.conftest import event_log, eventually, wait_for_end
-
-ROOT = Path(__file__).resolve().parents[2]
 
 # The first try fails; the second waits for the test's go-ahead file, so the test can look at
 # the log while the command is still running.
@@ -48,7 +41,7 @@ workflow:
 """
 
 
-def _flaky(tmp_path: Path) -> tuple[str, Path]:
+def flaky_playbook(tmp_path: Path) -> tuple[str, Path]:
     go = tmp_path / "go"
     return FLAKY.format(marker=tmp_path / "marker", go=go), go
 
@@ -56,7 +49,7 @@ def _flaky(tmp_path: Path) -> tuple[str, Path]:
 async def test_a_retry_is_recorded_while_the_command_still_runs(
     api: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    playbook, go = _flaky(tmp_path)
+    playbook, go = flaky_playbook(tmp_path)
     started = await api.post("/api/execute", json={"playbook": playbook})
     assert started.status_code == 201, started.text
     execution_id = started.json()["execution_id"]
@@ -102,49 +95,3 @@ async def test_a_retry_is_recorded_while_the_command_still_runs(
     )
     assert late.status_code == 409, late.text
     assert kinds.count("command.retrying") == 1
-
-
-def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SERVER_API_URL": url}
-    return subprocess.run(
-        [sys.executable, "-m", "noetl.cli.main", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-async def test_execute_wait_prints_the_retry_as_it_happens(
-    runtime: Runtime, api: httpx.AsyncClient, tmp_path: Path
-) -> None:
-    playbook, go = _flaky(tmp_path)
-    file = tmp_path / "flaky.yaml"
-    file.write_text(playbook)
-    registered = await asyncio.to_thread(_cli, runtime.url, "register", str(file))
-    assert registered.returncode == 0, registered.stderr
-    waiting = asyncio.create_task(
-        asyncio.to_thread(_cli, runtime.url, "execute", "tests/flaky", "--wait")
-    )
-
-    async def retried() -> bool:
-        listed = (await api.get("/api/executions", params={"path": "tests/flaky"})).json()
-        if not listed["items"]:
-            return False
-        events = await event_log(api, listed["items"][0]["execution_id"])
-        return any(e["event_type"] == "command.retrying" for e in events)
-
-    await eventually(retried)
-    go.touch()
-    done = await waiting
-    assert done.returncode == 0, done.stdout + done.stderr
-    lines = done.stdout.splitlines()
-    retry = "  start · call: retry 2/4 in 0.1 s: ConnectionError: the service is warming up"
-    assert retry in lines
-    assert (
-        lines.index("▶ start")
-        < lines.index(retry)
-        < lines.index(next(line for line in lines if line.startswith("✓ start")))
-    )
