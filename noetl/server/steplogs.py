@@ -3,8 +3,8 @@ pointing at the playbook's lines.
 
 Workers send each command's stdout/stderr (the last 64 KiB of each, masked) with its outcome;
 they are stored in the outcome event's `payload.log`. A python traceback names the step's code
-as `<python step NAME #n>`; where the code is inline in the playbook, each such frame also gets
-the line of the playbook text it came from.
+as `<python step NAME #n>` (`NAME item LABEL` for a pipeline item); where the code is inline in
+the playbook, each such frame also gets the line of the playbook text it came from.
 """
 
 from __future__ import annotations
@@ -84,13 +84,25 @@ def code_starts(content: str) -> dict[str, int]:
         if not isinstance(raw, dict) or not isinstance(raw.get("step"), str):
             continue
         found = [
-            first
+            (path, tool, first)
             for path, tool in _tools(raw.get("tool"), ("workflow", index, "tool"))
             for first in _code_start(located.marks, lines, path, tool, workbook, root)
         ]
         if len(found) == 1:
-            starts[raw["step"]] = found[0]
+            starts[raw["step"]] = found[0][2]
+        for path, tool, first in found:  # a pipeline item's code is named by its label too
+            starts[f"{raw['step']} item {_label(path, tool)}"] = first
     return starts
+
+
+def _label(path: tuple[Any, ...], tool: dict[str, Any]) -> str:
+    """The label the engine gives the tool as a pipeline item (a single tool with a policy
+    runs as one): the legacy key, else its `name`, else `item<index>`. `path`: `workflow, i,
+    tool[, j][, legacy label]`."""
+    if len(path) > 4 or (len(path) == 4 and isinstance(path[3], str)):
+        return str(path[-1])
+    name = tool.get("name") if tool.get("kind") != "workbook" else None
+    return str(name) if name else f"item{path[3] if len(path) == 4 else 0}"
 
 
 def _tools(tool: Any, path: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:

@@ -31,6 +31,13 @@ class ToolCall:
     timeout: float | None = None
     """Seconds the call may take, decided once by the worker (``ToolRegistry.time_limit``)
     from the tool's ``timeout_seconds`` (alias ``timeout``) or the kind's default."""
+    item: str | None = None
+    """The label of the pipeline item this call runs (None for a step's single tool)."""
+
+    @property
+    def where(self) -> str:
+        """The step, and the pipeline item within it: how python tracebacks name the code."""
+        return self.step if self.item is None else f"{self.step} item {self.item}"
 
     def time_limit(self, default: float) -> float:
         """The call's time limit: ``timeout`` when the worker set it, else parsed from the

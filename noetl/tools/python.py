@@ -108,11 +108,11 @@ class PythonTool:
         }
         if isolated:
             reply = await self.pool.run(
-                code, inputs, step=call.step, libs=libs, context=context, limit_seconds=timeout
+                code, inputs, step=call.where, libs=libs, context=context, limit_seconds=timeout
             )
         else:
             future = _in_daemon_thread(
-                lambda: run_code(code, inputs, step=call.step, libs=libs, context=context),
+                lambda: run_code(code, inputs, step=call.where, libs=libs, context=context),
                 name=f"noetl-python-{call.step}",
             )
             try:

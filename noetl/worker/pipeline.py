@@ -34,7 +34,7 @@ from noetl.tools.base import ToolError
 
 log = logging.getLogger(__name__)
 
-CallTool = Callable[[str, dict[str, Any], dict[str, Any]], Awaitable[Any]]
+CallTool = Callable[[str, dict[str, Any], dict[str, Any], str], Awaitable[Any]]  # + item label
 MAX_JUMPS = 1000
 
 
@@ -77,7 +77,7 @@ class _Run:
         kind = str(item["kind"])
         self.raw = None
         try:
-            self.raw = await self.call(kind, fields, tool_input)
+            self.raw = await self.call(kind, fields, tool_input, str(item["label"]))
             return semantics.succeeded(self.raw, kind)
         except ToolError as exc:
             details = getattr(exc, "details", None)

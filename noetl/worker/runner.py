@@ -116,8 +116,10 @@ class ToolRunner:
         wanted = spec.pop("output", None)  # step (or tool) `output`: select / store
         secrets: list[str] = []  # resolved keychain values: the Masking middleware hides them
 
-        async def call(kind: str, config: dict[str, Any], tool_input: dict[str, Any]) -> Any:
-            return await self.call(command, kind, config, tool_input)
+        async def call(
+            kind: str, config: dict[str, Any], tool_input: dict[str, Any], item: str
+        ) -> Any:
+            return await self.call(command, kind, config, tool_input, item)
 
         variables: dict[str, Any] = {}
         problems: tuple[str, ...] = ()
@@ -138,7 +140,9 @@ class ToolRunner:
                     raise ToolError(run.error or "failed")
                 result = run.data
             else:
-                result = await call(kind, spec, await self._loaded(dict(command.input)))
+                result = await self.call(
+                    command, kind, spec, await self._loaded(dict(command.input))
+                )
             result = await self._output(command, result, wanted)
         except ToolError as exc:
             return Outcome.failure(str(exc), problems=problems)
@@ -205,14 +209,27 @@ class ToolRunner:
         return tokens
 
     async def call(
-        self, command: ClaimedCommand, kind: str, config: dict[str, Any], tool_input: dict[str, Any]
+        self,
+        command: ClaimedCommand,
+        kind: str,
+        config: dict[str, Any],
+        tool_input: dict[str, Any],
+        item: str | None = None,
     ) -> Any:
-        """One tool call, with its credential and under its time limit."""
+        """One tool call, with its credential and under its time limit; `item`: the label of
+        the pipeline item it runs."""
         tool = self.tools.get(kind)
         limit = self.tools.time_limit(kind, config)
         auth = await self._auth(tool, kind, config)
         call = ToolCall(
-            kind, config, tool_input, command.execution_id, command.step, auth, timeout=limit
+            kind,
+            config,
+            tool_input,
+            command.execution_id,
+            command.step,
+            auth,
+            timeout=limit,
+            item=item,
         )
         try:
             async with asyncio.timeout(limit + self.grace) as guard:

@@ -120,3 +120,55 @@ async def test_a_policy_retry_is_written_to_the_steps_log(
         "ConnectionError: the service is warming up\n"
         "flaky: retry 2/3 in 0.2 s: ConnectionError: the service is warming up\n"
     )
+
+
+PIPELINE = """apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: items, path: tests/items}
+workflow:
+  - step: start
+    tool:
+      - name: first
+        kind: python
+        code: "result = 1"
+      - name: second
+        kind: python
+        code: |
+          x = 1
+          raise KeyError("nope")
+"""
+
+
+async def test_a_pipeline_items_traceback_points_at_its_playbook_line(
+    api: httpx.AsyncClient,
+) -> None:
+    execution = await run_playbook(api, PIPELINE)
+    assert execution["status"] == "FAILED"
+    items = (await api.get(f"/api/executions/{execution['execution_id']}/logs")).json()["items"]
+    (stderr,) = [i["text"] for i in items if i["stream"] == "stderr"]
+    assert "item second #" in stderr and ", line 2 (playbook line 14), in <module>" in stderr
+
+
+async def test_a_single_tool_run_by_its_policy_maps_its_traceback_too(
+    api: httpx.AsyncClient,
+) -> None:
+    playbook = """apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: policy, path: tests/policy}
+workflow:
+  - step: start
+    tool:
+      kind: python
+      code: |
+        raise KeyError("nope")
+      spec:
+        policy:
+          rules:
+            - when: "{{ output.status == 'error' }}"
+              then: {do: fail}
+"""
+    execution = await run_playbook(api, playbook)
+    assert execution["status"] == "FAILED"
+    items = (await api.get(f"/api/executions/{execution['execution_id']}/logs")).json()["items"]
+    (stderr,) = [i["text"] for i in items if i["stream"] == "stderr"]
+    assert ", line 1 (playbook line 9), in <module>" in stderr, stderr

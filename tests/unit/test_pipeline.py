@@ -15,8 +15,11 @@ class Tools:
         self.script = script
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
-    async def __call__(self, kind: str, config: dict[str, Any], tool_input: dict[str, Any]) -> Any:
+    async def __call__(
+        self, kind: str, config: dict[str, Any], tool_input: dict[str, Any], item: str
+    ) -> Any:
         label = config["label"]
+        assert item == label  # the runner is told which item it runs
         self.calls.append((label, tool_input))
         outcome = self.script[label].pop(0)
         if isinstance(outcome, Exception):

@@ -129,7 +129,7 @@ def test_retry_delays_follow_the_backoff_and_are_capped() -> None:
 def _worker(command: Any, answer: Any) -> Any:
     """Run a pipeline command the engine issued as the worker would, with a fake tool."""
 
-    async def call(kind: str, config: dict[str, Any], tool_input: dict[str, Any]) -> Any:
+    async def call(kind: str, config: dict[str, Any], tool_input: dict[str, Any], item: str) -> Any:
         return answer
 
     return asyncio.run(run_pipeline(command.tool["items"], command.input, call))
@@ -215,7 +215,7 @@ workflow:
     assert command.tool["results"] is True
     answers = iter([{"page": 1}, {"more": True}])
 
-    async def call(kind: str, config: dict[str, Any], tool_input: dict[str, Any]) -> Any:
+    async def call(kind: str, config: dict[str, Any], tool_input: dict[str, Any], item: str) -> Any:
         return next(answers)
 
     run = asyncio.run(run_pipeline(command.tool["items"], command.input, call, None, True))

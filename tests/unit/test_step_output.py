@@ -77,12 +77,32 @@ workflow:
     tool:
       - first: {kind: python, code: "x = 1"}
       - second: {kind: python, code: "y = 2"}
+    next: [three]
+  - step: three
+    tool:
+      - name: fetch
+        kind: python
+        code: |
+          import json
+          raise KeyError("nope")
+      - {kind: python, code: "z = 3"}
 """
 
 
 def test_python_code_lines_map_to_the_playbook_lines() -> None:
     starts = code_starts(PLAYBOOK)
-    assert starts == {"start": 13, "block": 19, "reused": 9}  # `two` is ambiguous
+    assert starts == {  # `two` and `three` have more than one: by their items' labels only
+        "start": 13,
+        "start item item0": 13,  # a single tool with a policy runs as a one-item pipeline
+        "block": 19,
+        "block item item0": 19,
+        "reused": 9,
+        "reused item item0": 9,
+        "two item first": 27,
+        "two item second": 28,
+        "three item fetch": 35,
+        "three item item1": 37,
+    }
     traceback = (
         'Traceback (most recent call last):\n  File "<python step block #4>", line 2, in <module>\n'
         'ZeroDivisionError: division by zero\n  File "<python step two #5>", line 1, in <module>\n'
@@ -90,6 +110,10 @@ def test_python_code_lines_map_to_the_playbook_lines() -> None:
     mapped = map_lines(traceback, starts)
     assert 'File "<python step block #4>", line 2 (playbook line 20), in <module>' in mapped
     assert 'File "<python step two #5>", line 1, in <module>' in mapped
+    item = map_lines('File "<python step three item fetch #6>", line 2, in <module>', starts)
+    assert (
+        item == 'File "<python step three item fetch #6>", line 2 (playbook line 36), in <module>'
+    )
 
 
 def test_a_playbook_that_no_longer_parses_maps_nothing() -> None:
