@@ -106,3 +106,39 @@ def test_an_integer_loop_iterates_its_range_and_stores_no_items() -> None:
     enter = [e for e in h.events if e.event_type == "step.enter"]
     assert enter[0].payload == {"run": 1}
     assert [c.iteration for c in h.pending] == [0, 1, 2]
+
+
+def test_a_state_copy_keeps_every_field_and_owns_what_the_engine_changes() -> None:
+    """`copy` calls the constructors field by field (dataclasses.replace was a hot spot):
+    a field added later and left out of `copy` fails here."""
+    import dataclasses
+
+    from noetl.engine.state import CommandRef, ExecutionState, LoopState, StepState
+
+    loop = LoopState(5, True, 3, 2, 1, 0)
+    step = StepState("RUNNING", 2, ["a"], ["b"], loop, "a")
+    state = ExecutionState(
+        7,
+        "RUNNING",
+        {"w": 1},
+        {"v": 2},
+        {"a": {"x": 1}},
+        {"s": step},
+        {"c": CommandRef("s", 2, 1)},
+        {"r": 1},
+        "err",
+        "a",
+        {"l": 1},
+        {"k": {"y": 2}},
+    )
+    for original in (loop, step, state):
+        assert all(getattr(original, f.name) is not None for f in dataclasses.fields(original))
+        assert original.copy() == original
+    copied = state.copy()
+    copied.steps["s"].arrived.append("z")
+    copied.steps["s"].loop.in_flight += 1  # type: ignore[union-attr]
+    copied.results["b"] = 1
+    copied.commands.pop("c")
+    copied.collected["m"] = 2
+    assert state == ExecutionState.from_json(state.to_json())  # the original is untouched
+    assert step.arrived == ["a"] and loop.in_flight == 2 and "b" not in state.results
