@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from noetl import jsonfast
 from noetl.bus.nats_client import NATSCommandPublisher, Topology
@@ -30,6 +30,7 @@ from noetl.ids import SnowflakeGenerator
 from noetl.secrets import Cipher
 from noetl.server import credential_routes, metrics, schedule_routes
 from noetl.server.access import BearerAuth
+from noetl.server.fastlane import FastLane, replay
 from noetl.server.problems import body_of, status_of
 from noetl.server.relay import Relay
 from noetl.server.routes import router
@@ -79,17 +80,7 @@ class BodyLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if sent:
-                return await receive()  # the disconnect, when the app waits for it
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return replay
+        return replay(b"".join(chunks), receive)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -160,6 +151,7 @@ def create_app(settings: Settings, *, ui: bool = True) -> FastAPI:
         default_response_class=FastJSON,
     )
     app.state.settings = settings
+    app.add_middleware(FastLane)  # innermost: access control and the body limit apply
     app.add_middleware(BodyLimit, limit=settings.max_payload_bytes)
     app.add_middleware(BearerAuth, api_token=settings.api_token, worker_token=settings.worker_token)
     app.include_router(router)

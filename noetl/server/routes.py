@@ -143,8 +143,13 @@ async def list_executions(
 
 @router.get("/api/executions/{execution_id}")
 async def get_execution(request: Request, execution_id: str) -> dict[str, Any]:
+    return await execution_detail(_orchestrator(request), execution_id)
+
+
+async def execution_detail(orchestrator: Orchestrator, execution_id: str) -> dict[str, Any]:
+    """The answer of `GET /api/executions/{id}` (also served by `fastlane`: clients poll it)."""
     eid = _parse_id(execution_id, "execution")
-    async with _orchestrator(request).pool.connection() as conn:
+    async with orchestrator.pool.connection() as conn:
         row = await executions.get_execution(conn, eid)
     if row is None:
         raise NotFoundError(f"execution {execution_id} does not exist")
@@ -231,7 +236,12 @@ async def claim_many(request: Request, body: ClaimManyRequest) -> Response:
 
     `claimed`: the commands now held, as `/claim` returns them; `refused`: by event id, the
     HTTP status and message each would have had alone (404 unknown, 409 held or ended)."""
-    answers = await _orchestrator(request).workers.claim_many(body.event_ids, body.worker_id)
+    return _json(await claim_batch(_orchestrator(request), body))
+
+
+async def claim_batch(orchestrator: Orchestrator, body: ClaimManyRequest) -> dict[str, Any]:
+    """The answer of `POST /api/commands/claim` (also served by `fastlane`)."""
+    answers = await orchestrator.workers.claim_many(body.event_ids, body.worker_id)
     reply = ClaimReply(
         claimed=tuple(a for a in answers.values() if not isinstance(a, Exception)),
         refused={
@@ -240,7 +250,7 @@ async def claim_many(request: Request, body: ClaimManyRequest) -> Response:
             if isinstance(a, Exception)
         },
     )
-    return _json(reply.to_json())
+    return reply.to_json()
 
 
 @router.post("/api/commands/{event_id}/claim")
@@ -288,7 +298,11 @@ async def post_event(request: Request, body: EventRequest) -> Response:
 async def post_events(request: Request, body: EventBatchRequest) -> Response:
     """Several worker events in one round trip; each answered as `/api/events` would. The
     outcomes go to the server's one batching point together (grouped by execution there)."""
-    orchestrator = _orchestrator(request)
+    return _json(await record_events(_orchestrator(request), body))
+
+
+async def record_events(orchestrator: Orchestrator, body: EventBatchRequest) -> dict[str, Any]:
+    """The answer of `POST /api/events/batch` (also served by `fastlane`)."""
     answers: list[Any] = [None] * len(body.events)
     reports: dict[int, Report] = {}
     claims: dict[int, Any] = {}
@@ -311,7 +325,7 @@ async def post_events(request: Request, body: EventBatchRequest) -> Response:
         else {"status": 200, "body": a}
         for a in answers
     ]
-    return _json({"results": results})
+    return {"results": results}
 
 
 async def _gather(work: Any) -> list[Any]:
