@@ -2,16 +2,19 @@
 
 aiohttp rather than httpx here: this is the per-step hot path (claim, report), and on this
 machine an aiohttp round trip to the server costs about 0.5 ms against 1.3-2 ms for httpx
-(benchmarks/README.md).
+(benchmarks/README.md). Bodies both ways go through the one codec (`noetl.jsonfast`, orjson).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+
+from noetl import jsonfast
+
+_JSON = {"Content-Type": "application/json"}
 
 
 class ServerUnreachable(Exception):
@@ -44,22 +47,23 @@ class ServerClient:
             self._session = aiohttp.ClientSession(
                 base_url=self._base_url,
                 timeout=self._timeout,
-                json_serialize=lambda value: json.dumps(value, default=str),
                 headers=self._headers,
                 connector=aiohttp.TCPConnector(limit=64),
             )
         return self._session
 
     async def _request(self, method: str, path: str, body: dict[str, Any] | None) -> Response:
+        data = None if body is None else jsonfast.dumps(body)
+        headers = None if body is None else _JSON
         try:
-            async with self._http().request(method, path, json=body) as response:
-                text = await response.text()
+            async with self._http().request(method, path, data=data, headers=headers) as response:
+                raw = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ServerUnreachable(f"{type(exc).__name__}: {exc}") from exc
         try:
-            parsed: Any = json.loads(text) if text else None
-        except json.JSONDecodeError:
-            parsed = text
+            parsed: Any = jsonfast.loads(raw) if raw else None
+        except ValueError:  # not JSON (a proxy's error page): the text
+            parsed = raw.decode("utf-8", errors="replace")
         return Response(response.status, parsed)
 
     async def _post(self, path: str, body: dict[str, Any]) -> Response:

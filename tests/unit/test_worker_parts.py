@@ -219,3 +219,41 @@ async def test_a_registry_creates_each_tool_once_and_closes_them() -> None:
     assert closed == ["c"]
     with pytest.raises(UnknownToolError):
         registry.get("d")
+
+
+async def test_the_server_client_speaks_the_one_codec_both_ways() -> None:
+    """Bodies are written by noetl.jsonfast (orjson: non-string keys, any value as text) and
+    answers read by it; an answer that is not JSON comes back as its text."""
+    import datetime
+
+    from aiohttp import web
+
+    seen: list[bytes] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        seen.append(await request.read())
+        return web.Response(body=seen[-1], content_type=request.content_type)
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="<html>bad gateway</html>", status=502)
+
+    app = web.Application()
+    app.router.add_post("/api/workers/heartbeat", echo)
+    app.router.add_post("/api/events/batch", page)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    client = ServerClient(f"http://127.0.0.1:{port}")
+    try:
+        when = datetime.date(2026, 11, 30)
+        body: dict[Any, Any] = {"n": 2**63 - 1, 1: when, "s": "é"}
+        answer = await client.heartbeat(body)
+        failed = await client.report_many([])
+    finally:
+        await client.close()
+        await runner.cleanup()
+    assert answer.status == 200
+    assert answer.body == {"n": 2**63 - 1, "1": "2026-11-30", "s": "é"}
+    assert (failed.status, failed.body) == (502, "<html>bad gateway</html>")
