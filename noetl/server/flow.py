@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -50,7 +50,7 @@ from noetl.server import metrics, subplaybooks
 from noetl.server.loop_data import LoopDataLoader
 from noetl.server.playbooks import Playbooks
 from noetl.server.records import SERVER_WORKER, Effects
-from noetl.store import commands, events, executions
+from noetl.store import commands, decisions, events, executions
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +194,8 @@ class Flow:
         if row is None:
             raise NotFoundError(f"command {event_id} does not exist")
         execution_id, command_id = row["execution_id"], row["command_id"]
-        async with self.transaction() as conn:
-            _, rows = await commands.lock_with_execution(conn, execution_id, [command_id])
+        async with self.pool.connection() as conn, _rolled_back_on_error(conn):
+            _, rows = await commands.begin_locked(conn, execution_id, [command_id])
             current = rows.get(command_id)
             if current is None or current["status"] != CommandStatus.CLAIMED.value:
                 raise ConflictError(f"command {command_id} is not running")
@@ -212,7 +212,8 @@ class Flow:
                 error=retry.error,
                 payload=retry.to_json(),
             )
-            await events.insert_events(conn, [event])
+            writes = decisions.statement(execution_id, events=[event])
+            await decisions.commit(conn, [writes] if writes else [])
         metrics.EVENTS.labels(EventType.COMMAND_RETRYING.value).inc()
 
     # -- outcomes -------------------------------------------------------------------------
@@ -237,17 +238,19 @@ class Flow:
         answers: list[Exception | None] = []
         effects = Effects()
         decision = None
-        async with self.transaction() as conn:
-            execution, rows = await commands.lock_with_execution(
+        taker: int | None = None
+        last: list[tuple[str, list[Any]]] = []  # the writes that go with COMMIT
+        async with self.pool.connection() as conn, _rolled_back_on_error(conn):
+            execution, rows = await commands.begin_locked(
                 conn, execution_id, [r.command_id for r in reports]
             )
             recorded: list[EventRecord] = []
             incoming: list[Incoming] = []
-            settled: dict[CommandStatus, list[str]] = {
-                CommandStatus.COMPLETED: [],
-                CommandStatus.FAILED: [],
+            settled: dict[str, list[str]] = {
+                CommandStatus.COMPLETED.value: [],
+                CommandStatus.FAILED.value: [],
             }
-            for report in reports:
+            for index, report in enumerate(reports):
                 done = {c for ids in settled.values() for c in ids}
                 problem = _check(execution, rows.get(report.command_id), report, done)
                 answers.append(problem)
@@ -255,13 +258,22 @@ class Flow:
                     event, change = self._outcome(report, rows[report.command_id]["step"])
                     recorded.append(event)
                     incoming.append(change)
-                    settled[report.outcome.status].append(report.command_id)
-            following: tuple[int, ClaimedCommand] | None = None
+                    settled[report.outcome.status.value].append(report.command_id)
+                    if report.takes_next and report.worker_id != SERVER_WORKER:
+                        taker = index  # continuation: the last report that takes one
             if recorded and execution is not None:
-                decision = await self._decide(conn, execution, incoming, recorded, effects)
-                for settled_as, ids in settled.items():
-                    await commands.set_status(conn, execution_id, ids, settled_as.value)
-                following = await self._continuation(conn, reports, answers, effects)
+                hand_to = reports[taker].worker_id if taker is not None else None
+                decision = await self._decide(
+                    conn,
+                    execution,
+                    incoming,
+                    recorded,
+                    effects,
+                    settled=settled,
+                    hand_to=hand_to,
+                    last=last,
+                )
+            await decisions.commit(conn, last)
         for report in reports:
             metrics.EVENTS.labels(report.event_type.value).inc()
         await self.after_commit(effects)
@@ -272,54 +284,23 @@ class Flow:
         replies: list[ReportReply | Exception] = [
             reply if answer is None else answer for answer in answers
         ]
-        if following is not None:
-            index, command = following
-            replies[index] = ReportReply(status, reply.issued, command)
+        if effects.handed is not None and taker is not None:
+            replies[taker] = ReportReply(status, reply.issued, effects.handed)
         return replies
 
-    async def _continuation(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        reports: Sequence[Report],
-        answers: Sequence[Exception | None],
-        effects: Effects,
-    ) -> tuple[int, ClaimedCommand] | None:
-        """Continuation (NOETL_CONTINUATION): when the decision issued exactly one command to
-        publish, claim it in this transaction for the worker whose report came last, and hand
-        it over in that report's answer instead of publishing it. Crash safety is the same as
-        for any claim: if that worker never reports, the lease lapses and the relay
-        republishes the command."""
-        if not self.settings.continuation or len(effects.publish) != 1:
+    def _hand_over(
+        self, execution_id: int, publish: Sequence[CommandRecord], hand_to: str | None
+    ) -> decisions.Claim | None:
+        """Continuation (NOETL_CONTINUATION): when a decision issues exactly one command to
+        publish (and starts no sub-playbook), it is written claimed (attempt 1, with its
+        `command.claimed` event) for the worker whose report came last, and handed over in
+        that report's answer instead of being published. Crash safety is the same as for any
+        claim: if that worker never reports, the lease lapses and the relay republishes it."""
+        if hand_to is None or not self.settings.continuation or len(publish) != 1:
             return None
-        accepted = [
-            index
-            for index, answer in enumerate(answers)
-            if answer is None
-            and reports[index].takes_next
-            and reports[index].worker_id != SERVER_WORKER
-        ]
-        command = effects.publish[0]
-        if not accepted or command.execution_id != reports[0].execution_id:
+        if publish[0].execution_id != execution_id:
             return None
-        index = accepted[-1]
-        worker_id = reports[index].worker_id
-        await commands.claim_issued(
-            conn, command, self.new_id(), worker_id, self.settings.lease_seconds
-        )
-        effects.publish.clear()
-        metrics.EVENTS.labels(EventType.COMMAND_CLAIMED.value).inc()
-        return index, ClaimedCommand(
-            execution_id=command.execution_id,
-            event_id=command.event_id,
-            command_id=command.command_id,
-            step=command.step,
-            tool=command.tool,
-            input=command.input,
-            attempt=1,
-            worker_id=worker_id,
-            iteration=command.iteration,
-            lease_seconds=self.settings.lease_seconds,
-        )
+        return decisions.Claim(publish[0].command_id, hand_to, self.settings.lease_seconds)
 
     def _outcome(self, report: Report, step: str) -> tuple[EventRecord, Incoming]:
         """The event that records an outcome, and what it tells the engine."""
@@ -376,10 +357,23 @@ class Flow:
         incoming: Sequence[Incoming],
         recorded: Sequence[EventRecord],
         effects: Effects,
+        *,
+        settled: Mapping[str, Sequence[str]] | None = None,
+        hand_to: str | None = None,
+        last: list[tuple[str, list[Any]]] | None = None,
     ) -> Decision | None:
-        """Append `recorded`, run the engine unless the execution has ended, write it all."""
+        """Append `recorded` and settle its commands (`settled`: command ids by their final
+        status), run the engine unless the execution has ended, write it all. `hand_to`: the
+        worker a single next command may be handed to (continuation). `last`: where to leave
+        the writes for the caller to send with its COMMIT, when nothing follows them."""
         if execution["status"] != ExecutionStatus.RUNNING:
-            await events.insert_events(conn, recorded)
+            writes = decisions.statement(
+                execution["execution_id"], events=recorded, settled=settled
+            )
+            if writes is not None and last is not None:
+                last.append(writes)
+            elif writes is not None:
+                await conn.execute(*writes)
             return None
         playbook = await self.playbooks.playbook(execution["catalog_id"])
         state = ExecutionState.from_json(execution["state"])
@@ -391,7 +385,9 @@ class Flow:
                 if isinstance(change, CommandCompleted | CommandFailed):
                     state.commands.pop(change.command_id, None)
             decision = give_up(playbook, state, str(exc), new_id=self.new_id)
-        await self._write(conn, decision, recorded, effects)
+        await self._write(
+            conn, decision, recorded, effects, settled=settled, hand_to=hand_to, last=last
+        )
         return decision
 
     async def _write(
@@ -401,24 +397,65 @@ class Flow:
         recorded: Sequence[EventRecord],
         effects: Effects,
         depth: int = 0,
+        *,
+        settled: Mapping[str, Sequence[str]] | None = None,
+        hand_to: str | None = None,
+        last: list[tuple[str, list[Any]]] | None = None,
     ) -> None:
+        """The decision's writes in one statement (`store.decisions`), then the sub-playbooks
+        it starts; what to publish after commit goes to `effects`. `last`: see `_decide`
+        (used only when no sub-playbook starts after the writes)."""
         state = decision.state
-        await events.insert_events(conn, [*recorded, *decision.events])
-        await commands.insert_commands(conn, decision.commands)
-        await commands.set_status(
-            conn, state.execution_id, decision.cancelled, CommandStatus.CANCELLED.value
-        )
-        await executions.save_state(
-            conn, state.execution_id, state.to_json(), state.status, state.result, state.error
-        )
         cancelled = set(decision.cancelled)
-        for command in decision.commands:
-            if command.command_id in cancelled:
-                continue
-            if command.tool.get("kind") == "playbook":
-                await self._start_child(conn, command, effects, depth)
-            else:
-                effects.publish.append(command)
+        issued = [c for c in decision.commands if c.command_id not in cancelled]
+        children = [c for c in issued if c.tool.get("kind") == "playbook"]
+        publish = [c for c in issued if c.tool.get("kind") != "playbook"]
+        claim = None if children else self._hand_over(state.execution_id, publish, hand_to)
+        events_written = [*recorded, *decision.events]
+        if claim is not None:
+            [command] = publish
+            events_written.append(
+                EventRecord(
+                    state.execution_id,
+                    self.new_id(),
+                    EventType.COMMAND_CLAIMED,
+                    step=command.step,
+                    command_id=command.command_id,
+                    attempt=1,
+                    worker_id=claim.worker_id,
+                    status=CommandStatus.CLAIMED.value,
+                )
+            )
+            effects.handed = ClaimedCommand(
+                execution_id=command.execution_id,
+                event_id=command.event_id,
+                command_id=command.command_id,
+                step=command.step,
+                tool=command.tool,
+                input=command.input,
+                attempt=1,
+                worker_id=claim.worker_id,
+                iteration=command.iteration,
+                lease_seconds=claim.lease_seconds,
+            )
+            metrics.EVENTS.labels(EventType.COMMAND_CLAIMED.value).inc()
+        else:
+            effects.publish.extend(publish)
+        writes = decisions.statement(
+            state.execution_id,
+            events=events_written,
+            commands=decision.commands,
+            cancelled=decision.cancelled,
+            settled=settled,
+            claim=claim,
+            state=decisions.State(state.to_json(), state.status, state.result, state.error),
+        )
+        if writes is not None and last is not None and not children:
+            last.append(writes)
+        elif writes is not None:
+            await conn.execute(*writes)
+        for command in children:
+            await self._start_child(conn, command, effects, depth)
         metrics.COMMANDS_ISSUED.inc(len(decision.commands))
         if decision.finished:
             effects.finished.append(state.execution_id)
@@ -524,6 +561,23 @@ class Flow:
             log.warning("%d publish(es) deferred to the relay: %s", len(failed), failed[0])
             metrics.PUBLISH_FAILURES.inc(len(failed))
         return len(outcomes) - len(failed)
+
+
+@contextlib.asynccontextmanager
+async def _rolled_back_on_error(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
+    """For a transaction begun and committed by hand (`commands.begin_locked`,
+    `decisions.commit`): any error rolls it back before the connection goes back to the pool;
+    a unique-index conflict (another request recorded the same outcome first) is a 409."""
+    try:
+        yield
+    except BaseException as exc:
+        status = conn.info.transaction_status
+        if status in (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR):
+            with contextlib.suppress(psycopg.Error):
+                await conn.execute("ROLLBACK")
+        if isinstance(exc, psycopg.errors.UniqueViolation):
+            raise ConflictError(f"already recorded: {exc.diag.constraint_name}") from None
+        raise
 
 
 def _check(

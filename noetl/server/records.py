@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from noetl.protocol.command import ClaimedCommand
 from noetl.protocol.outcome import Report
 from noetl.protocol.records import CommandRecord
 
@@ -19,3 +20,6 @@ class Effects:
     publish: list[CommandRecord] = field(default_factory=list)
     finished: list[int] = field(default_factory=list)  # executions that reached a terminal state
     reports: list[Report] = field(default_factory=list)
+    # continuation: the one next command, claimed for the reporting worker in the
+    # transaction; it goes back in the report's answer instead of to NATS
+    handed: ClaimedCommand | None = None

@@ -5,42 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
+from psycopg import AsyncClientCursor, AsyncConnection
+from psycopg.rows import dict_row
 
 from noetl.protocol.command import LeaseReply
 from noetl.protocol.events import CommandStatus
-from noetl.protocol.records import CommandRecord
 
 _SELECT = (
     "SELECT event_id, execution_id, command_id, step, iteration, tool, input, status, attempt,"
     " worker_id, lease_until, notified_at, publish_count, lease_until < now() AS lease_expired"
     " FROM noetl.command"
 )
-
-
-async def insert_commands(conn: AsyncConnection[Any], commands: Sequence[CommandRecord]) -> None:
-    if not commands:
-        return
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO noetl.command"
-            " (event_id, execution_id, command_id, step, iteration, tool, input, status,"
-            "  notified_at, publish_count)"  # published right after commit; else the relay does
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, 'PENDING', now(), 1)",
-            [
-                (
-                    c.event_id,
-                    c.execution_id,
-                    c.command_id,
-                    c.step,
-                    c.iteration,
-                    Jsonb(c.tool),
-                    Jsonb(c.input),
-                )
-                for c in commands
-            ],
-        )
 
 
 async def get_by_event(
@@ -51,24 +26,31 @@ async def get_by_event(
     return await cur.fetchone()
 
 
-async def lock_with_execution(
+_LOCK_EXECUTION = (
+    "SELECT execution_id, catalog_id, status, state, parent_execution_id, parent_command_id"
+    " FROM noetl.execution WHERE execution_id = %s FOR UPDATE"
+)
+_LOCK_COMMANDS = (
+    f"{_SELECT} WHERE execution_id = %s AND command_id = ANY(%s) ORDER BY command_id FOR UPDATE"
+)
+
+
+async def begin_locked(
     conn: AsyncConnection[Any], execution_id: int, command_ids: Sequence[str]
 ) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
-    """Lock the execution row, then its command rows (in command_id order): both queries in
-    one round trip when the connection is in pipeline mode. Always the execution first, so
-    lockers never deadlock."""
-    execution = await conn.execute(
-        "SELECT execution_id, catalog_id, status, state, parent_execution_id, parent_command_id"
-        " FROM noetl.execution WHERE execution_id = %s FOR UPDATE",
-        (execution_id,),
+    """BEGIN, then lock the execution row and its command rows (in command_id order), in ONE
+    round trip: the three statements go as one simple query, their parameters bound by
+    psycopg's ClientCursor. Always the execution first, so lockers never deadlock. The
+    transaction stays open on `conn`: end it with `store.decisions.commit` (or ROLLBACK)."""
+    cur = AsyncClientCursor(conn, row_factory=dict_row)
+    await cur.execute(
+        f"BEGIN; {_LOCK_EXECUTION}; {_LOCK_COMMANDS}",
+        (execution_id, execution_id, list(command_ids)),
     )
-    command = await conn.execute(
-        f"{_SELECT} WHERE execution_id = %s AND command_id = ANY(%s)"
-        " ORDER BY command_id FOR UPDATE",
-        (execution_id, list(command_ids)),
-    )
-    found = await execution.fetchone()
-    return found, {row["command_id"]: row for row in await command.fetchall()}
+    cur.nextset()  # past BEGIN's result
+    execution = await cur.fetchone()
+    cur.nextset()
+    return execution, {row["command_id"]: row for row in await cur.fetchall()}
 
 
 async def get_by_command_id(
@@ -120,29 +102,6 @@ async def claim(
     return {row["event_id"]: row for row in await cur.fetchall()}
 
 
-async def claim_issued(
-    conn: AsyncConnection[Any],
-    command: CommandRecord,
-    claim_event_id: int,
-    worker_id: str,
-    lease_seconds: float,
-) -> None:
-    """Claim (attempt 1) a command issued in this same transaction and append its
-    `command.claimed`; no result is read, so in pipeline mode it costs no round trip."""
-    await conn.execute(
-        "WITH claimed AS ("
-        " UPDATE noetl.command SET status = 'CLAIMED', attempt = 1, worker_id = %(w)s,"
-        "  lease_until = now() + make_interval(secs => %(lease)s), updated_at = now()"
-        " WHERE event_id = %(e)s AND status = 'PENDING' AND attempt = 0"
-        " RETURNING execution_id, command_id, step, attempt"
-        ") INSERT INTO noetl.event (execution_id, event_id, event_type, step, command_id,"
-        "  attempt, worker_id, status)"
-        " SELECT execution_id, %(id)s, 'command.claimed', step, command_id, attempt, %(w)s,"
-        "  'CLAIMED' FROM claimed",
-        {"w": worker_id, "lease": lease_seconds, "e": command.event_id, "id": claim_event_id},
-    )
-
-
 async def claim_for_server(
     conn: AsyncConnection[Any], execution_id: int, command_ids: Sequence[str], holder: str
 ) -> None:
@@ -171,17 +130,6 @@ async def renew_lease(
     if row is None:
         return None
     return LeaseReply(CommandStatus(row["status"]), superseded=row["attempt"] != attempt)
-
-
-async def set_status(
-    conn: AsyncConnection[Any], execution_id: int, command_ids: Sequence[str], status: str
-) -> None:
-    if command_ids:
-        await conn.execute(
-            "UPDATE noetl.command SET status = %s, lease_until = NULL, updated_at = now()"
-            " WHERE execution_id = %s AND command_id = ANY(%s)",
-            (status, execution_id, list(command_ids)),
-        )
 
 
 async def mark_notified(conn: AsyncConnection[Any], event_ids: Sequence[int]) -> None:

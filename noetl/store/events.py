@@ -10,18 +10,18 @@ from psycopg.types.json import Jsonb
 
 from noetl.protocol.records import EventRecord
 
-_COLUMNS = (
+COLUMNS = (
     "execution_id, event_id, parent_event_id, parent_execution_id, event_type, step, "
     "command_id, attempt, worker_id, status, payload, result, error, duration"
 )
-INSERT = f"INSERT INTO noetl.event ({_COLUMNS}) VALUES ({', '.join(['%s'] * 14)})"
+INSERT = f"INSERT INTO noetl.event ({COLUMNS}) VALUES ({', '.join(['%s'] * 14)})"
 
 
 def _json(value: Any) -> Jsonb | None:
     return None if value is None else Jsonb(value)
 
 
-def _row(e: EventRecord) -> tuple[Any, ...]:
+def row(e: EventRecord) -> tuple[Any, ...]:
     return (
         e.execution_id,
         e.event_id,
@@ -45,14 +45,14 @@ async def insert_events(conn: AsyncConnection[Any], events: Sequence[EventRecord
     if not events:
         return
     async with conn.cursor() as cur:
-        await cur.executemany(INSERT, [_row(e) for e in events])
+        await cur.executemany(INSERT, [row(e) for e in events])
 
 
 async def list_events(
     conn: AsyncConnection[Any], execution_id: int, *, after: int = 0, limit: int = 1000
 ) -> list[dict[str, Any]]:
     cur = await conn.execute(
-        f"SELECT {_COLUMNS}, created_at FROM noetl.event"
+        f"SELECT {COLUMNS}, created_at FROM noetl.event"
         " WHERE execution_id = %s AND event_id > %s ORDER BY event_id LIMIT %s",
         (execution_id, after, limit),
     )

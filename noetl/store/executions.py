@@ -51,23 +51,6 @@ async def lock_execution(conn: AsyncConnection[Any], execution_id: int) -> dict[
     return await cur.fetchone()
 
 
-async def save_state(
-    conn: AsyncConnection[Any],
-    execution_id: int,
-    state: dict[str, Any],
-    status: str,
-    result: Any,
-    error: str | None,
-) -> None:
-    await conn.execute(
-        "UPDATE noetl.execution SET state = %s, status = %s, result = %s, error = %s,"
-        " updated_at = now(),"
-        " ended_at = CASE WHEN %s <> 'RUNNING' THEN now() ELSE ended_at END"
-        " WHERE execution_id = %s",
-        (Json(state), status, Json(result), error, status, execution_id),
-    )
-
-
 async def get_execution(conn: AsyncConnection[Any], execution_id: int) -> dict[str, Any] | None:
     cur = await conn.execute(
         f"SELECT {_SUMMARY}, state FROM noetl.execution WHERE execution_id = %s", (execution_id,)

@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import psycopg
 
 from noetl.config import Settings
 from noetl.embedded.runtime import running
@@ -107,3 +108,48 @@ async def test_a_continued_command_its_worker_never_runs_is_run_by_another_after
         if e["event_type"] == "command.claimed" and e["step"] == "end"
     ]
     assert claims == [(1, "w1"), (2, "rescuer")]
+
+
+async def test_a_conflict_at_commit_is_a_409_and_leaves_nothing_written(
+    settings: Settings,
+) -> None:
+    """The report transaction is begun and committed by hand (two round trips): a unique-index
+    conflict in its last writes rolls it all back, answers 409, and the connection serves the
+    next report."""
+    async with running(settings, workers=0) as rt, httpx.AsyncClient(base_url=rt.url) as api:
+        started = (await api.post("/api/execute", json={"playbook": TWO_STEPS})).json()
+        execution_id = started["execution_id"]
+        first = await _claim_first(api, execution_id)
+        taken = (  # the claim event the hand-over would write, already there
+            "INSERT INTO noetl.event (execution_id, event_id, event_type, command_id, attempt)"
+            " VALUES (%s, 1, 'command.claimed', %s, 1)"
+        )
+        next_command = f"{execution_id}:end"
+        async with await psycopg.AsyncConnection.connect(
+            str(settings.database_url), autocommit=True
+        ) as db:
+            await db.execute(taken, (int(execution_id), next_command))
+            body = {
+                "execution_id": first["execution_id"],
+                "event_type": "command.completed",
+                "command_id": first["command_id"],
+                "attempt": first["attempt"],
+                "worker_id": first["worker_id"],
+                "result": 1,
+            }
+            for _ in range(3):  # each on a pooled connection that must be usable again
+                refused = await api.post("/api/events", json=body)
+                assert refused.status_code == 409, refused.text
+            types = [e["event_type"] for e in await event_log(api, execution_id)]
+            assert "command.completed" not in types and "step.exit" not in types
+            held = (await api.get(f"/api/commands/{first['event_id']}")).json()
+            assert held["status"] == "CLAIMED"
+            await db.execute(
+                "DELETE FROM noetl.event WHERE execution_id = %s AND event_id = 1",
+                (int(execution_id),),
+            )
+        following = (await api.post("/api/events", json=body)).json()["next"]
+        assert following["command_id"] == next_command
+        await _report(api, following)
+        execution = await wait_for_end(api, execution_id)
+    assert execution["status"] == "COMPLETED"

@@ -1,0 +1,173 @@
+"""A decision's writes as ONE statement: its events, its commands, the commands it settles or
+cancels, and the execution's new state.
+
+One data-modifying `WITH` instead of a statement per row and table: every statement costs a
+parse/bind/execute on the server and, in psycopg, a conversion of the query and a wake-up of
+the database; a step of a sequential chain wrote twelve of them per report, this one (and the
+transaction's BEGIN, lock and COMMIT). The parts of one statement see the same snapshot and
+must not touch the same row twice, so: a command issued and cancelled by the same decision is
+inserted CANCELLED; one the decision hands over (continuation) is inserted CLAIMED with its
+`command.claimed` event; a command both settled (its outcome) and cancelled keeps the outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncClientCursor, AsyncConnection
+from psycopg.types.json import Json
+
+from noetl.protocol.events import CommandStatus
+from noetl.protocol.records import CommandRecord, EventRecord
+from noetl.store.events import COLUMNS
+
+# The rows go as one JSON document (`json_to_recordset`): one parameter, dumped by orjson, and
+# a statement text that does not grow with the rows, so psycopg's query cache (50 parameters at
+# most) and PostgreSQL's prepared statements hold.
+_EVENT = (
+    f"INSERT INTO noetl.event ({COLUMNS}) SELECT {COLUMNS} FROM json_to_recordset(%s)"
+    " AS r(execution_id bigint, event_id bigint, parent_event_id bigint,"
+    " parent_execution_id bigint, event_type text, step text, command_id text, attempt int,"
+    " worker_id text, status text, payload jsonb, result jsonb, error text, duration float8)"
+)
+_COMMAND = (
+    "INSERT INTO noetl.command (event_id, execution_id, command_id, step, iteration, tool, input,"
+    " status, attempt, worker_id, lease_until, notified_at, publish_count)"
+    " SELECT event_id, execution_id, command_id, step, iteration, tool, input, status, attempt,"
+    "  worker_id, now() + make_interval(secs => lease), now(), 1"  # published after commit
+    " FROM json_to_recordset(%s) AS r(event_id bigint, execution_id bigint, command_id text,"
+    " step text, iteration int, tool jsonb, input jsonb, status text, attempt int,"
+    " worker_id text, lease float8)"
+)
+_SETTLE = (
+    "UPDATE noetl.command SET status = %s, lease_until = NULL, updated_at = now()"
+    " WHERE execution_id = %s AND command_id = ANY(%s)"
+)
+_STATE = (
+    "UPDATE noetl.execution SET state = %s, status = %s, result = %s, error = %s,"
+    " updated_at = now(), ended_at = CASE WHEN %s <> 'RUNNING' THEN now() ELSE ended_at END"
+    " WHERE execution_id = %s"
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The command a decision hands to the reporting worker: attempt 1, held by `worker_id`."""
+
+    command_id: str
+    worker_id: str
+    lease_seconds: float
+
+
+@dataclass(frozen=True)
+class State:
+    """The execution row's new snapshot, status, result and error."""
+
+    snapshot: dict[str, Any]
+    status: str
+    result: Any
+    error: str | None
+
+
+def statement(
+    execution_id: int,
+    *,
+    events: Sequence[EventRecord] = (),
+    commands: Sequence[CommandRecord] = (),
+    cancelled: Sequence[str] = (),
+    settled: Mapping[str, Sequence[str]] | None = None,
+    claim: Claim | None = None,
+    state: State | None = None,
+) -> tuple[str, list[Any]] | None:
+    """The SQL and parameters of the writes, or None when there is nothing to write."""
+    parts: list[tuple[str, list[Any]]] = []
+    if events:
+        parts.append((_EVENT, [Json([_event_row(e) for e in events])]))
+    if commands:
+        dropped = set(cancelled)
+        rows = [_command_row(c, c.command_id in dropped, claim) for c in commands]
+        parts.append((_COMMAND, [Json(rows)]))
+    outcomes = {k: list(v) for k, v in (settled or {}).items() if v}
+    kept = {c for ids in outcomes.values() for c in ids} | {c.command_id for c in commands}
+    earlier = [c for c in dict.fromkeys(cancelled) if c not in kept]
+    if earlier:
+        outcomes = {CommandStatus.CANCELLED.value: earlier, **outcomes}
+    for status, ids in outcomes.items():
+        parts.append((_SETTLE, [status, execution_id, ids]))
+    if state is not None:
+        parts.append(
+            (
+                _STATE,
+                [
+                    Json(state.snapshot),
+                    state.status,
+                    Json(state.result),
+                    state.error,
+                    state.status,
+                    execution_id,
+                ],
+            )
+        )
+    if not parts:
+        return None
+    *withs, (last, params) = parts
+    if not withs:
+        return last, params
+    names = ", ".join(f"w{n} AS ({sql})" for n, (sql, _) in enumerate(withs))
+    return f"WITH {names} {last}", [*(p for _, ps in withs for p in ps), *params]
+
+
+def _event_row(e: EventRecord) -> dict[str, Any]:
+    return {
+        "execution_id": e.execution_id,
+        "event_id": e.event_id,
+        "parent_event_id": e.parent_event_id,
+        "parent_execution_id": e.parent_execution_id,
+        "event_type": e.event_type.value,
+        "step": e.step,
+        "command_id": e.command_id,
+        "attempt": e.attempt,
+        "worker_id": e.worker_id,
+        "status": e.status,
+        "payload": e.payload,
+        "result": e.result,
+        "error": e.error,
+        "duration": e.duration,
+    }
+
+
+def _command_row(command: CommandRecord, cancelled: bool, claim: Claim | None) -> dict[str, Any]:
+    held = claim is not None and claim.command_id == command.command_id and not cancelled
+    status = (
+        CommandStatus.CANCELLED
+        if cancelled
+        else CommandStatus.CLAIMED
+        if held
+        else CommandStatus.PENDING
+    )
+    return {
+        "event_id": command.event_id,
+        "execution_id": command.execution_id,
+        "command_id": command.command_id,
+        "step": command.step,
+        "iteration": command.iteration,
+        "tool": command.tool,
+        "input": command.input,
+        "status": status.value,
+        "attempt": 1 if held else 0,
+        "worker_id": claim.worker_id if held and claim else None,
+        "lease": claim.lease_seconds if held and claim else None,
+    }
+
+
+async def commit(conn: AsyncConnection[Any], last: Sequence[tuple[str, list[Any]]] = ()) -> None:
+    """The transaction's last writes (`statement`s) and COMMIT in one round trip, as one
+    simple query (parameters bound by psycopg's ClientCursor). A unique-index conflict raises
+    `psycopg.errors.UniqueViolation` and leaves the transaction failed: roll it back."""
+    if not last:
+        await conn.execute("COMMIT")
+        return
+    sql = "; ".join([*(text for text, _ in last), "COMMIT"])
+    await AsyncClientCursor(conn).execute(sql, [p for _, params in last for p in params])
