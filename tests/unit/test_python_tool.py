@@ -469,3 +469,28 @@ def test_unknown_kind_names_known_kinds() -> None:
 def test_tool_error_keeps_retryable_and_details() -> None:
     error = ToolError("boom", retryable=True, details={"status": 503})
     assert (str(error), error.retryable, error.details) == ("boom", True, {"status": 503})
+
+
+def test_the_isolated_child_notices_every_change_of_its_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After each step the child compares its environment with the one it started with (in
+    C, on the encoded dict behind os.environ) and puts it back when a step changed it."""
+    from noetl.tools.python_exec import _Environ
+
+    monkeypatch.setenv("NOETL_TEST_KEPT", "a")
+    started = _Environ()
+    assert not started.changed()
+    for name, value in (
+        ("NOETL_TEST_NEW", "1"),
+        ("NOETL_TEST_KEPT", "b"),
+        ("NOETL_TEST_KEPT", None),
+    ):
+        if value is None:
+            monkeypatch.delenv(name)
+        else:
+            monkeypatch.setenv(name, value)
+        assert started.changed()
+        monkeypatch.undo()
+        monkeypatch.setenv("NOETL_TEST_KEPT", "a")
+        assert not started.changed()
