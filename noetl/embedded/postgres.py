@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import functools
 import hashlib
 import importlib.util
 import json
@@ -45,12 +46,16 @@ _STARTED: dict[Path, EmbeddedPostgres] = {}  # by data folder: the servers this 
 _STARTED_LOCK = threading.Lock()
 
 
+@functools.cache
 def binaries() -> Path:
     """The bin folder of pgserver's PostgreSQL (found without importing pgserver)."""
     spec = importlib.util.find_spec("pgserver")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("PostgreSQL binaries not found; run `pip install pgserver`")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    folder = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    if not (folder / "postgres").is_file():
+        raise RuntimeError(f"no postgres in {folder}: this pgserver's layout is not known")
+    return folder
 
 
 class EmbeddedPostgres:
