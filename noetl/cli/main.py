@@ -673,9 +673,9 @@ def main() -> NoReturn:
         if code is not None:
             print(code, file=sys.stderr)
         code = 0 if code is None else 1
-    for thread in threading.enumerate():  # what a normal exit waits for, then runs
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    finish_threads = getattr(threading, "_shutdown", None)  # what a normal exit runs first:
+    if finish_threads is not None:  # threads' exit hooks (thread pools stop), then joins
+        finish_threads()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
