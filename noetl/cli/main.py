@@ -589,7 +589,16 @@ def _wait_and_exit(execution_id: str) -> NoReturn:
         async with async_client(_settings()) as api:
             return await follow(api, execution_id, out, poll=0.2)
 
-    _print_outcome(asyncio.run(wait_for()))
+    try:
+        execution = asyncio.run(wait_for())
+    except KeyboardInterrupt:  # Ctrl-C stops following, not the execution: it runs on a server
+        err.print(
+            f"stopped following; execution {execution_id} goes on"
+            f" (`noetl cancel {execution_id}` stops it)",
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
+    _print_outcome(execution)
 
 
 @app.command()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from noetl.embedded.runtime import Runtime
-from tests.conftest import event_log, eventually, run_playbook
+from tests.conftest import event_log, eventually, run_playbook, slow_chain
 from tests.integration.test_retry_notices import flaky_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,3 +144,36 @@ async def test_execute_wait_prints_the_retry_as_it_happens(
         < lines.index(retry)
         < lines.index(next(line for line in lines if line.startswith("✓ start")))
     )
+
+
+async def test_ctrl_c_on_execute_wait_stops_following_and_says_how_to_cancel(
+    runtime: Runtime, api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    file = tmp_path / "slow.yaml"
+    file.write_text(slow_chain(600))
+    registered = await asyncio.to_thread(_cli, runtime.url, "register", str(file))
+    assert registered.returncode == 0, registered.stderr
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "noetl.cli.main",
+        "execute",
+        "tests/slow_chain",
+        "--wait",
+        env={**os.environ, "SERVER_API_URL": runtime.url},
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    while b"\xe2\x96\xb6 start" not in await process.stdout.readline():  # "▶ start"
+        pass
+    process.send_signal(signal.SIGINT)
+    stderr = (await process.stderr.read()).decode()
+    assert await process.wait() == 130
+    execution_id = stderr.split("execution ", 1)[1].split()[0]
+    assert f"stopped following; execution {execution_id} goes on" in stderr
+    assert "Traceback" not in stderr
+    view = (await api.get(f"/api/executions/{execution_id}")).json()
+    assert view["status"] == "RUNNING"  # only the following stopped
+    await api.post(f"/api/executions/{execution_id}/cancel")
