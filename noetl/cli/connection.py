@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from noetl.config import Settings
+from noetl.errors import NoetlError
 
 UNREACHABLE = 3  # exit code: no server at the URL
 
@@ -103,6 +104,11 @@ class App(typer.Typer):
                 highlight=False,
             )
             sys.exit(UNREACHABLE)
+        except NoetlError as exc:  # said on purpose: the message is the whole story
+            if CONNECTION.verbose:
+                raise
+            err.print(f"[red]error:[/] {exc}", highlight=False)
+            sys.exit(2)
         except Exception as exc:
             if CONNECTION.verbose:
                 raise

@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from noetl.config import Settings
 from noetl.embedded.services import EmbeddedNats, EmbeddedPostgres, free_port
+from noetl.errors import ConfigError
 
 if TYPE_CHECKING:
     import httpx
@@ -66,7 +68,48 @@ async def embedded_services(
 ) -> AsyncIterator[Settings]:
     """Start what of PostgreSQL and NATS the settings lack (both at once); yield settings that
     point at both. Stops what it started, both at once. `meanwhile` runs in a thread once both
-    are set going (e.g. `preload`): the processes start while this one imports."""
+    are set going (e.g. `preload`): the processes start while this one imports. One process
+    at a time embeds the services of a NOETL_HOME (a ConfigError names the other one)."""
+    embeds = not (settings.database_url and settings.nats_url)
+    with _owning(settings.home) if embeds else contextlib.nullcontext():
+        async with _embedded(settings, meanwhile) as live:
+            yield live
+
+
+@contextlib.contextmanager
+def _owning(home: Path) -> Iterator[None]:
+    """One process at a time embeds the services of a NOETL_HOME: a second one (`noetl run`
+    while `noetl ui` serves the same home) took the first one's nats-server for a crash's
+    leftover and stopped it. The lock (`NOETL_HOME/owner.lock`, released when the process
+    ends, however it ends) names its holder for the refusal."""
+    import fcntl
+    import os
+    import sys
+
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / "owner.lock").open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ConfigError(
+                "NOETL_HOME",
+                f"{home} is in use by {holder}; stop it, or set NOETL_HOME to another folder"
+                " (a running `noetl ui` takes runs too: noetl register FILE, then"
+                " noetl --server URL execute PATH --wait)",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} (noetl {' '.join(sys.argv[1:2])})")
+        handle.flush()
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _embedded(
+    settings: Settings, meanwhile: Callable[[], object] | None
+) -> AsyncIterator[Settings]:
     pg_task = nats_task = None
     if not settings.database_url:
         pg_task = asyncio.create_task(

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from queue import Empty, Queue
@@ -101,6 +102,32 @@ def test_noetl_ui_serves_the_runs_that_noetl_run_made(
         assert [x["execution_id"] for x in listed] == [execution_id]
         assert client.get(f"/ui/executions/{execution_id}").status_code == 200
         assert client.get("/ui/static/execution.js").status_code == 200
+
+        # a second process on the same home is refused and leaves the first one's services up
+        second = subprocess.run(
+            [sys.executable, "-m", "noetl.cli.main", "run", "examples/hello.yaml"],
+            env=_env(tmp_path),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"NOETL_HOME: {tmp_path} is in use by pid {ui.popen.pid} (noetl ui)" in (
+            second.stderr
+        )
+        assert "Traceback" not in second.stderr and len(second.stderr.splitlines()) <= 3
+        started = client.post("/api/execute", json={"path": "examples/fanout", "payload": {}})
+        assert started.status_code == 201, started.text
+        new_id = started.json()["execution_id"]
+
+        def ended() -> str:
+            return str(client.get(f"/api/executions/{new_id}").json()["status"])
+
+        while ended() == "RUNNING":  # the first one's NATS and worker still run it
+            time.sleep(0.1)
+        assert ended() == "COMPLETED"
     assert ui.stop(signal.SIGTERM) == 0
 
 
