@@ -38,13 +38,18 @@ def test_noetl_test_runs_the_examples_tests_and_fails_a_wrong_expectation(
     done = _noetl("test", "examples/tests", str(tmp_path), home=tmp_path / "home")
     assert done.returncode == 1, done.stdout + done.stderr
     rows = {line.split("  ")[0].strip(): line for line in done.stdout.splitlines()}
-    names = ("hello greets and routes", "fanout with a mocked loop", "parent runs its child")
+    names = (
+        "hello greets and routes",
+        "fanout with a mocked loop",
+        "parent runs its child",
+        "retry answers after one retry",
+    )
     for name in names:
         assert "PASS" in rows[name], done.stdout
     assert "FAIL" in rows["wrong greeting"]
     assert "result.greeting: 'HELLO world', expected 'hi'" in done.stdout
     assert "skipped: end was not skipped" in done.stdout
-    assert done.stdout.rstrip().endswith("6 passed, 1 failed")
+    assert done.stdout.rstrip().endswith("7 passed, 1 failed")
 
     passing = _noetl("test", "examples/tests", home=tmp_path / "home")
     assert passing.returncode == 0, passing.stdout + passing.stderr
