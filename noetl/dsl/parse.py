@@ -408,16 +408,7 @@ class _Parser:
     # -- tools --------------------------------------------------------------------------
 
     def tools(self, raw: Any, path: Path, workbook: Mapping[str, Tool]) -> tuple[Tool, ...]:
-        tools = self._tools(raw, path, workbook)
-        if any(t.kind == "playbook" for t in tools) and (
-            len(tools) > 1 or any(t.policy or t.set for t in tools)
-        ):
-            self.error(
-                path,
-                "a sub-playbook (kind: playbook) must be the step's only tool, without a policy"
-                " or set: the server runs it, not a worker",
-            )
-        return tools
+        return self._tools(raw, path, workbook)
 
     def _tools(self, raw: Any, path: Path, workbook: Mapping[str, Tool]) -> tuple[Tool, ...]:
         if isinstance(raw, dict):

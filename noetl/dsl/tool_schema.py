@@ -121,7 +121,13 @@ FIELDS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     },
     "transfer": {"source": _MAP, "target": _MAP, "chunk_size": _NUM},
     "artifact": {"action": _STR},
-    "playbook": {"path": _STR, "return_step": _STR},
+    "playbook": {
+        "path": _STR,
+        "return_step": _STR,
+        "payload": _MAP,
+        "timeout_seconds": _TIMEOUT,
+        "timeout": _TIMEOUT,
+    },
 }
 
 NATS_OPERATIONS = frozenset({"publish", "request", "kv_put", "kv_get", "kv_delete", "kv_keys"})

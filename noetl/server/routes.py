@@ -19,6 +19,7 @@ from noetl.server import steplogs, views
 from noetl.server.problems import body_of, status_of
 from noetl.server.schemas import (
     CancelRequest,
+    ChildRequest,
     ClaimManyRequest,
     ClaimRequest,
     EventBatchRequest,
@@ -260,6 +261,50 @@ async def claim(request: Request, event_id: str, body: ClaimRequest) -> Response
         _parse_id(event_id, "command"), body.worker_id
     )
     return _json(command.to_json())
+
+
+@router.post("/api/commands/{event_id}/children", status_code=201)
+async def start_child(request: Request, event_id: str, body: ChildRequest) -> dict[str, Any]:
+    """A worker starts a sub-playbook for the command it holds (a pipeline's playbook item)."""
+    given = [x for x in (body.path, body.catalog_id) if x is not None]
+    if len(given) != 1:
+        raise RequestError("give exactly one of `path` or `catalog_id`")
+    child = await _orchestrator(request).workers.start_child(
+        _parse_id(event_id, "command"),
+        path=body.path,
+        catalog_id=body.catalog_id,
+        version=body.version,
+        payload=body.payload,
+    )
+    return {"execution_id": str(child), "status": "RUNNING"}
+
+
+@router.get("/api/commands/{event_id}/children/{child_id}")
+async def get_child(
+    request: Request,
+    event_id: str,
+    child_id: str,
+    return_step: Annotated[str | None, Query(max_length=500)] = None,
+) -> Response:
+    return _json(
+        await _orchestrator(request).workers.child(
+            _parse_id(event_id, "command"), _parse_id(child_id, "execution"), return_step
+        )
+    )
+
+
+@router.post("/api/commands/{event_id}/children/{child_id}/cancel")
+async def cancel_child(
+    request: Request,
+    event_id: str,
+    child_id: str,
+    body: Annotated[CancelRequest | None, Body()] = None,
+) -> dict[str, Any]:
+    child = _parse_id(child_id, "execution")
+    status = await _orchestrator(request).workers.cancel_child(
+        _parse_id(event_id, "command"), child, body.reason if body else "cancelled by its parent"
+    )
+    return {"execution_id": str(child), "status": status}
 
 
 @router.post("/api/commands/{event_id}/lease")

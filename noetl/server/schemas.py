@@ -46,6 +46,16 @@ class ExecuteRequest(Body):
     parent_execution_id: Id | None = None
 
 
+class ChildRequest(Body):
+    """A sub-playbook a worker starts for the command it holds (a pipeline's `kind: playbook`
+    item): the catalog entry and the child's payload."""
+
+    path: str | None = None
+    catalog_id: Id | None = None
+    version: int | None = None
+    payload: PortableObject = Field(default_factory=dict)
+
+
 class RerunRequest(Body):
     """Re-run an ended execution: from its failed steps (the default) or from a named step."""
 

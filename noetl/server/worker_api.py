@@ -16,8 +16,9 @@ from noetl.protocol.events import CommandStatus, EventType
 from noetl.protocol.outcome import Outcome, Report
 from noetl.server import metrics
 from noetl.server.flow import Flow
-from noetl.server.records import SERVER_WORKER
-from noetl.store import commands
+from noetl.server.records import SERVER_WORKER, Effects
+from noetl.server.subplaybooks import MAX_DEPTH
+from noetl.store import commands, executions
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,86 @@ class WorkerAPI:
             "attempt": row["attempt"],
             "worker_id": row["worker_id"],
         }
+
+    # -- sub-playbooks a worker runs (a pipeline's `kind: playbook` item) ------------------
+
+    async def _held(self, event_id: int) -> dict[str, Any]:
+        async with self.pool.connection() as conn:
+            row = await commands.get_by_event(conn, event_id)
+        if row is None:
+            raise NotFoundError(f"command {event_id} does not exist")
+        if row["status"] != CommandStatus.CLAIMED or row["lease_expired"]:
+            raise ConflictError(f"command {row['command_id']} is not held by a worker")
+        return row
+
+    async def start_child(
+        self,
+        event_id: int,
+        *,
+        path: str | None,
+        catalog_id: int | None,
+        version: int | None,
+        payload: dict[str, Any],
+    ) -> int:
+        """Start a child execution for a command a worker holds: its `parent_execution_id` and
+        `parent_command_id` point back, so cancelling or ending the parent cancels it. A chain
+        of more than MAX_DEPTH nested children is refused (a playbook calling itself)."""
+        row = await self._held(event_id)
+        depth, ancestor = 0, row["execution_id"]
+        async with self.pool.connection() as conn:
+            while ancestor is not None:
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise ConflictError(
+                        f"more than {MAX_DEPTH} nested sub-playbooks: a playbook calling itself?"
+                    )
+                found = await executions.get_execution(conn, ancestor)
+                ancestor = found["parent_execution_id"] if found else None
+        entry = await self.flow.playbooks.resolve(path=path, catalog_id=catalog_id, version=version)
+        effects = Effects()
+        async with self.flow.transaction() as conn:
+            child = await self.flow.start(
+                conn,
+                entry,
+                payload,
+                effects,
+                parent_execution_id=row["execution_id"],
+                parent_command_id=row["command_id"],
+            )
+        await self.flow.after_commit(effects)
+        return child
+
+    async def _child_of(self, event_id: int, child_id: int) -> dict[str, Any]:
+        async with self.pool.connection() as conn:
+            command = await commands.get_by_event(conn, event_id)
+            child = await executions.get_execution(conn, child_id)
+        if (
+            command is None
+            or child is None
+            or child["parent_execution_id"] != command["execution_id"]
+            or child["parent_command_id"] != command["command_id"]
+        ):
+            raise NotFoundError(f"execution {child_id} is not a child of command {event_id}")
+        return child
+
+    async def child(self, event_id: int, child_id: int, return_step: str | None) -> dict[str, Any]:
+        """Where a child of the command stands: its status, and once it ended its result (or
+        `return_step`'s) or its error."""
+        child = await self._child_of(event_id, child_id)
+        result = child["result"]
+        if return_step:
+            result = (child["state"].get("results") or {}).get(return_step)
+        return {
+            "execution_id": str(child_id),
+            "path": child["path"],
+            "status": child["status"],
+            "result": result,
+            "error": child["error"],
+        }
+
+    async def cancel_child(self, event_id: int, child_id: int, reason: str) -> str:
+        await self._child_of(event_id, child_id)
+        return await self.flow.cancel(child_id, reason)
 
     async def renew_lease(self, event_id: int, attempt: int) -> LeaseReply:
         async with self.pool.connection() as conn:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -87,6 +88,21 @@ class ServerClient:
 
     async def retrying(self, event_id: int, body: dict[str, Any]) -> Response:
         return await self._post(f"/api/commands/{event_id}/retrying", body)
+
+    async def start_child(self, event_id: int, body: dict[str, Any]) -> Response:
+        """Start a sub-playbook for the command this worker holds (a pipeline's item)."""
+        return await self._post(f"/api/commands/{event_id}/children", body)
+
+    async def child(self, event_id: int, child_id: str, return_step: str | None) -> Response:
+        query = f"?return_step={quote(return_step)}" if return_step else ""
+        return await self._request(
+            "GET", f"/api/commands/{event_id}/children/{child_id}{query}", None
+        )
+
+    async def cancel_child(self, event_id: int, child_id: str, reason: str) -> Response:
+        return await self._post(
+            f"/api/commands/{event_id}/children/{child_id}/cancel", {"reason": reason}
+        )
 
     async def heartbeat(self, body: dict[str, Any]) -> Response:
         return await self._post("/api/workers/heartbeat", body)

@@ -10,6 +10,7 @@ that limit themselves; for any other tool the runner stops waiting a moment late
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from contextvars import ContextVar
 from typing import Any
@@ -19,7 +20,7 @@ from noetl.masking import RECENT_SECRETS, Mask
 from noetl.protocol.command import ClaimedCommand
 from noetl.protocol.outcome import Outcome
 from noetl.tools import output
-from noetl.tools.base import ToolCall, ToolError
+from noetl.tools.base import ToolCall, ToolError, timeout_seconds
 from noetl.tools.registry import ToolRegistry
 from noetl.tools.result_store import ResultStore, resolve_refs, select
 from noetl.worker.client import ServerClient, ServerUnreachable
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_INLINE_BYTES = 4 * 1024 * 1024  # NOETL_MAX_PAYLOAD_BYTES's default
 OUTPUT_INLINE_BYTES = 64 * 1024  # upstream's inline tier, for steps with an `output` block
+CHILD_TIMEOUT = 3600.0  # seconds a pipeline's sub-playbook may run unless its `timeout` says
 GRACE = 2.0  # seconds a tool gets past its limit to stop itself before the runner gives up
 
 
@@ -218,6 +220,8 @@ class ToolRunner:
     ) -> Any:
         """One tool call, with its credential and under its time limit; `item`: the label of
         the pipeline item it runs."""
+        if kind == "playbook":
+            return await self.sub_playbook(command, config, tool_input)
         tool = self.tools.get(kind)
         limit = self.tools.time_limit(kind, config)
         auth = await self._auth(tool, kind, config)
@@ -238,6 +242,66 @@ class ToolRunner:
             if guard.expired():
                 raise ToolError(f"{kind} timed out after {limit:g} s", retryable=True) from None
             raise
+
+    async def sub_playbook(
+        self, command: ClaimedCommand, config: dict[str, Any], tool_input: dict[str, Any]
+    ) -> Any:
+        """A pipeline's `kind: playbook` item: the server starts the child execution for this
+        command (its parent), and this worker waits for it within the item's `timeout`
+        (CHILD_TIMEOUT by default; past it the child is cancelled and the try fails, retryable).
+        The child's payload is the item's `input` over upstream's `payload:`. Its result (or
+        `return_step`'s) is the item's data; a failed or cancelled child fails the item."""
+        client = self.credentials.client
+        limit = timeout_seconds(config, CHILD_TIMEOUT)
+        given = config.get("payload")
+        body: dict[str, Any] = {
+            "payload": {**(given if isinstance(given, dict) else {}), **tool_input}
+        }
+        for key in ("path", "catalog_id", "version"):
+            if config.get(key) not in (None, ""):
+                body[key] = config[key]
+        name = str(config.get("path") or config.get("catalog_id") or "?")
+        try:
+            reply = await client.start_child(command.event_id, body)
+        except ServerUnreachable as exc:
+            raise ToolError(
+                f"sub-playbook {name}: server unreachable ({exc})", retryable=True
+            ) from None
+        if reply.status != 201:
+            raise ToolError(
+                f"sub-playbook {name}: HTTP {reply.status} {reply.message}",
+                retryable=reply.status >= 500,
+            )
+        child = str(reply.body["execution_id"])
+        return_step = config.get("return_step")
+        deadline = asyncio.get_running_loop().time() + limit
+        pause = 0.05
+        while True:
+            try:
+                view = await client.child(command.event_id, child, return_step)
+            except ServerUnreachable:
+                view = None  # the next look may get through; the deadline still holds
+            if view is not None and view.status == 200:
+                status = view.body["status"]
+                if status == "COMPLETED":
+                    return view.body["result"]
+                if status != "RUNNING":
+                    raise ToolError(
+                        f"sub-playbook {name} (execution {child}) {status.lower()}: "
+                        f"{view.body['error']}"
+                    )
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                with contextlib.suppress(ServerUnreachable):
+                    await client.cancel_child(
+                        command.event_id, child, f"timed out after {limit:g} s"
+                    )
+                raise ToolError(
+                    f"sub-playbook {name} (execution {child}) timed out after {limit:g} s",
+                    retryable=True,
+                )
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 1.0)
 
     async def _auth(self, tool: Any, kind: str, config: dict[str, Any]) -> dict[str, Any] | None:
         """The credential data a call needs: `auth` (upstream also says `credential`); each

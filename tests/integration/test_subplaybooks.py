@@ -109,3 +109,105 @@ async def test_upstreams_payload_is_the_childs_input(api: httpx.AsyncClient) -> 
     execution = await run_playbook(api, parent)
     assert execution["status"] == "COMPLETED", execution["error"]
     assert execution["result"] == {"got": 25}
+
+
+# -- sub-playbooks as items of a pipeline: the worker starts and waits for the child ----------
+
+PIPELINE = """
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: piped, path: tests/piped}
+workload: {n: 3, timeout: 60, sleep: 0}
+workflow:
+  - step: start
+    tool:
+      - name: prepare
+        kind: python
+        input: {n: "{{ n }}"}
+        code: "result = {'n': n + 1}"
+      - name: child
+        kind: playbook
+        path: tests/child
+        return_step: start
+        timeout: "{{ timeout }}"
+        payload: {sleep: "{{ sleep }}"}
+        input: {n: "{{ _prev.n }}", fail: "{{ _attempt == 1 and _prev.n == 5 }}"}
+        spec:
+          policy:
+            rules:
+              - when: "{{ output.status == 'error' and 'told to fail' in output.error.message }}"
+                then: {do: retry, attempts: 2, delay: 0.1}
+      - name: finish
+        kind: python
+        input: {sq: "{{ child.squared }}", prev: "{{ _prev.squared }}"}
+        code: "result = {'got': sq, 'prev': prev}"
+"""
+
+
+async def _children(api: httpx.AsyncClient, parent: str) -> list[dict[str, object]]:
+    items = (await api.get("/api/executions", params={"parent": parent})).json()["items"]
+    return sorted(items, key=lambda e: int(str(e["execution_id"])))
+
+
+async def test_a_sub_playbook_item_of_a_pipeline_runs_with_its_payload_and_input(
+    api: httpx.AsyncClient,
+) -> None:
+    await _register(api, CHILD)
+    execution = await run_playbook(api, PIPELINE)
+    assert execution["status"] == "COMPLETED", execution["error"]
+    assert execution["result"] == {"got": 16, "prev": 16}  # (3 + 1) squared, by label and _prev
+    [child] = await _children(api, execution["execution_id"])
+    assert child["status"] == "COMPLETED" and child["path"] == "tests/child"
+    assert child["parent_command_id"] == f"{execution['execution_id']}:start"
+    events = await event_log(api, execution["execution_id"])
+    [claim] = [e for e in events if e["event_type"] == "command.claimed" and e["step"] == "start"]
+    assert claim["worker_id"] != "noetl-server"  # a worker runs the pipeline and waits
+
+
+async def test_a_retried_sub_playbook_item_starts_a_fresh_child_per_try(
+    api: httpx.AsyncClient,
+) -> None:
+    await _register(api, CHILD)
+    execution = await run_playbook(api, PIPELINE, {"n": 4})  # prepare gives 5: try 1 fails
+    assert execution["status"] == "COMPLETED", execution["error"]
+    assert execution["result"] == {"got": 25, "prev": 25}
+    first, second = await _children(api, execution["execution_id"])
+    assert first["status"] == "FAILED" and "told to fail" in str(first["error"])
+    assert second["status"] == "COMPLETED"
+
+
+async def test_a_sub_playbook_item_past_its_timeout_is_cancelled_and_fails_the_step(
+    api: httpx.AsyncClient,
+) -> None:
+    await _register(api, CHILD)
+    execution = await run_playbook(api, PIPELINE, {"timeout": 0.5, "sleep": 30})
+    assert execution["status"] == "FAILED"
+    assert "sub-playbook tests/child" in execution["error"]
+    assert "timed out after 0.5 s" in execution["error"]
+    [child] = await _children(api, execution["execution_id"])
+    child = await wait_for_end(api, str(child["execution_id"]))
+    assert child["status"] == "CANCELLED"
+
+
+async def test_a_failed_sub_playbook_item_fails_the_pipeline_with_the_childs_error(
+    api: httpx.AsyncClient,
+) -> None:
+    await _register(api, CHILD)
+    failing = PIPELINE.replace("attempts: 2", "attempts: 1")
+    execution = await run_playbook(api, failing, {"n": 4})
+    assert execution["status"] == "FAILED"
+    assert "sub-playbook tests/child (execution" in execution["error"]
+    assert "child was told to fail" in execution["error"]
+
+
+async def test_only_a_held_command_may_start_a_child(api: httpx.AsyncClient) -> None:
+    await _register(api, CHILD)
+    unknown = await api.post("/api/commands/12345/children", json={"path": "tests/child"})
+    assert unknown.status_code == 404
+    done = await run_playbook(api, PARENT)
+    events = await event_log(api, done["execution_id"])
+    [issued] = [e for e in events if e["event_type"] == "command.issued" and e["step"] == "end"]
+    ended = await api.post(
+        f"/api/commands/{issued['event_id']}/children", json={"path": "tests/child"}
+    )
+    assert ended.status_code == 409 and "not held by a worker" in ended.text

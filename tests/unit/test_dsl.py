@@ -9,6 +9,7 @@ import pytest
 
 from noetl.dsl import parse_playbook
 from noetl.dsl.source import load_yaml
+from noetl.engine.steps import runs_on_worker
 from noetl.errors import PlaybookError
 from tests.conformance.known_failures import BROKEN_ON_PURPOSE, NOT_ACCEPTED_YET
 from tests.conformance.manifest import PLAYBOOKS
@@ -150,17 +151,19 @@ def test_the_json_schema_flags_unknown_keys() -> None:
     assert any("colour" in e.message for e in validator.iter_errors(broken))
 
 
-def test_a_sub_playbook_inside_a_pipeline_is_rejected_with_the_reason() -> None:
-    problems = _problems(
+def test_a_sub_playbook_inside_a_pipeline_is_accepted_and_runs_on_the_worker() -> None:
+    text = (
         HEAD
         + """workflow:
   - step: start
     tool:
       - {name: a, kind: noop}
-      - {name: b, kind: playbook, path: other}
+      - {name: b, kind: playbook, path: other, timeout: 30, payload: {x: 1}}
 """
     )
-    assert any("must be the step's only tool" in p and "workflow[0].tool" in p for p in problems)
+    assert runs_on_worker(parse_playbook(text).step("start"))  # accepted
+    [problem] = _problems(text.replace("timeout: 30", "timeout: [1]"))
+    assert "tool[1].timeout: playbook field 'timeout' must be a number" in problem
 
 
 def test_deep_yaml_is_refused_at_the_level_that_breaks_the_bound_before_the_rest_is_read() -> None:
