@@ -137,16 +137,12 @@ class WorkerAPI:
         `parent_command_id` point back, so cancelling or ending the parent cancels it. A chain
         of more than MAX_DEPTH nested children is refused (a playbook calling itself)."""
         row = await self._held(event_id)
-        depth, ancestor = 0, row["execution_id"]
         async with self.pool.connection() as conn:
-            while ancestor is not None:
-                depth += 1
-                if depth > MAX_DEPTH:
-                    raise ConflictError(
-                        f"more than {MAX_DEPTH} nested sub-playbooks: a playbook calling itself?"
-                    )
-                found = await executions.get_execution(conn, ancestor)
-                ancestor = found["parent_execution_id"] if found else None
+            depth = await executions.nesting(conn, row["execution_id"], MAX_DEPTH)
+        if depth >= MAX_DEPTH:
+            raise ConflictError(
+                f"more than {MAX_DEPTH} nested sub-playbooks: a playbook calling itself?"
+            )
         entry = await self.flow.playbooks.resolve(path=path, catalog_id=catalog_id, version=version)
         effects = Effects()
         async with self.flow.transaction() as conn:
@@ -164,7 +160,7 @@ class WorkerAPI:
     async def _child_of(self, event_id: int, child_id: int) -> dict[str, Any]:
         async with self.pool.connection() as conn:
             command = await commands.get_by_event(conn, event_id)
-            child = await executions.get_execution(conn, child_id)
+            child = await executions.get_summary(conn, child_id)
         if (
             command is None
             or child is None
@@ -179,8 +175,10 @@ class WorkerAPI:
         `return_step`'s) or its error."""
         child = await self._child_of(event_id, child_id)
         result = child["result"]
-        if return_step:
-            result = (child["state"].get("results") or {}).get(return_step)
+        if return_step and child["status"] == "COMPLETED":
+            async with self.pool.connection() as conn:
+                ended = await executions.get_execution(conn, child_id)
+            result = ((ended or {}).get("state", {}).get("results") or {}).get(return_step)
         return {
             "execution_id": str(child_id),
             "path": child["path"],

@@ -58,6 +58,29 @@ async def get_execution(conn: AsyncConnection[Any], execution_id: int) -> dict[s
     return await cur.fetchone()
 
 
+async def get_summary(conn: AsyncConnection[Any], execution_id: int) -> dict[str, Any] | None:
+    """An execution's row without its state (cheap to poll)."""
+    cur = await conn.execute(
+        f"SELECT {_SUMMARY} FROM noetl.execution WHERE execution_id = %s", (execution_id,)
+    )
+    return await cur.fetchone()
+
+
+async def nesting(conn: AsyncConnection[Any], execution_id: int, limit: int) -> int:
+    """How many executions the chain from this one up through its parents holds (at most
+    `limit` + 1 are counted)."""
+    cur = await conn.execute(
+        "WITH RECURSIVE chain(parent, n) AS ("
+        " SELECT parent_execution_id, 1 FROM noetl.execution WHERE execution_id = %s"
+        " UNION ALL SELECT e.parent_execution_id, c.n + 1 FROM noetl.execution e"
+        " JOIN chain c ON e.execution_id = c.parent WHERE c.n <= %s"
+        ") SELECT coalesce(max(n), 0) AS n FROM chain",
+        (execution_id, limit),
+    )
+    row = await cur.fetchone()
+    return int(row["n"]) if row else 0
+
+
 async def running_children(conn: AsyncConnection[Any], execution_id: int) -> list[int]:
     cur = await conn.execute(
         "SELECT execution_id FROM noetl.execution"

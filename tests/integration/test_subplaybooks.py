@@ -211,3 +211,21 @@ async def test_only_a_held_command_may_start_a_child(api: httpx.AsyncClient) -> 
         f"/api/commands/{issued['event_id']}/children", json={"path": "tests/child"}
     )
     assert ended.status_code == 409 and "not held by a worker" in ended.text
+
+
+async def test_a_chain_of_more_than_32_nested_children_is_refused(api: httpx.AsyncClient) -> None:
+    await _register(api, CHILD)
+    noop = "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: link}\nworkflow:\n"
+    noop += "  - {step: start, tool: {kind: noop}}\n"
+    parent = None
+    for _ in range(32):  # 32 executions, each the child of the one before
+        body = {"playbook": noop, "parent_execution_id": parent} if parent else {"playbook": noop}
+        started = await api.post("/api/execute", json=body)
+        parent = started.json()["execution_id"]
+        await wait_for_end(api, parent)  # an ending parent cancels its running children
+    started = await api.post(
+        "/api/execute", json={"playbook": PIPELINE, "parent_execution_id": parent}
+    )
+    execution = await wait_for_end(api, started.json()["execution_id"])
+    assert execution["status"] == "FAILED"
+    assert "more than 32 nested sub-playbooks" in execution["error"]
