@@ -172,8 +172,20 @@ def run(
     data = _payload(payload, set_)
     console = None if as_json else out
     _note_new_key(settings)
-    execution = _event_loop_run(_run(settings, content, data, console, others, keep_up=ui))
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        execution = _event_loop_run(_run(settings, content, data, console, others, keep_up=ui))
+    except KeyboardInterrupt:  # while the services started or stopped: they are stopped
+        err.print("interrupted: the embedded services are stopped", highlight=False)
+        raise typer.Exit(130) from None
     _print_outcome(execution, as_json=as_json)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM outside the follow (services starting or stopping) stops as Ctrl-C does, so
+    the context managers stop the embedded services: the default action killed the process
+    and left postgres and nats-server running."""
+    raise KeyboardInterrupt
 
 
 def _print_outcome(execution: dict[str, Any], *, as_json: bool = False) -> NoReturn:
@@ -269,6 +281,7 @@ async def _follow_until_interrupted(
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+        signal.signal(signal.SIGTERM, _interrupt)  # remove_signal_handler set SIG_DFL
         stopping.cancel()
     if following.done():
         return following.result()
@@ -320,7 +333,12 @@ def playbook_tests(
         _fail(str(exc))
     logs.setup("WARNING")
     _note_new_key(settings)
-    outcomes = _event_loop_run(run_all(settings, tests))
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        outcomes = _event_loop_run(run_all(settings, tests))
+    except KeyboardInterrupt:
+        err.print("interrupted: the embedded services are stopped", highlight=False)
+        raise typer.Exit(130) from None
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("test", "file", "result", "seconds", "why"):
         table.add_column(column, overflow="fold")
@@ -446,10 +464,14 @@ def ui_command(
     settings = _settings()
     logs.setup("WARNING")
     _note_new_key(settings)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         _event_loop_run(
             serve(settings, settings.server_port if port is None else port, out, browse=browser)
         )
+    except KeyboardInterrupt:  # before the UI was up, or while it stopped
+        err.print("interrupted: the embedded services are stopped", highlight=False)
+        raise typer.Exit(130) from None
     except RuntimeError as exc:
         _fail(f"{exc}; is port {port or settings.server_port} in use? (--port 0 picks a free one)")
 

@@ -16,6 +16,7 @@ async def until_stopped() -> None:
     """Until SIGINT (Ctrl-C) or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGTERM)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
@@ -23,6 +24,8 @@ async def until_stopped() -> None:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if callable(previous):  # remove_signal_handler left SIGTERM at its default: killing
+            signal.signal(signal.SIGTERM, previous)
 
 
 def open_browser(url: str) -> bool:

@@ -107,3 +107,26 @@ def test_an_interrupted_run_cancels_and_stops_everything(tmp_path: Path, sig: in
     assert "▶ start" not in again.stdout  # the cancelled run's step is not run again
     assert "COMPLETED" in again.stdout
     assert _processes_under(home) == []
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_while_the_services_start_stops_them_too(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(SLOW)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "noetl.cli.main", "run", str(slow)],
+        env=_env(home),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    first = process.stdout.readline()  # a fresh home: the key note, then the services start
+    assert first.startswith("note: credentials will be encrypted"), first
+    process.send_signal(signal.SIGTERM)
+    rest = process.stdout.read()
+    assert process.wait() == 130, first + rest  # not killed by the signal's default action
+    assert "interrupted" in rest and "Traceback" not in rest
+    assert _processes_under(home) == []
