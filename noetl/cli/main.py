@@ -171,9 +171,9 @@ def run(
     logs.setup("INFO" if verbose else "WARNING")
     data = _payload(payload, set_)
     console = None if as_json else out
-    _note_new_key(settings)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)  # from here on a signal stops what started
     try:
+        _note_new_key(settings)
         execution = _event_loop_run(_run(settings, content, data, console, others, keep_up=ui))
     except KeyboardInterrupt:  # while the services started or stopped: they are stopped
         err.print("interrupted: the embedded services are stopped", highlight=False)
@@ -332,9 +332,9 @@ def playbook_tests(
     except playbook_test.BadTestFile as exc:
         _fail(str(exc))
     logs.setup("WARNING")
-    _note_new_key(settings)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)  # from here on a signal stops what started
     try:
+        _note_new_key(settings)
         outcomes = _event_loop_run(run_all(settings, tests))
     except KeyboardInterrupt:
         err.print("interrupted: the embedded services are stopped", highlight=False)
@@ -463,9 +463,9 @@ def ui_command(
 
     settings = _settings()
     logs.setup("WARNING")
-    _note_new_key(settings)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)  # from here on a signal stops what started
     try:
+        _note_new_key(settings)
         _event_loop_run(
             serve(settings, settings.server_port if port is None else port, out, browse=browser)
         )
