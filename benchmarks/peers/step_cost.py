@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _yardstick() -> Path:
     given = os.environ.get("NOETL_YARDSTICK")
     candidates = [Path(given)] if given else []
-    candidates += [ROOT.parent / "shared" / "bench", ROOT.parents[1] / "shared" / "bench"]
+    candidates += [parent / "shared" / "bench" for parent in list(ROOT.parents)[:2]]
     candidates.append(Path("/work/shared/bench"))
     for candidate in candidates:
         if (candidate / "stack.py").exists():
