@@ -165,7 +165,8 @@ class Settings:
     continuation: bool = _env(
         "NOETL_CONTINUATION",
         _bool,
-        "Hand a worker the one next command its report issues, claimed in the same transaction.",
+        "Hand each reporting worker one command its report's decision issues, claimed in the"
+        " same transaction.",
     )
     max_step_runs: int = _env(
         "NOETL_MAX_STEP_RUNS",

@@ -238,7 +238,7 @@ class Flow:
         answers: list[Exception | None] = []
         effects = Effects()
         decision = None
-        taker: int | None = None
+        takers: list[int] = []  # continuation: reports whose answers may take a command
         last: list[tuple[str, list[Any]]] = []  # the writes that go with COMMIT
         async with self.pool.connection() as conn, _rolled_back_on_error(conn):
             execution, rows = await commands.begin_locked(
@@ -260,9 +260,9 @@ class Flow:
                     incoming.append(change)
                     settled[report.outcome.status.value].append(report.command_id)
                     if report.takes_next and report.worker_id != SERVER_WORKER:
-                        taker = index  # continuation: the last report that takes one
+                        takers.append(index)
             if recorded and execution is not None:
-                hand_to = reports[taker].worker_id if taker is not None else None
+                hand_to = [(index, reports[index].worker_id) for index in reversed(takers)]
                 decision = await self._decide(
                     conn,
                     execution,
@@ -284,23 +284,32 @@ class Flow:
         replies: list[ReportReply | Exception] = [
             reply if answer is None else answer for answer in answers
         ]
-        if effects.handed is not None and taker is not None:
-            replies[taker] = ReportReply(status, reply.issued, effects.handed)
+        for index, command in effects.handed.items():
+            replies[index] = ReportReply(status, reply.issued, command)
         return replies
 
     def _hand_over(
-        self, execution_id: int, publish: Sequence[CommandRecord], hand_to: str | None
-    ) -> decisions.Claim | None:
-        """Continuation (NOETL_CONTINUATION): when a decision issues exactly one command to
-        publish (and starts no sub-playbook), it is written claimed (attempt 1, with its
-        `command.claimed` event) for the worker whose report came last, and handed over in
-        that report's answer instead of being published. Crash safety is the same as for any
+        self,
+        execution_id: int,
+        publish: Sequence[CommandRecord],
+        hand_to: Sequence[tuple[int, str]],
+    ) -> list[tuple[int, decisions.Claim]]:
+        """Continuation (NOETL_CONTINUATION): each report whose worker takes a next command
+        (`hand_to`: report index and worker, the latest report first) gets one of the commands
+        the decision issues to publish (none when it starts a sub-playbook): written claimed
+        (attempt 1, with its `command.claimed` event) for that worker and handed over in that
+        report's answer instead of being published. A sequential step hands its one next
+        command to its worker; a loop's finished iterations hand their next iterations to the
+        workers that ran them; what is left is published. Crash safety is the same as for any
         claim: if that worker never reports, the lease lapses and the relay republishes it."""
-        if hand_to is None or not self.settings.continuation or len(publish) != 1:
-            return None
-        if publish[0].execution_id != execution_id:
-            return None
-        return decisions.Claim(publish[0].command_id, hand_to, self.settings.lease_seconds)
+        if not self.settings.continuation:
+            return []
+        mine = [command for command in publish if command.execution_id == execution_id]
+        lease = self.settings.lease_seconds
+        return [
+            (index, decisions.Claim(command.command_id, worker_id, lease))
+            for (index, worker_id), command in zip(hand_to, mine, strict=False)
+        ]
 
     def _outcome(self, report: Report, step: str) -> tuple[EventRecord, Incoming]:
         """The event that records an outcome, and what it tells the engine."""
@@ -359,13 +368,14 @@ class Flow:
         effects: Effects,
         *,
         settled: Mapping[str, Sequence[str]] | None = None,
-        hand_to: str | None = None,
+        hand_to: Sequence[tuple[int, str]] = (),
         last: list[tuple[str, list[Any]]] | None = None,
     ) -> Decision | None:
         """Append `recorded` and settle its commands (`settled`: command ids by their final
         status), run the engine unless the execution has ended, write it all. `hand_to`: the
-        worker a single next command may be handed to (continuation). `last`: where to leave
-        the writes for the caller to send with its COMMIT, when nothing follows them."""
+        reports (index, worker) whose answers may take a next command (continuation).
+        `last`: where to leave the writes for the caller to send with its COMMIT, when nothing
+        follows them."""
         if execution["status"] != ExecutionStatus.RUNNING:
             writes = decisions.statement(
                 execution["execution_id"], events=recorded, settled=settled
@@ -399,7 +409,7 @@ class Flow:
         depth: int = 0,
         *,
         settled: Mapping[str, Sequence[str]] | None = None,
-        hand_to: str | None = None,
+        hand_to: Sequence[tuple[int, str]] = (),
         last: list[tuple[str, list[Any]]] | None = None,
     ) -> None:
         """The decision's writes in one statement (`store.decisions`), then the sub-playbooks
@@ -410,10 +420,13 @@ class Flow:
         issued = [c for c in decision.commands if c.command_id not in cancelled]
         children = [c for c in issued if c.tool.get("kind") == "playbook"]
         publish = [c for c in issued if c.tool.get("kind") != "playbook"]
-        claim = None if children else self._hand_over(state.execution_id, publish, hand_to)
+        claims = [] if children else self._hand_over(state.execution_id, publish, hand_to)
         events_written = [*recorded, *decision.events]
-        if claim is not None:
-            [command] = publish
+        handed: set[str] = set()
+        by_id = {command.command_id: command for command in publish}
+        for index, claim in claims:
+            command = by_id[claim.command_id]
+            handed.add(command.command_id)
             events_written.append(
                 EventRecord(
                     state.execution_id,
@@ -426,7 +439,7 @@ class Flow:
                     status=CommandStatus.CLAIMED.value,
                 )
             )
-            effects.handed = ClaimedCommand(
+            effects.handed[index] = ClaimedCommand(
                 execution_id=command.execution_id,
                 event_id=command.event_id,
                 command_id=command.command_id,
@@ -438,16 +451,16 @@ class Flow:
                 iteration=command.iteration,
                 lease_seconds=claim.lease_seconds,
             )
-            metrics.EVENTS.labels(EventType.COMMAND_CLAIMED.value).inc()
-        else:
-            effects.publish.extend(publish)
+        if claims:
+            metrics.EVENTS.labels(EventType.COMMAND_CLAIMED.value).inc(len(claims))
+        effects.publish.extend(c for c in publish if c.command_id not in handed)
         writes = decisions.statement(
             state.execution_id,
             events=events_written,
             commands=decision.commands,
             cancelled=decision.cancelled,
             settled=settled,
-            claim=claim,
+            claims=[claim for _, claim in claims],
             state=decisions.State(state.to_json(), state.status, state.result, state.error),
         )
         if writes is not None and last is not None and not children:

@@ -20,6 +20,6 @@ class Effects:
     publish: list[CommandRecord] = field(default_factory=list)
     finished: list[int] = field(default_factory=list)  # executions that reached a terminal state
     reports: list[Report] = field(default_factory=list)
-    # continuation: the one next command, claimed for the reporting worker in the
-    # transaction; it goes back in the report's answer instead of to NATS
-    handed: ClaimedCommand | None = None
+    # continuation: the next commands claimed in the transaction for the reporting workers,
+    # by the index of the report whose answer takes each (instead of a NATS message)
+    handed: dict[int, ClaimedCommand] = field(default_factory=dict)

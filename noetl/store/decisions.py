@@ -6,8 +6,9 @@ parse/bind/execute on the server and, in psycopg, a conversion of the query and 
 the database; a step of a sequential chain wrote twelve of them per report, this one (and the
 transaction's BEGIN, lock and COMMIT). The parts of one statement see the same snapshot and
 must not touch the same row twice, so: a command issued and cancelled by the same decision is
-inserted CANCELLED; one the decision hands over (continuation) is inserted CLAIMED with its
-`command.claimed` event; a command both settled (its outcome) and cancelled keeps the outcome.
+inserted CANCELLED; one the decision hands over (continuation) is inserted CLAIMED (its
+`command.claimed` event comes with the events); a command both settled (its outcome) and
+cancelled keeps the outcome.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def statement(
     commands: Sequence[CommandRecord] = (),
     cancelled: Sequence[str] = (),
     settled: Mapping[str, Sequence[str]] | None = None,
-    claim: Claim | None = None,
+    claims: Sequence[Claim] = (),
     state: State | None = None,
 ) -> tuple[str, list[Any]] | None:
     """The SQL and parameters of the writes, or None when there is nothing to write."""
@@ -87,7 +88,8 @@ def statement(
         parts.append((_EVENT, [Json([_event_row(e) for e in events])]))
     if commands:
         dropped = set(cancelled)
-        rows = [_command_row(c, c.command_id in dropped, claim) for c in commands]
+        held = {claim.command_id: claim for claim in claims}
+        rows = [_command_row(c, c.command_id in dropped, held.get(c.command_id)) for c in commands]
         parts.append((_COMMAND, [Json(rows)]))
     outcomes = {k: list(v) for k, v in (settled or {}).items() if v}
     kept = {c for ids in outcomes.values() for c in ids} | {c.command_id for c in commands}
@@ -139,7 +141,7 @@ def _event_row(e: EventRecord) -> dict[str, Any]:
 
 
 def _command_row(command: CommandRecord, cancelled: bool, claim: Claim | None) -> dict[str, Any]:
-    held = claim is not None and claim.command_id == command.command_id and not cancelled
+    held = claim is not None and not cancelled
     status = (
         CommandStatus.CANCELLED
         if cancelled

@@ -153,3 +153,74 @@ async def test_a_conflict_at_commit_is_a_409_and_leaves_nothing_written(
         await _report(api, following)
         execution = await wait_for_end(api, execution_id)
     assert execution["status"] == "COMPLETED"
+
+
+LOOP = """
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: loop, path: tests/loop}
+workflow:
+  - step: start
+    loop: {in: 4, iterator: i, spec: {mode: parallel, max_in_flight: 2}}
+    tool: {kind: noop, result: "{{ iter.i }}"}
+    next: [end]
+  - {step: end, tool: {kind: noop, result: done}}
+"""
+
+
+def _outcomes(commands: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "events": [
+            {
+                "execution_id": c["execution_id"],
+                "event_type": "command.completed",
+                "command_id": c["command_id"],
+                "attempt": c["attempt"],
+                "worker_id": c["worker_id"],
+                "result": c["tool"].get("result"),
+            }
+            for c in commands
+        ]
+    }
+
+
+async def test_reports_answered_together_each_take_one_of_the_commands_issued(
+    settings: Settings,
+) -> None:
+    """Two iterations reported in one request by two workers: the decision issues the two
+    next iterations, and each report's answer takes one, claimed for its worker (the latest
+    report first). When those two are reported together, the one step after the loop goes to
+    the report that came last; the other answer has none."""
+    async with running(settings, workers=0) as rt, httpx.AsyncClient(base_url=rt.url) as api:
+        started = (await api.post("/api/execute", json={"playbook": LOOP})).json()
+        issued = [
+            e["event_id"]
+            for e in await event_log(api, started["execution_id"])
+            if e["event_type"] == "command.issued"
+        ]
+        held = []
+        for worker, event_id in zip(("w1", "w2"), issued, strict=True):
+            claim = await api.post(
+                "/api/commands/claim", json={"worker_id": worker, "event_ids": [event_id]}
+            )
+            held += claim.json()["claimed"]
+        batch = await api.post("/api/events/batch", json=_outcomes(held))
+        following = [r["body"]["next"] for r in batch.json()["results"]]
+        assert [(c["iteration"], c["worker_id"]) for c in following] == [(3, "w1"), (2, "w2")]
+        batch = await api.post("/api/events/batch", json=_outcomes(following))
+        answers = [r["body"] for r in batch.json()["results"]]
+        assert "next" not in answers[0]
+        assert (answers[1]["next"]["step"], answers[1]["next"]["worker_id"]) == ("end", "w2")
+        await _report(api, answers[1]["next"])
+        execution = await wait_for_end(api, started["execution_id"])
+        events = await event_log(api, started["execution_id"])
+    assert execution["status"] == "COMPLETED" and execution["result"] == "done"
+    claims = [
+        (e["step"], e["attempt"], e["worker_id"])
+        for e in events
+        if e["event_type"] == "command.claimed"
+    ]
+    assert sorted(claims) == [
+        ("end", 1, "w2"),
+        *[("start", 1, w) for w in ("w1", "w1", "w2", "w2")],
+    ]

@@ -54,7 +54,7 @@ def _command_rows(params: list[Any]) -> list[tuple[Any, ...]]:
 def test_the_handed_command_is_inserted_claimed_and_a_cancelled_new_one_cancelled() -> None:
     claim = decisions.Claim("1:a", "w1", 30.0)
     found = decisions.statement(
-        1, commands=[_command("a", 12), _command("b", 13)], cancelled=["1:b"], claim=claim
+        1, commands=[_command("a", 12), _command("b", 13)], cancelled=["1:b"], claims=[claim]
     )
     assert found is not None
     sql, params = found
