@@ -8,7 +8,6 @@ from __future__ import annotations
 
 KNOWN_FAILURES: dict[str, str] = {
     "save_storage_test/save_all_storage_types.yaml": "FAILED: workload: 'now' is undefined in '{{ now() }}'",
-    "python_psycopg/http_to_postgres_bulk/http_to_postgres_bulk_python.yaml": "FAILED: step 'bulk_insert' failed: psycopg.errors.UndefinedTable: relation 'public.http_posts' does not exist",
     # intent-unclear (manifest). test_fail_auth's `do: fail` fails the step; its only arc has no
     # `when`. Upstream routes it anyway: noetl/e2e scripts/rust_regression_run.sh lists the
     # fixture in its all-green core set; upstream's docs (noetl/docs reference/
@@ -31,7 +30,6 @@ KNOWN_FAILURES: dict[str, str] = {
     "pft_flow_test/test_pft_page_continuation.yaml": "FAILED: step 'fetch_pages' failed: cursor loops (loop.cursor, spec.mode: cursor) are not supported here yet; u",
     # The reduced test_pft_flow prerequisite creates the table; the fixture's own psycopg conninfo
     # `password={pg_password} dbname=...` misreads the test Postgres's empty password.
-    "pft_flow_test/pft_queue_db_maintenance.yaml": "FAILED: step 'start' failed: relation 'public.pft_test_patient_work_queue' does not exist (empty ${PG_PASSWORD})",
     "api_integration/auth0/auth0_login_optimized.yaml": "step end did not complete (completed: ['start', 'validate_token'])",
 }
 

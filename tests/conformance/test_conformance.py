@@ -25,6 +25,7 @@ Cases that do not pass yet are listed in known_failures.py (strict xfail).
 from __future__ import annotations
 
 import contextlib
+import secrets
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ from urllib.parse import urlparse
 import httpx
 import psycopg
 import pytest
+from psycopg import sql
 
 from noetl.embedded.runtime import running
 from noetl.embedded.services import free_port
@@ -157,16 +159,41 @@ async def _wait_up(url: str, path: str) -> None:
         await eventually(up, timeout=60, interval=0.1)
 
 
-def _pg_placeholders(database_url: str) -> dict[str, str]:
+def _pg_placeholders(database_url: str, user: str, password: str) -> dict[str, str]:
     parts = urlparse(database_url)
     conninfo = psycopg.conninfo.conninfo_to_dict(database_url)
     return {
         "PG_HOST": str(conninfo.get("host") or parts.hostname or "127.0.0.1"),
         "PG_PORT": str(conninfo.get("port") or parts.port or 5432),
-        "PG_USER": str(conninfo.get("user") or parts.username or "postgres"),
-        "PG_PASSWORD": str(conninfo.get("password") or parts.password or ""),
+        "PG_USER": user,
+        "PG_PASSWORD": password,
         "PG_DATABASE": str(conninfo.get("dbname") or parts.path.lstrip("/")),
     }
+
+
+@contextlib.asynccontextmanager
+async def _login_role(admin_url: str) -> AsyncIterator[tuple[str, str]]:
+    """A login role with a password for the ${PG_USER} / ${PG_PASSWORD} placeholders.
+
+    Fixtures build a libpq conninfo by formatting, e.g. http_to_postgres_bulk_python's
+    f"... user={pg_user} password={pg_password} dbname={pg_database}" (upstream's password is
+    always `demo`). With an empty password, libpq reads `password= dbname=x` as the password
+    "dbname=x" and connects to the default database, where the case's tables do not exist.
+    So the placeholders name a role that has a password, like upstream's; it is a superuser
+    (it reads and writes the tables the postgres credentials create) and dropped afterwards.
+    """
+    name, password = f"noetl_conformance_{secrets.token_hex(4)}", secrets.token_hex(12)
+    async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
+        await conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
+                sql.Identifier(name), sql.Literal(password)
+            )
+        )
+    try:
+        yield name, password
+    finally:
+        async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
+            await conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +202,7 @@ async def env(services: Services, tmp_path_factory: pytest.TempPathFactory) -> A
     home = tmp_path_factory.mktemp("conformance")
     with _helper_servers(home) as (paginated_url, stub_url):
         async with (
+            _login_role(services.admin_url) as (pg_user, pg_password),
             isolated_settings(services, home, relay_interval=0.5, lease_seconds=30.0) as settings,
             running(settings, workers=2) as runtime,
             httpx.AsyncClient(base_url=runtime.url, timeout=60) as client,
@@ -198,7 +226,7 @@ async def env(services: Services, tmp_path_factory: pytest.TempPathFactory) -> A
                 "STUB_API_URL": stub_url,
                 "STUB_API_HOSTPORT": f"{stub.hostname}:{stub.port}",
                 "CONFORMANCE_DIR": str(mf.ROOT),
-                **_pg_placeholders(database_url),
+                **_pg_placeholders(database_url, pg_user, pg_password),
             }
             yield Env(client, database_url, placeholders, paginated_url)
 
