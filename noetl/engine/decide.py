@@ -557,10 +557,13 @@ class _Run:
         self.state.results[name] = result
         item_set = {} if runs_on_worker(step) else step.tool.set
         names = template_names([item_set, step.set, *self.arc_templates(step)])
-        self.need(names | {name} if "output" in names else names)
+        self.need(names | {name} if names & {"output", "result"} else names)
         kind = None if step.loop or len(step.tools) > 1 else step.tool.kind
         output = semantics.succeeded(self.result_of(name), kind)
-        ctx = self.context(output=output, event={"name": event_name})
+        extra: dict[str, Any] = {"output": output, "event": {"name": event_name}}
+        if "result" not in self.state.workload | self.state.results:
+            extra["result"] = self.result_of(name)  # in `set` and arcs: the step's own result
+        ctx = self.context(**extra)
         try:
             problems = [*self.problems.pop(name, ()), *self.apply_set(item_set, ctx)]
             problems += self.apply_set(step.set, ctx)

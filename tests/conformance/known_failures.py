@@ -30,7 +30,6 @@ KNOWN_FAILURES: dict[str, str] = {
     "pft_flow_test/test_pft_page_continuation.yaml": "FAILED: step 'fetch_pages' failed: cursor loops (loop.cursor, spec.mode: cursor) are not supported here yet; u",
     # The reduced test_pft_flow prerequisite creates the table; the fixture's own psycopg conninfo
     # `password={pg_password} dbname=...` misreads the test Postgres's empty password.
-    "api_integration/auth0/auth0_login_optimized.yaml": "step end did not complete (completed: ['start', 'validate_token'])",
 }
 
 # Upstream fixtures that `noetl validate` / registration do not accept yet: file → the first

@@ -278,3 +278,35 @@ workflow:
 """
     )
     assert h.run(workload={"username": "ann"}).result == "hi ann"
+
+
+OWN_RESULT = (
+    HEAD
+    + """
+workload: {request_id: ""}
+workflow:
+  - step: start
+    tool: {kind: noop, result: {error: "bad token"}}
+    set: {ctx.seen: "{{ result.error }}"}
+    next:
+      arcs:
+        - {step: callback, when: "{{ result.error is defined and request_id }}"}
+        - {step: end, when: "{{ result.error is defined and not request_id }}"}
+        - {step: session, when: "{{ result.sub is defined }}"}
+  - {step: callback, tool: {kind: noop, result: callback}}
+  - {step: session, tool: {kind: noop, result: session}}
+  - step: end
+    tool: {kind: noop, result: "{{ result }}"}
+"""
+)
+
+
+def test_result_in_set_and_arcs_is_the_steps_own_result() -> None:
+    """Upstream (auth0_login_optimized): an arc's `result` is the step's own result; in the
+    next step's tool it is still the result of the step whose arc led there."""
+    h = Harness(OWN_RESULT)
+    state = h.run()
+    assert state.status == "COMPLETED", state.error
+    assert state.variables == {"seen": "bad token"}
+    assert "step.enter" in h.kinds("end") and "step.enter" not in h.kinds("session")
+    assert state.result == {"error": "bad token"}  # `end`'s tool: the upstream's result
