@@ -11,7 +11,10 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -42,6 +45,36 @@ def _b64encode(value: str | bytes) -> str:
 
 def _b64decode(value: str) -> str:
     return base64.b64decode(value).decode()
+
+
+# `now()`: None is the wall clock (the worker); the engine sets the execution's start time,
+# or "" when it has none (its decisions are replayed, so it never reads a clock itself).
+_CLOCK: ContextVar[str | None] = ContextVar("noetl_template_clock", default=None)
+MAX_NOW_FORMAT = 200  # characters of a `now(format)` strftime format
+
+
+@contextmanager
+def clock(at: str) -> Iterator[None]:
+    """Within the block `now()` is `at` (an ISO-8601 time; "" makes `now()` an error)."""
+    token = _CLOCK.set(at)
+    try:
+        yield
+    finally:
+        _CLOCK.reset(token)
+
+
+def _now(format: str | None = None) -> str:
+    """The current time in UTC, timezone-aware: ISO-8601 (`2026-11-30T16:00:00.123456+00:00`),
+    or formatted with a strftime `format`."""
+    at = _CLOCK.get()
+    if at == "":
+        raise ValueError("now(): this execution has no start time to read")
+    moment = datetime.now(UTC) if at is None else datetime.fromisoformat(at)
+    if format is None:
+        return moment.isoformat()
+    if not isinstance(format, str) or len(format) > MAX_NOW_FORMAT:
+        raise ValueError(f"now(format): a format is a string of at most {MAX_NOW_FORMAT} chars")
+    return moment.strftime(format)
 
 
 _MISSING = object()
@@ -124,7 +157,7 @@ def _environment(
     }
     env.filters.update(noetl_steps=bounds.steps, noetl_concat=bounds.concat)
     env.globals.clear()
-    env.globals.update(range=bounds.bounded_range, dict=dict, list=list, len=len)
+    env.globals.update(range=bounds.bounded_range, dict=dict, list=list, len=len, now=_now)
     return env
 
 

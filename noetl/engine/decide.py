@@ -20,7 +20,7 @@ from typing import Any
 from noetl.dsl import semantics
 from noetl.dsl.bounds import TemplateLimitError
 from noetl.dsl.model import Playbook, Step
-from noetl.dsl.template import plain, referenced_names, render, render_workload
+from noetl.dsl.template import clock, plain, referenced_names, render, render_workload
 from noetl.engine import rerun
 from noetl.engine.graph import back_edges, forward_upstreams
 from noetl.engine.loops import NO_DATA, LoopData, LoopKey, Need, NeedData, command_prefix
@@ -55,6 +55,7 @@ DEFAULT_MAX_STEP_RUNS = 10_000  # step runs per execution unless the playbook or
 class Started:
     workload: Mapping[str, Any]
     reuse: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # a re-run's, by key
+    started_at: str | None = None  # ISO-8601 UTC, recorded by the server: the engine's `now()`
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,10 @@ def decide_all(
     Never raises: an internal error (a bug) fails the execution with the error's name and
     message, so nothing is left RUNNING forever."""
     run = _Run(playbook, state.copy(), new_id, data)
+    starts = (change.started_at for change in incoming if isinstance(change, Started))
     try:
-        run.apply(incoming)
+        with clock(state.started_at or next(starts, None) or ""):
+            run.apply(incoming)
     except NeedData as missing:
         return Decision(state, needs=(missing.need,))
     except Exception as exc:
@@ -170,7 +173,8 @@ class _Run:
             if not self.running:
                 return
             match event:
-                case Started(workload=workload, reuse=reuse):
+                case Started(workload=workload, reuse=reuse, started_at=started_at):
+                    self.state.started_at = started_at
                     self.start(workload, reuse)
                 case CommandCompleted(
                     command_id=command_id, result=result, variables=variables, problems=problems

@@ -25,7 +25,8 @@ def incoming(event: Mapping[str, Any]) -> Incoming | None:
     kind = event["event_type"]
     if kind == "playbook.initialized":
         payload = event["payload"]
-        return Started(dict(payload["workload"]), (payload.get("rerun") or {}).get("reuse") or {})
+        reuse = (payload.get("rerun") or {}).get("reuse") or {}
+        return Started(dict(payload["workload"]), reuse, payload.get("started_at"))
     if kind == "command.completed":
         payload = event.get("payload") or {}
         problems = tuple(payload.get("problems") or ())

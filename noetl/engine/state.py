@@ -104,6 +104,7 @@ class ExecutionState:
     # finished loops whose `results` are read from the event log: step → run
     collected: dict[str, int] = field(default_factory=dict)
     reuse: dict[str, dict[str, Any]] = field(default_factory=dict)  # a re-run's recorded commands
+    started_at: str | None = None  # ISO-8601 UTC: `now()` in the engine's templates
 
     def copy(self) -> ExecutionState:
         """A copy the engine may change. Values it only ever replaces (workload, variables,
@@ -121,6 +122,7 @@ class ExecutionState:
             self.last_step,
             dict(self.collected),
             self.reuse,
+            self.started_at,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -140,6 +142,7 @@ class ExecutionState:
             "last_step": self.last_step,
             "collected": self.collected,
             **({"reuse": self.reuse} if self.reuse else {}),
+            **({"started_at": self.started_at} if self.started_at else {}),
         }
 
     @classmethod
@@ -168,4 +171,5 @@ class ExecutionState:
             last_step=data.get("last_step"),
             collected=dict(data.get("collected") or {}),
             reuse=data.get("reuse") or {},
+            started_at=data.get("started_at"),
         )

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -106,7 +107,13 @@ class Flow:
         playbook = await self.playbooks.playbook(entry["catalog_id"])
         workload = {**playbook.workload, **payload}
         execution_id = self.new_id()
-        started = {"workload": workload, "path": entry["path"], "version": entry["version"]}
+        started_at = datetime.now(UTC).isoformat()  # the engine's `now()` (templates)
+        started = {
+            "workload": workload,
+            "path": entry["path"],
+            "version": entry["version"],
+            "started_at": started_at,
+        }
         if rerun is not None:
             started["rerun"] = {"of": str(rerun[0]), **rerun[1].to_json()}
         initialized = EventRecord(
@@ -119,7 +126,10 @@ class Flow:
         )
         reuse = rerun[1].reuse if rerun is not None else {}
         decision = decide_all(
-            playbook, ExecutionState(execution_id), [Started(workload, reuse)], new_id=self.new_id
+            playbook,
+            ExecutionState(execution_id),
+            [Started(workload, reuse, started_at)],
+            new_id=self.new_id,
         )
         if decision.needs:  # a first decision has all its loop data in hand
             raise ConflictError(f"execution {execution_id} cannot start: {decision.needs}")

@@ -7,7 +7,6 @@ from here. Never add a case to get green unless it was already failing.
 from __future__ import annotations
 
 KNOWN_FAILURES: dict[str, str] = {
-    "save_storage_test/save_all_storage_types.yaml": "FAILED: workload: 'now' is undefined in '{{ now() }}'",
     # intent-unclear (manifest). test_fail_auth's `do: fail` fails the step; its only arc has no
     # `when`. Upstream routes it anyway: noetl/e2e scripts/rust_regression_run.sh lists the
     # fixture in its all-green core set; upstream's docs (noetl/docs reference/

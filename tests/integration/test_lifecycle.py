@@ -57,3 +57,26 @@ async def test_execution_list_and_catalog_show_the_run(api: httpx.AsyncClient) -
     assert execution["execution_id"] in [e["execution_id"] for e in listed]
     catalog = (await api.get("/api/catalog")).json()["items"]
     assert [(c["path"], c["version"]) for c in catalog] == [("tests/three_steps", 1)]
+
+
+NOW = """
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: now, path: tests/now}
+workload: {at: "{{ now() }}"}
+workflow:
+  - step: start
+    tool: {kind: python, input: {at: "{{ at }}"}, code: "result = {'at': at}"}
+"""
+
+
+async def test_now_is_the_start_time_the_server_records(api: httpx.AsyncClient) -> None:
+    """`now()` rendered by the server is the time in `playbook.initialized` (replayable)."""
+    from datetime import UTC, datetime
+
+    execution = await run_playbook(api, NOW)
+    events = await event_log(api, execution["execution_id"])
+    started_at = events[0]["payload"]["started_at"]
+    assert execution["result"] == {"at": started_at}
+    moment = datetime.fromisoformat(started_at)
+    assert moment.utcoffset() is not None and moment <= datetime.now(UTC)

@@ -34,8 +34,12 @@ class Harness:
     def state(self) -> ExecutionState:
         return self.replayer.state
 
-    def start(self, workload: dict[str, Any] | None = None) -> Decision:
-        return self.apply(Started({**self.playbook.workload, **(workload or {})}))
+    def start(
+        self, workload: dict[str, Any] | None = None, started_at: str | None = None
+    ) -> Decision:
+        return self.apply(
+            Started({**self.playbook.workload, **(workload or {})}, started_at=started_at)
+        )
 
     def run(
         self, answer: Answer | None = None, workload: dict[str, Any] | None = None

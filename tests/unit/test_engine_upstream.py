@@ -3,6 +3,7 @@ on_no_match, templated max_in_flight, cursor loops, the root spec and job variab
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from hypothesis import given, settings
@@ -310,3 +311,39 @@ def test_result_in_set_and_arcs_is_the_steps_own_result() -> None:
     assert state.variables == {"seen": "bad token"}
     assert "step.enter" in h.kinds("end") and "step.enter" not in h.kinds("session")
     assert state.result == {"error": "bad token"}  # `end`'s tool: the upstream's result
+
+
+NOW = (
+    HEAD
+    + """
+workload:
+  base: {test_id: "t_{{ execution_id }}", timestamp: "{{ now() }}"}
+workflow:
+  - step: start
+    tool: {kind: python, code: "result = '{{ now() }}'"}
+    set: {ctx.at: "{{ now('%Y-%m-%d') }}"}
+"""
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_now_in_the_engine_is_the_executions_start_time_and_replays(moment: Any) -> None:
+    """The engine never reads a clock: `now()` in the workload, a tool it renders and a `set`
+    is the start time the server recorded, so a replay of the log decides the same."""
+    at = moment.isoformat()
+    h = Harness(NOW)
+    h.start(started_at=at)
+    assert h.state.workload["base"] == {"test_id": "t_7", "timestamp": at}
+    (command,) = h.pending
+    assert command.tool["code"] == f"result = '{at}'"
+    h.apply(CommandCompleted(command.command_id, "ok"))
+    assert h.state.status == "COMPLETED"
+    assert h.state.variables == {"at": moment.strftime("%Y-%m-%d")}
+    assert h.state.to_json()["started_at"] == at
+
+
+def test_now_without_a_recorded_start_time_fails_instead_of_reading_a_clock() -> None:
+    h = Harness(NOW.replace('timestamp: "{{ now() }}"', "timestamp: 1"))
+    h.start()
+    assert h.state.status == "FAILED" and "no start time" in (h.state.error or "")

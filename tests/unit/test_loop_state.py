@@ -130,6 +130,7 @@ def test_a_state_copy_keeps_every_field_and_owns_what_the_engine_changes() -> No
         "a",
         {"l": 1},
         {"k": {"y": 2}},
+        "2026-11-30T16:00:00+00:00",
     )
     for original in (loop, step, state):
         assert all(getattr(original, f.name) is not None for f in dataclasses.fields(original))

@@ -88,3 +88,26 @@ def test_attributes_read_lists_name_field_pairs_by_dot_and_by_subscript() -> Non
     text = "{{ a.results.x }} {{ b['results'] }} {{ c[0] }} {% if d.e %}{% endif %}"
     assert attributes_read(text) == {("a", "results"), ("b", "results"), ("d", "e")}
     assert attributes_read("{{ broken") == frozenset()
+
+
+def test_now_is_the_current_utc_time_timezone_aware() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    before = datetime.now(UTC)
+    value = render("{{ now() }}", {})
+    moment = datetime.fromisoformat(value)
+    assert moment.tzinfo is not None and moment.utcoffset() == timedelta(0)
+    assert before <= moment <= datetime.now(UTC)
+    assert render("{{ now('%Y') }}", {}) == str(moment.year)
+
+
+def test_now_reads_a_fixed_clock_and_is_bounded() -> None:
+    from noetl.dsl.template import clock
+
+    with clock("2026-11-30T16:00:00+00:00"):
+        assert render("{{ now() }}", {}) == "2026-11-30T16:00:00+00:00"
+        assert render("at {{ now('%H:%M') }}", {}) == "at 16:00"
+        with pytest.raises(TemplateError, match="format"):
+            render("{{ now('%Y' * 500) }}", {})
+    with clock(""), pytest.raises(TemplateError, match="no start time"):
+        render("{{ now() }}", {})
