@@ -30,7 +30,8 @@ class Loop:
     iterator: str
     mode: LoopMode = "sequential"
     max_in_flight: int | str = 100  # a positive int, or a template rendered at loop start
-    cursor: Mapping[str, Any] | None = None  # upstream's `loop.cursor` (accepted, not run)
+    cursor: Mapping[str, Any] | None = None  # `loop.cursor`: kind, auth, claim (a cursor loop)
+    frame: Mapping[str, Any] = field(default_factory=dict)  # `spec.frame` of a cursor loop
 
 
 @dataclass(frozen=True)

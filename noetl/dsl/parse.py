@@ -579,6 +579,8 @@ class _Parser:
                 self.error((*path, "spec", "mode"), "a loop with `cursor` has mode cursor")
             if "in" in data:
                 self.error((*path, "in"), "a cursor loop takes its items from `cursor`, not `in`")
+            if cursor is not None and not isinstance(cursor.get("claim"), str):
+                self.error((*path, "cursor", "claim"), "is required (the claim query)")
         elif "in" not in data:
             self.error((*path, "in"), "is required (a list, a mapping, a number or a template)")
         self.templates(data.get("in"), (*path, "in"))
@@ -589,8 +591,10 @@ class _Parser:
         if not _one_of(policy.get("exec", "local"), LOOP_EXEC):
             self.error((*path, "spec", "policy", "exec"), "expected local or distributed")
         self.mapping(policy.get("results", {}), (*path, "spec", "policy", "results"), None)
-        if "frame" in spec:
-            self.mapping(spec["frame"], (*path, "spec", "frame"), None)
+        frame = self.mapping(spec.get("frame", {}), (*path, "spec", "frame"), None) or {}
+        self.templates(frame, (*path, "spec", "frame"))
+        if frame.get("process", "row") not in ("row", "frame"):
+            self.error((*path, "spec", "frame", "process"), "expected row or frame")
         cap = spec.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT)
         if is_template(cap):
             self.templates(cap, (*path, "spec", "max_in_flight"))
@@ -611,6 +615,7 @@ class _Parser:
             else "sequential",
             max_in_flight=cap,
             cursor=cursor,
+            frame=frame if cursor is not None else {},
         )
 
 

@@ -35,7 +35,11 @@ from noetl.engine.state import (
     StepState,
 )
 from noetl.engine.steps import (
+    MAX_CURSOR_ITEMS,
+    claimed_rows,
     collection,
+    cursor_claim,
+    cursor_frame,
     loop_summary,
     names_read,
     reads_item_results,
@@ -215,6 +219,8 @@ class _Run:
         return self.full[name] if name in self.full else self.state.results.get(name)
 
     def item(self, step: str, run: int, loop: LoopState, index: int) -> Any:
+        if loop.cursor:  # the current frame's
+            return loop.rows[index - loop.base]
         if not loop.stored:
             return index
         items = self.entered.get((step, run))
@@ -320,17 +326,16 @@ class _Run:
                 self.emit(EventType.STEP_SKIPPED, step=name, status=SKIPPED, payload=payload)
                 self.route(name, [])
                 return
-        if step.loop is None or step.loop.mode == "cursor":
+        if step.loop is None:
             st.status, st.runs, st.arrived, st.dead, st.loop = RUNNING, st.runs + 1, [], [], None
             self.emit(EventType.STEP_ENTER, step=name, payload={"run": st.runs})
-            if step.loop is None:
-                self.issue(step, st.runs)
-            else:
-                self.fail_step(
-                    name,
-                    "cursor loops (loop.cursor, spec.mode: cursor) are not supported here yet;"
-                    " use `loop.in` over the rows of a postgres step",
-                )
+            self.issue(step, st.runs)
+            return
+        if step.loop.mode == "cursor":
+            st.status, st.runs, st.arrived, st.dead = RUNNING, st.runs + 1, [], []
+            st.loop = LoopState(count=0, cursor=True)
+            self.emit(EventType.STEP_ENTER, step=name, payload={"run": st.runs, "cursor": True})
+            self.claim(step, st)
             return
         problem, items = None, None
         try:
@@ -354,7 +359,10 @@ class _Run:
     def dispatch_iterations(self, step: Step, st: StepState) -> None:
         loop, spec = st.loop, step.loop
         assert loop is not None and spec is not None
-        cap = 1 if spec.mode == "sequential" else self.max_in_flight(step)
+        if loop.cursor:
+            cap: int | None = loop.cap
+        else:
+            cap = 1 if spec.mode == "sequential" else self.max_in_flight(step)
         if cap is None:
             return
         while self.running and loop.in_flight < cap and loop.next_index < loop.count:
@@ -363,9 +371,82 @@ class _Run:
             loop.in_flight += 1
             self.issue(step, st.runs, index)
         if self.running and loop.finished and st.status == RUNNING:
-            self.state.collected[step.name] = st.runs
-            self.full.pop(step.name, None)
-            self.complete_step(step.name, loop_summary(loop), semantics.LOOP_DONE)
+            if loop.cursor:  # the frame is done: claim the next one
+                self.claim(step, st)
+                return
+            self.finish_loop(step.name, st)
+
+    def finish_loop(self, name: str, st: StepState) -> None:
+        assert st.loop is not None
+        self.state.collected[name] = st.runs
+        self.full.pop(name, None)
+        self.complete_step(name, loop_summary(st.loop), semantics.LOOP_DONE)
+
+    # -- cursor loops: claim a frame of rows, run the step per row, claim again ----------
+
+    def claim(self, step: Step, st: StepState) -> None:
+        """Issue the claim of a cursor loop's next frame: `loop.cursor.claim` rendered with
+        `__frame_max_rows` (and `__frame_policy`) runs as a postgres command on a worker; the
+        rows it returns are the frame (`frame_claimed`)."""
+        loop, spec = st.loop, step.loop
+        assert loop is not None and spec is not None and spec.cursor is not None
+        if loop.count >= MAX_CURSOR_ITEMS:
+            self.fail_step(
+                step.name,
+                f"cursor loop: {loop.count:,} rows claimed, the limit is {MAX_CURSOR_ITEMS:,}:"
+                " does the claim query mark the rows it returns?",
+            )
+            return
+        try:
+            self.need(template_names([dict(spec.cursor), dict(spec.frame)]))
+            policy = plain(render(dict(spec.frame), self.context()))
+            frame = cursor_frame(policy)
+            names = {"__frame_max_rows": frame.max_rows, "__frame_policy": policy}
+            tool = cursor_claim(render(dict(spec.cursor), self.context(**names)))
+        except (TemplateError, TypeError, ValueError) as exc:
+            self.fail_step(step.name, f"cursor loop: {exc}")
+            return
+        loop.cap = frame.row_concurrency
+        number = loop.frames
+        loop.frames += 1
+        command_id = command_prefix(self.state.execution_id, step.name, st.runs)
+        command_id += f"/claim{number}"
+        self.state.commands[command_id] = CommandRef(step.name, st.runs, frame=number)
+        event_id = self.new_id()
+        payload = {"tool": tool, "input": {}, "iteration": None, "frame": number}
+        self.events.append(
+            EventRecord(
+                self.state.execution_id,
+                event_id,
+                EventType.COMMAND_ISSUED,
+                step.name,
+                command_id,
+                payload=payload,
+            )
+        )
+        self.commands.append(
+            CommandRecord(self.state.execution_id, event_id, command_id, step.name, tool, {}, None)
+        )
+
+    def frame_claimed(self, name: str, result: Any) -> None:
+        """A claim finished: no rows drains the loop (`loop.done`); else its rows (one item
+        each, or one item holding them all with `frame.process: frame`) are dispatched."""
+        step = self.playbook.step(name)
+        st = self.step_state(name)
+        loop = st.loop
+        assert loop is not None and step.loop is not None
+        rows = claimed_rows(result)
+        if rows is None:
+            self.fail_step(name, f"cursor loop: the claim returned no rows field: {result!r:.200}")
+            return
+        if not rows:
+            self.finish_loop(name, st)
+            return
+        whole = str(step.loop.frame.get("process", "row")) == "frame"
+        items = [rows] if whole else rows
+        loop.base, loop.rows = loop.count, items
+        loop.count += len(items)
+        self.dispatch_iterations(step, st)
 
     def max_in_flight(self, step: Step) -> int | None:
         """The loop's cap; a template is rendered against the current context (None: the
@@ -399,11 +480,12 @@ class _Run:
             loop = self.step_state(step.name).loop
             assert loop is not None and step.loop is not None
             item = self.item(step.name, run, loop, iteration)
-            extra |= {
-                step.loop.iterator: item,
-                "iter": {step.loop.iterator: item, "_index": iteration},
-                "loop_index": iteration,
-            }
+            scope = {step.loop.iterator: item, "_index": iteration}
+            if loop.cursor:  # upstream's names: the frame's number and, for a whole frame, rows
+                scope["_frame_index"] = loop.frames - 1
+                if step.loop.frame.get("process") == "frame":
+                    scope[f"{step.loop.iterator}_rows"] = item
+            extra |= {step.loop.iterator: item, "iter": scope, "loop_index": iteration}
         command_id = command_prefix(self.state.execution_id, step.name, run)
         command_id += f"[{iteration}]" if iteration is not None else ""
         key = rerun.command_key(step.name, run, iteration)
@@ -533,6 +615,9 @@ class _Run:
         if variables:
             self.state.variables = {**self.state.variables, **variables}
         st = self.step_state(ref.step)
+        if ref.frame is not None:
+            self.frame_claimed(ref.step, result)
+            return
         if ref.iteration is None:
             self.complete_step(ref.step, result, semantics.CALL_DONE)
             return
@@ -552,6 +637,8 @@ class _Run:
             st.loop.in_flight -= 1
             st.loop.failed += 1
             error = f"iteration {ref.iteration}: {error}"
+        if ref.frame is not None:
+            error = f"cursor claim (frame {ref.frame}): {error}"
         self.fail_step(ref.step, error)
 
     def complete_step(self, name: str, result: Any, event_name: str) -> None:

@@ -81,8 +81,8 @@ def plan(
     fresh = _reachable_from(playbook, restart)
     reuse: dict[str, dict[str, Any]] = {}
     for record in completed:
-        if record.step not in playbook.steps:
-            continue
+        if record.step not in playbook.steps or _cursor(playbook, record.step):
+            continue  # a cursor loop's rows come from a live table: it always runs afresh
         run, iteration = record.run_and_iteration
         before = original.steps.get(record.step)
         last_run = before is not None and run == before.runs
@@ -104,6 +104,11 @@ def plan(
                 entry["item"] = iteration
         reuse[record.key] = entry
     return RerunPlan(restart, fresh, reuse)
+
+
+def _cursor(playbook: Playbook, step: str) -> bool:
+    loop = playbook.step(step).loop
+    return loop is not None and loop.mode == "cursor"
 
 
 def _restart(

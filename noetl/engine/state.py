@@ -29,19 +29,38 @@ class LoopState:
     in_flight: int = 0
     succeeded: int = 0
     failed: int = 0
+    # a cursor loop: `count` grows by each claimed frame; only the current frame's items are
+    # kept (`rows`, the first of them at index `base`), at most a frame's worth
+    cursor: bool = False
+    frames: int = 0  # claims issued so far
+    base: int = 0
+    rows: list[Any] = field(default_factory=list)
+    cap: int = 1  # iterations of a frame in flight at once (`frame.row_concurrency`)
 
     @property
     def finished(self) -> bool:
+        """Every item issued has finished (for a cursor loop: every item of this frame)."""
         return self.next_index >= self.count and self.in_flight == 0
 
     def copy(self) -> LoopState:
         # the constructor, not dataclasses.replace: copies run for every step of every
         # decision, and replace() costs ~10x a plain call
         return LoopState(
-            self.count, self.stored, self.next_index, self.in_flight, self.succeeded, self.failed
+            self.count,
+            self.stored,
+            self.next_index,
+            self.in_flight,
+            self.succeeded,
+            self.failed,
+            self.cursor,
+            self.frames,
+            self.base,
+            self.rows,  # replaced, never changed in place: shared
+            self.cap,
         )
 
     def to_json(self) -> dict[str, Any]:
+        cursor = {"cursor": True, "frames": self.frames, "base": self.base, "rows": self.rows}
         return {
             "count": self.count,
             "stored": self.stored,
@@ -49,6 +68,7 @@ class LoopState:
             "in_flight": self.in_flight,
             "succeeded": self.succeeded,
             "failed": self.failed,
+            **({**cursor, "cap": self.cap} if self.cursor else {}),
         }
 
 
@@ -87,6 +107,11 @@ class CommandRef:
     step: str
     run: int
     iteration: int | None = None
+    frame: int | None = None  # the claim of a cursor loop's frame `frame`
+
+    def to_json(self) -> dict[str, Any]:
+        ref = {"step": self.step, "run": self.run, "iteration": self.iteration}
+        return ref if self.frame is None else {**ref, "frame": self.frame}
 
 
 @dataclass
@@ -133,10 +158,7 @@ class ExecutionState:
             "variables": self.variables,
             "results": self.results,
             "steps": {name: step.to_json() for name, step in self.steps.items()},
-            "commands": {
-                command_id: {"step": ref.step, "run": ref.run, "iteration": ref.iteration}
-                for command_id, ref in self.commands.items()
-            },
+            "commands": {command_id: ref.to_json() for command_id, ref in self.commands.items()},
             "result": self.result,
             "error": self.error,
             "last_step": self.last_step,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from noetl.dsl import semantics
 from noetl.dsl.model import Playbook, Step
 from noetl.dsl.parse import UNRENDERED
-from noetl.dsl.template import attributes_read, is_template, referenced_names
+from noetl.dsl.template import attributes_read, is_template, plain, referenced_names
 from noetl.engine.state import LoopState
 
 
@@ -99,3 +100,67 @@ def template_names(value: Any) -> frozenset[str]:
     for text in template_strings(value):
         names |= referenced_names(text)
     return frozenset(names)
+
+
+# -- cursor loops ------------------------------------------------------------------------
+
+MAX_CURSOR_ITEMS = 1_000_000  # rows one cursor loop run may claim (a claim that never drains)
+CURSOR_KINDS = frozenset({"postgres"})
+
+
+@dataclass(frozen=True)
+class Frame:
+    max_rows: int = 1  # injected as `__frame_max_rows` into the claim
+    row_concurrency: int = 1  # iterations of one frame in flight at once
+
+
+def _positive(frame: Mapping[str, Any], key: str) -> int:
+    value = frame.get(key, 1)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1 or isinstance(value, bool):
+        raise ValueError(f"spec.frame.{key} must be a positive integer, got {value!r}")
+    return number
+
+
+def cursor_frame(frame: Any) -> Frame:
+    """The load-bearing fields of a rendered `spec.frame` (the others are accepted)."""
+    if not isinstance(frame, Mapping):
+        raise TypeError(f"spec.frame must be a mapping, got {type(frame).__name__}")
+    return Frame(_positive(frame, "max_rows"), _positive(frame, "row_concurrency"))
+
+
+def cursor_claim(cursor: Any) -> dict[str, Any]:
+    """The tool of a claim command, from a rendered `loop.cursor`."""
+    kind = str(cursor.get("kind") or "postgres")
+    if kind not in CURSOR_KINDS:
+        raise ValueError(f"cursor kind {kind!r} is not supported here (postgres is)")
+    claim = cursor.get("claim")
+    if not isinstance(claim, str) or not claim.strip():
+        raise ValueError("loop.cursor.claim rendered empty")
+    auth = cursor.get("auth")
+    return {"kind": kind, "query": claim, **({"auth": plain(auth)} if auth else {})}
+
+
+def claimed_rows(result: Any) -> list[Any] | None:
+    """The rows a claim returned: the postgres result's `rows` (or the last statement's that
+    has rows), or a plain list; None when the result has no rows at all."""
+    if isinstance(result, list):
+        return result
+    if not isinstance(result, Mapping):
+        return None
+    if isinstance(result.get("rows"), list):
+        return list(result["rows"])
+    statements = [
+        value
+        for key, value in result.items()
+        if key.startswith("command_") and isinstance(value, Mapping)
+    ]
+    with_rows = [s["rows"] for s in statements if isinstance(s.get("rows"), list)]
+    if with_rows:
+        return list(with_rows[-1])
+    if "affected_rows" in result:
+        return []
+    return None

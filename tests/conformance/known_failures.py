@@ -26,7 +26,6 @@ KNOWN_FAILURES: dict[str, str] = {
     # unrendered text on an undefined name, and the code's isinstance(transformed, dict) check
     # then counts 0: that leniency is what the fixture relies on.
     "batch_execution/traveler_batch_enrichment_chunk_worker/traveler_batch_enrichment_chunk_worker.yaml": "FAILED: step 'summarize' failed: template error: 'transform_http_results' is undefined",
-    "pft_flow_test/test_pft_page_continuation.yaml": "FAILED: step 'fetch_pages' failed: cursor loops (loop.cursor, spec.mode: cursor) are not supported here yet; u",
     # The reduced test_pft_flow prerequisite creates the table; the fixture's own psycopg conninfo
     # `password={pg_password} dbname=...` misreads the test Postgres's empty password.
 }

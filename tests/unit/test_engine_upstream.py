@@ -159,23 +159,6 @@ workflow:
     assert state.status == "FAILED" and "not a positive integer" in (state.error or "")
 
 
-def test_a_cursor_loop_is_accepted_and_fails_at_run_time_naming_the_construct() -> None:
-    h = Harness(
-        HEAD
-        + """
-workflow:
-  - step: start
-    loop:
-      cursor: {kind: postgres, auth: pg, claim: "SELECT 1"}
-      iterator: row
-      spec: {mode: cursor, max_in_flight: 1}
-    tool: {kind: noop}
-"""
-    )
-    state = h.run()
-    assert state.status == "FAILED" and "cursor loops" in (state.error or "")
-
-
 def test_the_root_spec_and_job_variables_are_visible_to_templates() -> None:
     h = Harness(
         HEAD
