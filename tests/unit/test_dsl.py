@@ -175,3 +175,35 @@ def test_deep_yaml_is_refused_at_the_level_that_breaks_the_bound_before_the_rest
     problem = raised.value.problems[0]
     assert problem.message == "the document nests deeper than 100 levels"
     assert (problem.line, problem.column) == (1, 102)
+
+
+def test_a_cursor_loop_needs_a_claim_and_a_known_frame_process() -> None:
+    problems = _problems(
+        HEAD
+        + """workflow:
+  - step: start
+    loop:
+      cursor: {kind: postgres, auth: pg}
+      iterator: row
+      spec: {mode: cursor, frame: {process: batch}}
+    tool: {kind: noop}
+"""
+    )
+    assert any("loop.cursor.claim: is required" in p for p in problems), problems
+    assert any("spec.frame.process: expected row or frame" in p for p in problems), problems
+    loop = (
+        parse_playbook(
+            HEAD
+            + """workflow:
+  - step: start
+    loop:
+      cursor: {claim: "SELECT 1"}
+      iterator: row
+      spec: {mode: cursor, frame: {max_rows: 5}}
+    tool: {kind: noop}
+"""
+        )
+        .step("start")
+        .loop
+    )
+    assert loop is not None and loop.mode == "cursor" and loop.frame == {"max_rows": 5}
