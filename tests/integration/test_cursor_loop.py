@@ -86,5 +86,6 @@ async def test_a_cursor_loop_drains_a_postgres_work_table(
     ]
     assert len(claims) >= 6  # frames of at most 2 rows, then the empty claim
     assert all("LIMIT 2" in e["payload"]["tool"]["query"] for e in claims)
+    assert settings.database_url is not None
     async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
         await conn.execute("DROP TABLE cursor_work")

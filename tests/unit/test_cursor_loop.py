@@ -83,6 +83,7 @@ def drive(h: Harness, queue: Queue, cap: int | None = None) -> ExecutionState:
             rows_in_flight = [c for c in h.pending if c.iteration is not None]
             assert len(rows_in_flight) <= cap
         command = h.pending.pop(0)
+        result: Any
         if command.step == "drain" and command.iteration is None:
             result = queue.claim(command)
         elif command.step == "drain":
