@@ -440,6 +440,7 @@ class _Run:
             self.fail_step(name, f"cursor loop: the claim returned no rows field: {result!r:.200}")
             return
         if not rows:
+            loop.rows = []  # drained: the state keeps no rows
             self.finish_loop(name, st)
             return
         whole = str(step.loop.frame.get("process", "row")) == "frame"
