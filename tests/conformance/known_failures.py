@@ -26,8 +26,6 @@ KNOWN_FAILURES: dict[str, str] = {
     # unrendered text on an undefined name, and the code's isinstance(transformed, dict) check
     # then counts 0: that leniency is what the fixture relies on.
     "batch_execution/traveler_batch_enrichment_chunk_worker/traveler_batch_enrichment_chunk_worker.yaml": "FAILED: step 'summarize' failed: template error: 'transform_http_results' is undefined",
-    # The reduced test_pft_flow prerequisite creates the table; the fixture's own psycopg conninfo
-    # `password={pg_password} dbname=...` misreads the test Postgres's empty password.
 }
 
 # Upstream fixtures that `noetl validate` / registration do not accept yet: file → the first
