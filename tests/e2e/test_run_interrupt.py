@@ -54,6 +54,19 @@ def _processes_under(home: Path) -> list[str]:
     return found
 
 
+def _start_run(home: Path, playbook: Path, *, own_group: bool = False) -> subprocess.Popen[str]:
+    """`noetl run PLAYBOOK` in `home`, its output (stdout and stderr) read line by line."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "noetl.cli.main", "run", str(playbook)],
+        env=_env(home),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=own_group,  # a process group of its own, for a terminal's Ctrl-C
+    )
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_run_cancels_and_stops_everything(tmp_path: Path, sig: int) -> None:
@@ -61,15 +74,7 @@ def test_an_interrupted_run_cancels_and_stops_everything(tmp_path: Path, sig: in
     slow, quick = tmp_path / "slow.yaml", tmp_path / "quick.yaml"
     slow.write_text(SLOW)
     quick.write_text(QUICK)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "noetl.cli.main", "run", str(slow)],
-        env=_env(home),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    process = _start_run(home, slow, own_group=True)
     assert process.stdout is not None
     seen = []
     for line in process.stdout:  # until the slow step runs
@@ -114,14 +119,7 @@ def test_sigterm_while_the_services_start_stops_them_too(tmp_path: Path) -> None
     home = tmp_path / "home"
     slow = tmp_path / "slow.yaml"
     slow.write_text(SLOW)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "noetl.cli.main", "run", str(slow)],
-        env=_env(home),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = _start_run(home, slow)
     assert process.stdout is not None
     first = process.stdout.readline()  # a fresh home: the key note, then the services start
     assert first.startswith("note: credentials will be encrypted"), first

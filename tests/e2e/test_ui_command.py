@@ -28,6 +28,18 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
+def _noetl(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "noetl.cli.main", *args],
+        env=_env(home),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 class Process:
     """A `noetl` process whose output lines are read as they come."""
 
@@ -80,15 +92,7 @@ def processes() -> Iterator[list[Process]]:
 def test_noetl_ui_serves_the_runs_that_noetl_run_made(
     tmp_path: Path, processes: list[Process]
 ) -> None:
-    ran = subprocess.run(
-        [sys.executable, "-m", "noetl.cli.main", "run", "examples/fanout.yaml", "--json"],
-        env=_env(tmp_path),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    ran = _noetl(tmp_path, "run", "examples/fanout.yaml", "--json")
     assert ran.returncode == 0, ran.stderr
     execution_id = json.loads(ran.stdout.strip().splitlines()[-1])["execution_id"]
 
@@ -104,15 +108,7 @@ def test_noetl_ui_serves_the_runs_that_noetl_run_made(
         assert client.get("/ui/static/execution.js").status_code == 200
 
         # a second process on the same home is refused and leaves the first one's services up
-        second = subprocess.run(
-            [sys.executable, "-m", "noetl.cli.main", "run", "examples/hello.yaml"],
-            env=_env(tmp_path),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        second = _noetl(tmp_path, "run", "examples/hello.yaml")
         assert second.returncode == 2, second.stdout + second.stderr
         assert f"NOETL_HOME: {tmp_path} is in use by pid {ui.popen.pid} (noetl ui)" in (
             second.stderr

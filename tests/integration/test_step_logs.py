@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -144,8 +145,7 @@ async def test_a_pipeline_items_traceback_points_at_its_playbook_line(
 ) -> None:
     execution = await run_playbook(api, PIPELINE)
     assert execution["status"] == "FAILED"
-    items = (await api.get(f"/api/executions/{execution['execution_id']}/logs")).json()["items"]
-    (stderr,) = [i["text"] for i in items if i["stream"] == "stderr"]
+    stderr = await _stderr_of(api, execution)
     assert "item second #" in stderr and ", line 2 (playbook line 14), in <module>" in stderr
 
 
@@ -169,6 +169,12 @@ workflow:
 """
     execution = await run_playbook(api, playbook)
     assert execution["status"] == "FAILED"
+    stderr = await _stderr_of(api, execution)
+    assert ", line 1 (playbook line 9), in <module>" in stderr, stderr
+
+
+async def _stderr_of(api: httpx.AsyncClient, execution: dict[str, Any]) -> str:
+    """The one stderr text of an execution's step logs."""
     items = (await api.get(f"/api/executions/{execution['execution_id']}/logs")).json()["items"]
     (stderr,) = [i["text"] for i in items if i["stream"] == "stderr"]
-    assert ", line 1 (playbook line 9), in <module>" in stderr, stderr
+    return str(stderr)
