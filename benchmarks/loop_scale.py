@@ -48,6 +48,14 @@ def transactions(database_url: str, execution_id: str) -> tuple[int, int, float,
     return count, outcomes, rate(1, tenth), rate(outcomes - tenth + 1, outcomes)
 
 
+def _cmdline(process: psutil.Process) -> list[str]:
+    """A child's command line; none for one that exited (a zombie not yet reaped)."""
+    try:
+        return list(process.cmdline())
+    except psutil.Error:
+        return []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--items", type=int, nargs="+", default=[2000, 20000])
@@ -63,7 +71,7 @@ def main() -> None:
         server_pid = next(
             p.pid
             for p in psutil.Process().children(recursive=True)
-            if "server" in p.cmdline() and "noetl.cli.main" in " ".join(p.cmdline())
+            if "server" in _cmdline(p) and "noetl.cli.main" in " ".join(_cmdline(p))
         )
         entry = client.post(
             "/api/catalog/register", content=playbook(args.kind, args.max_in_flight)
