@@ -146,6 +146,7 @@ async def run_pipeline(
         run.apply_set(item.get("set"), output)
         run.ctx[str(item["label"])] = by_label[str(item["label"])] = last  # as a step's
         run.ctx["_prev"] = last  # upstream: the previous item's result
+        run.ctx["output"] = output  # upstream: the next item reads the previous item's outcome
         if action == "break":
             break
         if action == "jump":

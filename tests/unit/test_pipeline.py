@@ -145,6 +145,7 @@ async def test_iter_set_stays_in_the_iteration_and_prev_and_attempt_are_visible(
                     "page": "{{ iter.page }}",
                     "prev": "{{ _prev }}",
                     "attempt": "{{ _attempt }}",
+                    "previous": "{{ output.data }}",
                 }
             },
         ),
@@ -153,6 +154,6 @@ async def test_iter_set_stays_in_the_iteration_and_prev_and_attempt_are_visible(
     assert run.ok, run.error
     assert tools.calls[-1] == (
         "save",
-        {"payload": [1, 2], "page": 3, "prev": {"rows": [1, 2]}, "attempt": 1},
+        {"payload": [1, 2], "page": 3, "prev": {"rows": [1, 2]}, "attempt": 1, "previous": {"rows": [1, 2]}},
     )
     assert run.variables == {}  # nothing execution-wide was written
