@@ -10,6 +10,7 @@ from psycopg.rows import dict_row
 
 from noetl.protocol.command import LeaseReply
 from noetl.protocol.events import CommandStatus
+from noetl.store import prepared
 
 _SELECT = (
     "SELECT event_id, execution_id, command_id, step, iteration, tool, input, status, attempt,"
@@ -39,12 +40,15 @@ async def begin_locked(
     conn: AsyncConnection[Any], execution_id: int, command_ids: Sequence[str]
 ) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
     """BEGIN, then lock the execution row and its command rows (in command_id order), in ONE
-    round trip: the three statements go as one simple query, their parameters bound by
-    psycopg's ClientCursor. Always the execution first, so lockers never deadlock. The
-    transaction stays open on `conn`: end it with `store.decisions.commit` (or ROLLBACK)."""
+    round trip: the three statements go as one simple query (the locks as prepared
+    statements, `store.prepared`), their parameters bound by psycopg's ClientCursor. Always
+    the execution first, so lockers never deadlock. The transaction stays open on `conn`:
+    end it with `store.decisions.commit` (or ROLLBACK)."""
+    lock_execution = await prepared.execute_sql(conn, _LOCK_EXECUTION)
+    lock_commands = await prepared.execute_sql(conn, _LOCK_COMMANDS)
     cur = AsyncClientCursor(conn, row_factory=dict_row)
     await cur.execute(
-        f"BEGIN; {_LOCK_EXECUTION}; {_LOCK_COMMANDS}",
+        f"BEGIN; {lock_execution}; {lock_commands}",
         (execution_id, execution_id, list(command_ids)),
     )
     cur.nextset()  # past BEGIN's result

@@ -22,6 +22,7 @@ from psycopg.types.json import Json
 
 from noetl.protocol.events import CommandStatus
 from noetl.protocol.records import CommandRecord, EventRecord
+from noetl.store import prepared
 from noetl.store.events import COLUMNS
 
 # The rows go as one JSON document (`json_to_recordset`): one parameter, dumped by orjson, and
@@ -166,10 +167,12 @@ def _command_row(command: CommandRecord, cancelled: bool, claim: Claim | None) -
 
 async def commit(conn: AsyncConnection[Any], last: Sequence[tuple[str, list[Any]]] = ()) -> None:
     """The transaction's last writes (`statement`s) and COMMIT in one round trip, as one
-    simple query (parameters bound by psycopg's ClientCursor). A unique-index conflict raises
+    simple query (prepared statements, `store.prepared`; parameters bound by psycopg's
+    ClientCursor). A unique-index conflict raises
     `psycopg.errors.UniqueViolation` and leaves the transaction failed: roll it back."""
     if not last:
         await conn.execute("COMMIT")
         return
-    sql = "; ".join([*(text for text, _ in last), "COMMIT"])
+    statements = [await prepared.execute_sql(conn, text) for text, _ in last]
+    sql = "; ".join([*statements, "COMMIT"])
     await AsyncClientCursor(conn).execute(sql, [p for _, params in last for p in params])
