@@ -154,6 +154,12 @@ async def test_iter_set_stays_in_the_iteration_and_prev_and_attempt_are_visible(
     assert run.ok, run.error
     assert tools.calls[-1] == (
         "save",
-        {"payload": [1, 2], "page": 3, "prev": {"rows": [1, 2]}, "attempt": 1, "previous": {"rows": [1, 2]}},
+        {
+            "payload": [1, 2],
+            "page": 3,
+            "prev": {"rows": [1, 2]},
+            "attempt": 1,
+            "previous": {"rows": [1, 2]},
+        },
     )
     assert run.variables == {}  # nothing execution-wide was written
