@@ -9,6 +9,9 @@ for `NOETL_WORKER_DEAD_AFTER` seconds its claims are released at once (their lea
 killed worker's step resumes elsewhere within seconds instead of after the lease. A live worker
 running a long step keeps heartbeating and keeps its claim, even when its lease lapsed because
 the server was down and it could not renew: it reports its outcome when the server is back.
+Each heartbeat lists the commands the worker holds: a lapsed claim that its worker's heartbeat
+(received after the lapse) leaves out is relayed too, since that worker never learned of it
+(the report answer that handed it over, continuation, was lost).
 The relay trusts the heartbeats only once it has itself run without a failure for that long:
 after a server restart or a database outage nobody could heartbeat, and no claim is taken
 back for it.

@@ -412,7 +412,13 @@ def _report_of(body: EventRequest) -> Report:
 async def worker_heartbeat(request: Request, body: WorkerHeartbeat) -> dict[str, Any]:
     async with _orchestrator(request).pool.connection() as conn:
         await workers.heartbeat(
-            conn, body.worker_id, body.hostname, body.concurrency, body.status, body.running
+            conn,
+            body.worker_id,
+            body.hostname,
+            body.concurrency,
+            body.status,
+            body.running,
+            body.commands,
         )
     return {"status": "ok"}
 

@@ -139,3 +139,5 @@ class WorkerHeartbeat(Body):
     concurrency: int = Field(default=1, ge=1, le=1_000_000)
     status: Literal["ready", "stopping", "stopped"] = "ready"
     running: int = Field(default=0, ge=0, le=1_000_000)
+    # the event ids of the commands it holds; None: it does not list them (an older worker)
+    commands: list[int] | None = Field(default=None, max_length=1_000_000)

@@ -149,9 +149,12 @@ async def due_for_relay(
     conn: AsyncConnection[Any], older_than: float, silent_for: float | None, limit: int = 500
 ) -> list[dict[str, Any]]:
     """PENDING commands not notified for `older_than` s, and claims whose lease expired while
-    their worker is silent: no heartbeat for `silent_for` s, or no such worker. A live worker
-    whose lease lapsed (the server was down, so it could not renew) keeps its claim and
-    reports when it can. `silent_for=None`: heartbeats cannot be judged yet (the server just
+    their worker does not hold them: no heartbeat for `silent_for` s, no such worker, or a
+    heartbeat received after the lease lapsed whose list of held commands leaves it out (the
+    answer that handed the command over was lost: the worker never learned of it, so it
+    neither runs nor renews it). A live worker that holds a lapsed claim (the server was down,
+    so it could not renew) keeps it and reports when it can; so does one that does not list
+    its commands. `silent_for=None`: heartbeats cannot be judged yet (the server just
     started), so no claim is taken back. Only the columns the relay needs: a row whose input
     no codec can read is still relayed."""
     lapsed = (
@@ -159,7 +162,9 @@ async def due_for_relay(
         if silent_for is None
         else "c.status = 'CLAIMED' AND c.lease_until < now() AND NOT EXISTS ("
         " SELECT 1 FROM noetl.worker w WHERE w.worker_id = c.worker_id"
-        "  AND w.heartbeat_at >= now() - make_interval(secs => %(silent)s))"
+        "  AND w.heartbeat_at >= now() - make_interval(secs => %(silent)s)"
+        "  AND (w.commands IS NULL OR w.heartbeat_at <= c.lease_until"
+        "   OR c.event_id = ANY(w.commands)))"
     )
     cur = await conn.execute(
         "SELECT event_id, execution_id, command_id, step, status, attempt, worker_id,"

@@ -14,13 +14,16 @@ async def heartbeat(
     concurrency: int,
     status: str,
     running: int,
+    commands: list[int] | None = None,
 ) -> None:
+    """`commands`: the event ids of the commands the worker holds (None: it does not say)."""
     await conn.execute(
-        "INSERT INTO noetl.worker (worker_id, hostname, concurrency, status, running)"
-        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (worker_id) DO UPDATE SET"
+        "INSERT INTO noetl.worker (worker_id, hostname, concurrency, status, running, commands)"
+        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (worker_id) DO UPDATE SET"
         " hostname = EXCLUDED.hostname, concurrency = EXCLUDED.concurrency,"
-        " status = EXCLUDED.status, running = EXCLUDED.running, heartbeat_at = now()",
-        (worker_id, hostname, concurrency, status, running),
+        " status = EXCLUDED.status, running = EXCLUDED.running,"
+        " commands = EXCLUDED.commands, heartbeat_at = now()",
+        (worker_id, hostname, concurrency, status, running, commands),
     )
 
 

@@ -94,6 +94,7 @@ class Worker:
         self.ready = asyncio.Event()  # set once subscribed to the consumer
         self.running: set[asyncio.Task[None]] = set()
         self.held = 0  # messages fetched and not yet acked, naked or terminated
+        self.holding: set[int] = set()  # commands running or reporting: the heartbeat lists them
         self.released = asyncio.Event()
         self.reports: KeyedBatcher[Report, Response] = KeyedBatcher(self._send_reports)
 
@@ -200,6 +201,7 @@ class Worker:
             "concurrency": self.settings.worker_concurrency,
             "status": status,
             "running": self.held,
+            "commands": sorted(self.holding),
         }
         try:
             await self.client.heartbeat(body)
@@ -276,6 +278,15 @@ class Worker:
             self.released.set()
 
     async def _work(
+        self, command: ClaimedCommand, msg: Msg | None
+    ) -> tuple[Disposition, ClaimedCommand | None]:
+        self.holding.add(command.event_id)
+        try:
+            return await self._run_and_report(command, msg)
+        finally:
+            self.holding.discard(command.event_id)
+
+    async def _run_and_report(
         self, command: ClaimedCommand, msg: Msg | None
     ) -> tuple[Disposition, ClaimedCommand | None]:
         outcome = await process(self.middleware, Job(command, msg), self.runner)
