@@ -92,7 +92,8 @@ async def test_a_lapsed_claim_its_live_worker_does_not_list_is_relayed_one_it_li
         lease_seconds=1.0, heartbeat_seconds=0.2, worker_dead_after=2.0, relay_after=0.3
     )
     async with running(settings, workers=0) as rt, httpx.AsyncClient(base_url=rt.url) as api:
-        lost, held = [], []
+        lost: list[int] = []
+        held: list[int] = []
         for ghost, kept in (("forgetful", lost), ("holder", held)):
             started = (await api.post("/api/execute", json={"playbook": ONE_STEP})).json()
             [issued] = [
