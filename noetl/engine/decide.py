@@ -411,22 +411,8 @@ class _Run:
         loop.frames += 1
         command_id = command_prefix(self.state.execution_id, step.name, st.runs)
         command_id += f"/claim{number}"
-        self.state.commands[command_id] = CommandRef(step.name, st.runs, frame=number)
-        event_id = self.new_id()
-        payload = {"tool": tool, "input": {}, "iteration": None, "frame": number}
-        self.events.append(
-            EventRecord(
-                self.state.execution_id,
-                event_id,
-                EventType.COMMAND_ISSUED,
-                step.name,
-                command_id,
-                payload=payload,
-            )
-        )
-        self.commands.append(
-            CommandRecord(self.state.execution_id, event_id, command_id, step.name, tool, {}, None)
-        )
+        ref = CommandRef(step.name, st.runs, frame=number)
+        self.issue_command(ref, command_id, tool, {}, None, frame=number)
 
     def frame_claimed(self, name: str, result: Any) -> None:
         """A claim finished: no rows drains the loop (`loop.done`); else its rows (one item
@@ -508,24 +494,35 @@ class _Run:
         except TemplateError as exc:
             self.fail_step(step.name, f"template error: {exc}")
             return
+        ref = CommandRef(step.name, run, iteration)
+        self.issue_command(ref, command_id, tool, tool_input, iteration)
+
+    def issue_command(
+        self,
+        ref: CommandRef,
+        command_id: str,
+        tool: dict[str, Any],
+        tool_input: dict[str, Any],
+        iteration: int | None,
+        **extra: Any,
+    ) -> None:
+        """Record a command: its `command.issued` event and its row."""
+        self.state.commands[command_id] = ref
         event_id = self.new_id()
-        self.state.commands[command_id] = CommandRef(step.name, run, iteration)
-        payload = {"tool": tool, "input": tool_input, "iteration": iteration}
         execution_id = self.state.execution_id
+        payload = {"tool": tool, "input": tool_input, "iteration": iteration, **extra}
         self.events.append(
             EventRecord(
                 execution_id,
                 event_id,
                 EventType.COMMAND_ISSUED,
-                step.name,
+                ref.step,
                 command_id,
                 payload=payload,
             )
         )
         self.commands.append(
-            CommandRecord(
-                execution_id, event_id, command_id, step.name, tool, tool_input, iteration
-            )
+            CommandRecord(execution_id, event_id, command_id, ref.step, tool, tool_input, iteration)
         )
 
     def reuse(

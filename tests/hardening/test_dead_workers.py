@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
 import httpx
-import psycopg
 
 from noetl.config import Settings
 from noetl.embedded.runtime import running
 from tests.conftest import event_log, eventually, wait_for_end
+from tests.hardening.test_attempts import ONE_STEP, _sql
 
 LONG = """apiVersion: noetl.io/v2
 kind: Playbook
@@ -66,20 +65,6 @@ async def test_a_live_worker_on_a_long_step_keeps_its_claim(settings: Settings) 
         assert kinds.count("command.claimed") == 1
 
 
-ONE_STEP = """apiVersion: noetl.io/v2
-kind: Playbook
-metadata: {name: one, path: tests/one}
-workflow:
-  - step: start
-    tool: {kind: noop, result: {ok: true}}
-"""
-
-
-def _row(settings: Settings, sql: str, *args: Any) -> Any:
-    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
-        return conn.execute(sql, args).fetchone()
-
-
 async def test_a_lapsed_claim_its_live_worker_does_not_list_is_relayed_one_it_lists_is_kept(
     settings: Settings,
 ) -> None:
@@ -118,11 +103,11 @@ async def test_a_lapsed_claim_its_live_worker_does_not_list_is_relayed_one_it_li
         try:
 
             async def republished_twice() -> bool:
-                row = _row(settings, PUBLISHES, lost[0])
+                row = _sql(settings, PUBLISHES, lost[0])
                 return bool(row[0] >= 3)  # issued once, then relayed at two passes
 
             await eventually(republished_twice, timeout=60)
-            assert _row(settings, PUBLISHES, held[0])[0] == 1  # published when issued only
+            assert _sql(settings, PUBLISHES, held[0])[0] == 1  # published when issued only
         finally:
             beating.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -146,7 +131,7 @@ async def test_a_worker_lists_the_command_it_runs_in_its_heartbeat(settings: Set
         event_id = await eventually(issued)
 
         async def listed() -> bool:
-            row = _row(
+            row = _sql(
                 settings, "SELECT count(*) FROM noetl.worker WHERE %s = ANY(commands)", event_id
             )
             return bool(row[0])
