@@ -77,8 +77,12 @@ class Case:
 
 
 def load(path: Path = MANIFEST) -> dict[str, Any]:
+    """The manifest; a missing one is an error, never an empty (silently passing) suite."""
     if not path.exists():
-        return {"cases": []}
+        raise FileNotFoundError(
+            f"no conformance manifest at {path}: put the shared `conformance` folder at"
+            " shared/conformance beside this checkout or set NOETL_CONFORMANCE_DIR"
+        )
     data: dict[str, Any] = yaml.safe_load(path.read_text())
     return data
 

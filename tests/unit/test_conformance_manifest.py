@@ -54,7 +54,6 @@ def test_ids_default_to_the_file_and_must_be_unique() -> None:
         mf.cases(manifest)
 
 
-@pytest.mark.skipif(not mf.MANIFEST.exists(), reason="no conformance manifest here")
 def test_the_shared_manifest_reads_cleanly() -> None:
     cases = mf.cases(mf.load())
     assert len(cases) == len({case.id for case in cases})
@@ -99,7 +98,6 @@ def test_a_full_tier_parent_without_a_reduced_workload_is_an_error() -> None:
         pre.prerequisites(child, by_id, ran=set())
 
 
-@pytest.mark.skipif(not mf.MANIFEST.exists(), reason="no conformance manifest here")
 def test_the_reduced_parents_of_the_shared_manifest_scale_their_own_workload() -> None:
     """Every FULL-tier parent of a DEFAULT-tier case has a reduced workload, made of keys of the
     parent playbook's own workload (nothing the playbook does not read)."""
@@ -132,7 +130,6 @@ def _vocabulary(header: str) -> set[str]:
     return {e for e in out if e and "<" not in e}
 
 
-@pytest.mark.skipif(not mf.MANIFEST.exists(), reason="no conformance manifest here")
 def test_the_compatibility_section_covers_every_construct_of_the_manifest() -> None:
     """docs/dsl.md says, for each construct of the manifest's vocabulary and of its cases,
     whether it is supported here and how it differs from upstream."""
@@ -147,7 +144,6 @@ def test_the_compatibility_section_covers_every_construct_of_the_manifest() -> N
     assert not missing, missing
 
 
-@pytest.mark.skipif(not mf.MANIFEST.exists(), reason="no conformance manifest here")
 def test_every_external_case_runs_by_default_and_names_its_missing_service() -> None:
     """The runner runs every external case offline in the default run and, when it ends FAILED,
     checks that the error names the missing service: each one must say which."""
