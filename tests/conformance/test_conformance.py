@@ -56,7 +56,6 @@ RAN: set[str] = set()
 PREREQUISITE_FAILED: dict[str, str] = {}
 
 
-
 def _params() -> list[Any]:
     params = []
     for case in CASES:
