@@ -190,6 +190,15 @@ def _names(source: str) -> frozenset[str]:
         return frozenset()
 
 
+def _read(source: str, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of `context` a template reads. Jinja copies the whole context it is given
+    into every render; an execution's context holds every step's result, so handing it
+    only the names the template reads keeps a render's cost from growing with the steps
+    run. The names are the template's undeclared ones (`referenced_names`, cached): a name
+    it does not read cannot change what it renders."""
+    return {name: context[name] for name in _names(source) if name in context}
+
+
 def attributes_read(source: str) -> frozenset[tuple[str, str]]:
     """`(name, field)` for each `name.field` / `name['field']` a template reads."""
     return _attributes(source)
@@ -232,11 +241,11 @@ def render_string(source: str, context: Mapping[str, Any]) -> Any:
         native, compiled = _compile(source)
         with bounds.budget():
             if native:
-                value = compiled(**context)
+                value = compiled(**_read(source, context))
                 if isinstance(value, jinja2.Undefined):
                     value._fail_with_undefined_error()
                 return bounds.check_result(value)
-            return _streamed(compiled.generate(**context))
+            return _streamed(compiled.generate(**_read(source, context)))
     except bounds.TemplateLimitError as exc:
         raise bounds.TemplateLimitError(f"{exc} in {_shown(source)}") from None
     except jinja2.UndefinedError as exc:
@@ -318,9 +327,9 @@ def render_lenient(value: Any, context: Mapping[str, Any]) -> Any:
         with bounds.budget():
             if match and "{{" not in match["expr"] and "}}" not in match["expr"]:
                 expression = _LENIENT.compile_expression(match["expr"], undefined_to_none=False)
-                result = bounds.check_result(expression(**context))
+                result = bounds.check_result(expression(**_read(source, context)))
                 return None if isinstance(result, jinja2.Undefined) else plain(result)
-            return _streamed(_LENIENT.from_string(source).generate(**context))
+            return _streamed(_LENIENT.from_string(source).generate(**_read(source, context)))
     except bounds.TemplateLimitError as exc:
         raise bounds.TemplateLimitError(f"{exc} in {_shown(source)}") from None
     except jinja2.TemplateError as exc:

@@ -41,10 +41,10 @@ from noetl.engine.steps import (
     cursor_claim,
     cursor_frame,
     loop_summary,
+    names_in,
     names_read,
     reads_item_results,
     runs_on_worker,
-    template_names,
 )
 from noetl.errors import TemplateError
 from noetl.protocol.events import EventType, ExecutionStatus
@@ -128,7 +128,7 @@ def decide_all(
 
     Never raises: an internal error (a bug) fails the execution with the error's name and
     message, so nothing is left RUNNING forever."""
-    run = _Run(playbook, state.copy(), new_id, data)
+    run = _Run(playbook, state.copy_on_write(), new_id, data)
     starts = (change.started_at for change in incoming if isinstance(change, Started))
     try:
         with clock(state.started_at or next(starts, None) or ""):
@@ -137,7 +137,7 @@ def decide_all(
         return Decision(state, needs=(missing.need,))
     except Exception as exc:
         error = f"internal error in the engine: {type(exc).__name__}: {exc}"
-        settled = state.copy()
+        settled = state.copy_on_write()
         for change in incoming:  # their outcomes are recorded: nothing left to cancel
             if isinstance(change, CommandCompleted | CommandFailed):
                 settled.commands.pop(change.command_id, None)
@@ -150,7 +150,7 @@ def give_up(
 ) -> Decision:
     """Fail the execution outright (the engine itself could not decide): nothing is left
     RUNNING, and pending commands are cancelled."""
-    run = _Run(playbook, state.copy(), new_id)
+    run = _Run(playbook, state.copy_on_write(), new_id)
     if run.running:
         run.finish(ExecutionStatus.FAILED, error=error)
     return Decision(run.state, tuple(run.events), tuple(run.commands), tuple(run.cancelled))
@@ -171,6 +171,7 @@ class _Run:
     full: dict[str, Any] = field(default_factory=dict)  # finished loops' results, with `results`
     reused: deque[tuple[str, Mapping[str, Any]]] = field(default_factory=deque)
     _reuse_owned: bool = False  # the state's reuse map was copied and may be changed
+    owned: set[str] = field(default_factory=set)  # steps whose state this run has copied
 
     def apply(self, incoming: Sequence[Incoming]) -> None:
         for event in incoming:
@@ -238,7 +239,20 @@ class _Run:
         )
 
     def step_state(self, name: str) -> StepState:
-        return self.state.steps.setdefault(name, StepState())
+        """The step's state, to read or change: copied on first use (`copy_on_write`), so
+        the state the decision was given is never changed and the others are not copied."""
+        steps = self.state.steps
+        if name in self.owned:
+            return steps[name]
+        self.owned.add(name)
+        found = steps.get(name)
+        st = steps[name] = found.copy() if found is not None else StepState()
+        return st
+
+    def has_no_result_name(self) -> bool:
+        """`result` is free for the step's own result (or its upstream's): no workload key
+        or step is named `result`."""
+        return "result" not in self.state.workload and "result" not in self.state.results
 
     @property
     def running(self) -> bool:
@@ -296,7 +310,7 @@ class _Run:
 
     def admitted(self, step: Step) -> tuple[bool, str | None]:
         """Step `spec.policy.admit.rules`: the first rule whose `when` holds decides."""
-        self.need(template_names(list(step.admit)))
+        self.need(names_in(self.playbook, step.name, "admit"))
         ctx = self.context()
         for rule in step.admit:
             ok, problem = semantics.fires(rule["when"], ctx)
@@ -311,7 +325,7 @@ class _Run:
         step = self.playbook.step(name)
         st = self.step_state(name)
         limit = self.playbook.max_step_runs or DEFAULT_MAX_STEP_RUNS
-        if sum(s.runs for s in self.state.steps.values()) >= limit:
+        if self.state.step_runs() >= limit:
             self.fail_step(
                 name,
                 f"the execution reached {limit} step runs (executor.spec.max_step_runs or"
@@ -327,24 +341,25 @@ class _Run:
                 self.route(name, [])
                 return
         if step.loop is None:
-            st.status, st.runs, st.arrived, st.dead, st.loop = RUNNING, st.runs + 1, [], [], None
-            self.emit(EventType.STEP_ENTER, step=name, payload={"run": st.runs})
+            st.status, st.arrived, st.dead, st.loop = RUNNING, [], [], None
+            self.emit(EventType.STEP_ENTER, step=name, payload={"run": self.state.count_run(st)})
             self.issue(step, st.runs)
             return
         if step.loop.mode == "cursor":
-            st.status, st.runs, st.arrived, st.dead = RUNNING, st.runs + 1, [], []
+            st.status, st.arrived, st.dead = RUNNING, [], []
+            self.state.count_run(st)
             st.loop = LoopState(count=0, cursor=True)
             self.emit(EventType.STEP_ENTER, step=name, payload={"run": st.runs, "cursor": True})
             self.claim(step, st)
             return
         problem, items = None, None
         try:
-            self.need(template_names(step.loop.collection))
+            self.need(names_in(self.playbook, name, "collection"))
             items = collection(render(step.loop.collection, self.context()))
         except (TemplateError, TypeError) as exc:
             problem = f"loop collection: {exc}"
-        st.status, st.runs, st.arrived, st.dead, st.loop = RUNNING, st.runs + 1, [], [], None
-        entered: dict[str, Any] = {"run": st.runs}
+        st.status, st.arrived, st.dead, st.loop = RUNNING, [], [], None
+        entered: dict[str, Any] = {"run": self.state.count_run(st)}
         if items is not None and not isinstance(items, range):
             items = plain(items)
             entered["items"] = items  # the log keeps a list's items: the state only counts
@@ -398,7 +413,7 @@ class _Run:
             )
             return
         try:
-            self.need(template_names([dict(spec.cursor), dict(spec.frame)]))
+            self.need(names_in(self.playbook, step.name, "cursor"))
             policy = plain(render(dict(spec.frame), self.context()))
             frame = cursor_frame(policy)
             names = {"__frame_max_rows": frame.max_rows, "__frame_policy": policy}
@@ -442,7 +457,7 @@ class _Run:
         cap: Any = step.loop.max_in_flight
         if isinstance(cap, str):
             try:
-                self.need(template_names(cap))
+                self.need(names_in(self.playbook, step.name, "cap"))
                 cap = render(cap, self.context())
                 cap = int(cap)
             except (TemplateError, TypeError, ValueError) as exc:
@@ -458,7 +473,7 @@ class _Run:
         extra: dict[str, Any] = {}
         names = names_read(self.playbook, step.name)
         self.need(names)
-        if st.came_from and "result" not in self.state.workload | self.state.results:
+        if st.came_from and self.has_no_result_name():
             if "result" in names:
                 self.need({st.came_from})
             extra["result"] = self.result_of(st.came_from)  # the upstream's result
@@ -645,12 +660,12 @@ class _Run:
         st.status = COMPLETED
         self.state.results[name] = result
         item_set = {} if runs_on_worker(step) else step.tool.set
-        names = template_names([item_set, step.set, *self.arc_templates(step)])
+        names = names_in(self.playbook, name, "completion")
         self.need(names | {name} if names & {"output", "result"} else names)
         kind = None if step.loop or len(step.tools) > 1 else step.tool.kind
         output = semantics.succeeded(self.result_of(name), kind)
         extra: dict[str, Any] = {"output": output, "event": {"name": event_name}}
-        if "result" not in self.state.workload | self.state.results:
+        if self.has_no_result_name():
             extra["result"] = self.result_of(name)  # in `set` and arcs: the step's own result
         ctx = self.context(**extra)
         try:
@@ -683,10 +698,6 @@ class _Run:
         if not fired:
             self.state.last_step = name
         self.route(name, fired)
-
-    @staticmethod
-    def arc_templates(step: Step) -> list[Any]:
-        return [[arc.when, arc.set] for arc in step.next.arcs] if step.next else []
 
     def route(self, name: str, fired: list[str]) -> None:
         back = back_edges(self.playbook)
@@ -737,7 +748,7 @@ class _Run:
         self.finish(ExecutionStatus.FAILED, error=f"step '{name}' failed: {error}")
 
     def failure_arcs(self, step: Step, error: str) -> list[str]:
-        self.need(template_names(self.arc_templates(step)))
+        self.need(names_in(self.playbook, step.name, "arcs"))
         ctx = self.context(output=semantics.failed(error), event={"name": semantics.CALL_ERROR})
         fired: list[str] = []
         for arc in step.next.arcs if step.next else ():

@@ -18,7 +18,7 @@ FAILED = StepStatus.FAILED.value
 SKIPPED = StepStatus.SKIPPED.value
 
 
-@dataclass
+@dataclass(slots=True)
 class LoopState:
     """A loop's counters only: its items and results live in the event log (engine/loops.py),
     so the snapshot does not grow with the number of items."""
@@ -72,7 +72,7 @@ class LoopState:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class StepState:
     status: str = WAITING
     runs: int = 0
@@ -134,13 +134,21 @@ class ExecutionState:
     def copy(self) -> ExecutionState:
         """A copy the engine may change. Values it only ever replaces (workload, variables,
         results, command refs) are shared; containers it changes in place are copied."""
-        return ExecutionState(
+        copied = self.copy_on_write()
+        copied.steps = {name: step.copy() for name, step in self.steps.items()}
+        return copied
+
+    def copy_on_write(self) -> ExecutionState:
+        """`copy`, except that the step states are shared: whoever changes one replaces it
+        by its `copy` first (the engine does, `_Run.step_state`). A decision then costs what
+        it touches, not one copy per step of the execution."""
+        copied = ExecutionState(
             self.execution_id,
             self.status,
             self.workload,
             self.variables,
             dict(self.results),
-            {name: step.copy() for name, step in self.steps.items()},
+            dict(self.steps),
             dict(self.commands),
             self.result,
             self.error,
@@ -149,6 +157,26 @@ class ExecutionState:
             self.reuse,
             self.started_at,
         )
+        if "_runs" in self.__dict__:
+            copied.__dict__["_runs"] = self.__dict__["_runs"]
+        return copied
+
+    def step_runs(self) -> int:
+        """Runs of all steps together (the `max_step_runs` limit). Counted once per state
+        object and then kept up to date by `count_run`, so a decision does not walk every
+        step; whoever changes a step's `runs` other than through `count_run` copies the
+        state with `from_json(to_json())`."""
+        total = self.__dict__.get("_runs")
+        if total is None:
+            total = sum(step.runs for step in self.steps.values())
+            self.__dict__["_runs"] = total
+        return int(total)
+
+    def count_run(self, step: StepState) -> int:
+        """Start one more run of `step` (a step state this state owns): its new `runs`."""
+        self.__dict__["_runs"] = self.step_runs() + 1
+        step.runs += 1
+        return step.runs
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -170,17 +198,20 @@ class ExecutionState:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExecutionState:
         steps = {}
-        for name, raw in data.get("steps", {}).items():
+        runs = 0
+        for name, raw in data.get("steps", {}).items():  # per step of every decision: lean
             loop = raw.get("loop")
-            steps[name] = StepState(
-                status=raw["status"],
-                runs=raw["runs"],
-                arrived=list(raw["arrived"]),
-                dead=list(raw["dead"]),
-                loop=LoopState(**loop) if loop else None,
-                came_from=raw.get("came_from"),
+            step = StepState(
+                raw["status"],
+                raw["runs"],
+                list(raw["arrived"]),
+                list(raw["dead"]),
+                LoopState(**loop) if loop else None,
+                raw.get("came_from"),
             )
-        return cls(
+            steps[name] = step
+            runs += step.runs
+        state = cls(
             execution_id=int(data["execution_id"]),
             status=data["status"],
             workload=data["workload"],
@@ -195,3 +226,5 @@ class ExecutionState:
             reuse=data.get("reuse") or {},
             started_at=data.get("started_at"),
         )
+        state.__dict__["_runs"] = runs
+        return state

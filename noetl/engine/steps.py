@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from noetl.dsl import semantics
 from noetl.dsl.model import Playbook, Step
@@ -100,6 +100,37 @@ def template_names(value: Any) -> frozenset[str]:
     for text in template_strings(value):
         names |= referenced_names(text)
     return frozenset(names)
+
+
+Part = Literal["admit", "collection", "cursor", "cap", "completion", "arcs"]
+
+
+@lru_cache(maxsize=4096)
+def names_in(playbook: Playbook, step_name: str, part: Part) -> frozenset[str]:
+    """`template_names` of one part of a step, worked out once per playbook and step rather
+    than per decision: `admit` rules, loop `collection`, `cursor` (and frame) and `cap`
+    (max_in_flight), `arcs` (their `when` and `set`), and `completion` (what a finished
+    step's templates read: the item's `set` unless the worker applied it, the step's `set`,
+    the arcs)."""
+    step = playbook.step(step_name)
+    arcs = [[arc.when, arc.set] for arc in step.next.arcs] if step.next else []
+    match part:
+        case "admit":
+            return template_names(list(step.admit))
+        case "collection":
+            return template_names(step.loop.collection if step.loop else None)
+        case "cursor":
+            spec = step.loop
+            return template_names(
+                [dict(spec.cursor or {}), dict(spec.frame)] if spec is not None else None
+            )
+        case "cap":
+            return template_names(step.loop.max_in_flight if step.loop else None)
+        case "arcs":
+            return template_names(arcs)
+        case "completion":
+            item_set = {} if runs_on_worker(step) else step.tool.set
+            return template_names([item_set, step.set, *arcs])
 
 
 # -- cursor loops ------------------------------------------------------------------------
