@@ -16,13 +16,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from noetl.protocol.events import StepStatus
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 PLAIN_EVERY = 5.0  # seconds between two plain progress lines of one loop
@@ -178,7 +180,9 @@ class StepView:
         if not self.live:
             return
         loop = self.loops[step]
-        if self.bars is None:
+        if self.bars is None:  # rich.progress is imported here: only a terminal shows bars
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
             self.bars = Progress(
                 TextColumn("  {task.description}"),
                 BarColumn(),

@@ -44,8 +44,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from noetl.dsl.template import plain, render
 from noetl.errors import TemplateError
@@ -385,6 +383,11 @@ def _b64(raw: bytes) -> str:
 
 def sign_jwt(claims: Mapping[str, Any], private_key_pem: str, key_id: Any = None) -> str:
     """An RS256 JWT of `claims` signed with a PEM private key (a service account's)."""
+    # imported here: cryptography's key serialization loads its OID tables at import (~50 ms
+    # of every worker's start, and of every `noetl run`), and only this function needs it
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
     try:
         key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
     except (ValueError, TypeError) as exc:
