@@ -2,7 +2,7 @@
 initdb of the embedded PostgreSQL) and warm (the second and later runs in one NOETL_HOME),
 with the embedded PostgreSQL and NATS started and stopped by each run.
 
-    python -m benchmarks.cli_run [--repeats 5] [--phases] [--source DIR]
+    python -m benchmarks.cli_run [--repeats 5] [--phases] [--source DIR] [--against DIR]
 
 Prints medians (and ranges) of wall seconds and of CPU seconds (user + system of the
 `noetl` process and of the child processes it waited for: nats-server, postgres where the
@@ -10,7 +10,8 @@ run started it, initdb), and the load average before and after, since other work
 machine shows up in wall time but hardly in CPU time; and the CPU seconds of the `noetl`
 process alone, the part this benchmark's changes act on. `--phases` adds one warm run with a
 timestamp at each phase (benchmarks/cli_phases.py). `--source DIR` runs the noetl package of
-another checkout (e.g. an older commit, to compare). The sources are compiled first: with
+another checkout (e.g. an older commit, to compare); `--against DIR` alternates runs of the
+two checkouts, so that both see the same load. The sources are compiled first: with
 PYTHONDONTWRITEBYTECODE set, as on some machines, every run would compile them again."""
 
 from __future__ import annotations
@@ -106,22 +107,46 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--phases", action="store_true", help="add one warm run's phases")
     parser.add_argument("--source", type=Path, default=ROOT, help="checkout to run noetl from")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="another checkout (e.g. the one before a change): runs of the two alternate, one"
+        " cold and two warm of each per round, --repeats rounds",
+    )
     args = parser.parse_args()
-    source = args.source.resolve()
-    compileall.compile_dir(source / "noetl", quiet=1)
+    sources = {"": args.source.resolve()}
+    if args.against is not None:
+        sources = {"this ": sources[""], "against ": args.against.resolve()}
+    for source in sources.values():
+        compileall.compile_dir(source / "noetl", quiet=1)
     compileall.compile_dir(ROOT / "benchmarks", quiet=1)
     load_before = os.getloadavg()
+    cold: dict[str, list[tuple[float, float, float]]] = {name: [] for name in sources}
+    warm: dict[str, list[tuple[float, float, float]]] = {name: [] for name in sources}
     with tempfile.TemporaryDirectory(prefix="noetl-cli-bench-") as tmp:
         playbook = Path(tmp) / "one.yaml"
         playbook.write_text(ONE_STEP)
-        cold = [timed(Path(tmp) / f"cold-{i}", playbook, source) for i in range(args.repeats)]
-        home = Path(tmp) / "warm"
-        timed(home, playbook, source)  # initialises it
-        warm = [timed(home, playbook, source) for _ in range(args.repeats)]
-        trace = phases(home, playbook, source) if args.phases else ""
+        homes = {name: Path(tmp) / f"warm-{index}" for index, name in enumerate(sources)}
+        if args.against is None:
+            source = sources[""]
+            cold[""] = [
+                timed(Path(tmp) / f"cold-{i}", playbook, source) for i in range(args.repeats)
+            ]
+            timed(homes[""], playbook, source)  # initialises it
+            warm[""] = [timed(homes[""], playbook, source) for _ in range(args.repeats)]
+        else:
+            for name, source in sources.items():
+                timed(homes[name], playbook, source)
+            for i in range(args.repeats):
+                for index, (name, source) in enumerate(sources.items()):
+                    cold[name].append(timed(Path(tmp) / f"cold-{index}-{i}", playbook, source))
+                    warm[name] += [timed(homes[name], playbook, source) for _ in range(2)]
+        first = next(iter(sources))  # --source's
+        trace = phases(homes[first], playbook, sources[first]) if args.phases else ""
     load_after = os.getloadavg()
-    print(summary("cold (fresh NOETL_HOME)", cold))
-    print(summary("warm (same NOETL_HOME) ", warm))
+    for name in sources:
+        print(summary(f"{name}cold (fresh NOETL_HOME)", cold[name]))
+        print(summary(f"{name}warm (same NOETL_HOME) ", warm[name]))
     print(
         "load average (1, 5, 15 min): before "
         + " ".join(f"{x:.2f}" for x in load_before)
