@@ -51,6 +51,7 @@ from noetl.server import metrics, subplaybooks
 from noetl.server.loop_data import LoopDataLoader
 from noetl.server.playbooks import Playbooks
 from noetl.server.records import SERVER_WORKER, Effects
+from noetl.server.states import States
 from noetl.store import commands, decisions, events, executions
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class Flow:
         self.new_id = new_id
         self.playbooks = playbooks
         self.loop_data = LoopDataLoader()
+        self.states = States()  # the snapshots this process wrote last
         self._reports: KeyedBatcher[Report, ReportReply] = KeyedBatcher(self._report_batch)
 
     # -- the operations ---------------------------------------------------------------------
@@ -250,9 +252,10 @@ class Flow:
         decision = None
         takers: list[int] = []  # continuation: reports whose answers may take a command
         last: list[tuple[str, list[Any]]] = []  # the writes that go with COMMIT
+        held = self.states.get(execution_id)
         async with self.pool.connection() as conn, _rolled_back_on_error(conn):
             execution, rows = await commands.begin_locked(
-                conn, execution_id, [r.command_id for r in reports]
+                conn, execution_id, [r.command_id for r in reports], held[0] if held else -1
             )
             recorded: list[EventRecord] = []
             incoming: list[Incoming] = []
@@ -282,8 +285,11 @@ class Flow:
                     settled=settled,
                     hand_to=hand_to,
                     last=last,
+                    held=held,
                 )
             await decisions.commit(conn, last)
+        if decision is not None and execution is not None:  # committed: its write added one
+            self.states.put(execution_id, execution["state_version"] + 1, decision.state)
         for report in reports:
             metrics.EVENTS.labels(report.event_type.value).inc()
         await self.after_commit(effects)
@@ -380,12 +386,14 @@ class Flow:
         settled: Mapping[str, Sequence[str]] | None = None,
         hand_to: Sequence[tuple[int, str]] = (),
         last: list[tuple[str, list[Any]]] | None = None,
+        held: tuple[int, ExecutionState] | None = None,
     ) -> Decision | None:
         """Append `recorded` and settle its commands (`settled`: command ids by their final
         status), run the engine unless the execution has ended, write it all. `hand_to`: the
         reports (index, worker) whose answers may take a next command (continuation).
         `last`: where to leave the writes for the caller to send with its COMMIT, when nothing
-        follows them."""
+        follows them. `held`: the version and state `self.states` held when the row was
+        locked; the row has no `state` when that is its version."""
         if execution["status"] != ExecutionStatus.RUNNING:
             writes = decisions.statement(
                 execution["execution_id"], events=recorded, settled=settled
@@ -396,11 +404,17 @@ class Flow:
                 await conn.execute(*writes)
             return None
         playbook = await self.playbooks.playbook(execution["catalog_id"])
-        state = ExecutionState.from_json(execution["state"])
+        if execution["state"] is not None:
+            state = ExecutionState.from_json(execution["state"])
+        elif held is not None and held[0] == execution["state_version"]:
+            state = held[1]
+        else:  # begin_locked leaves `state` out only for the version it was given
+            raise RuntimeError(f"execution {execution['execution_id']}: no state snapshot")
         try:  # the engine never raises; the loop data it asks for may be missing
             decision = await self.loop_data.decide(conn, playbook, state, incoming, self.new_id)
         except LoopDataMissing as exc:
             log.exception("execution %s: loop data missing", state.execution_id)
+            self.states.drop(state.execution_id)  # changed below in place
             for change in incoming:  # their outcomes are recorded: nothing left to cancel
                 if isinstance(change, CommandCompleted | CommandFailed):
                     state.commands.pop(change.command_id, None)

@@ -28,7 +28,9 @@ async def get_by_event(
 
 
 _LOCK_EXECUTION = (
-    "SELECT execution_id, catalog_id, status, state, parent_execution_id, parent_command_id"
+    "SELECT execution_id, catalog_id, status, state_version,"
+    " CASE WHEN state_version = %s THEN NULL ELSE state END AS state,"
+    " parent_execution_id, parent_command_id"
     " FROM noetl.execution WHERE execution_id = %s FOR UPDATE"
 )
 _LOCK_COMMANDS = (
@@ -40,13 +42,19 @@ CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
 
 
 async def begin_locked(
-    conn: AsyncConnection[Any], execution_id: int, command_ids: Sequence[str]
+    conn: AsyncConnection[Any],
+    execution_id: int,
+    command_ids: Sequence[str],
+    known_version: int = -1,
 ) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
     """BEGIN, then lock the execution row and its command rows (in command_id order), in ONE
     round trip: the three statements go as one simple query (the locks as prepared
     statements, `store.prepared`), their parameters bound by psycopg's ClientCursor. Always
     the execution first, so lockers never deadlock. The transaction stays open on `conn`:
     end it with `store.decisions.commit` (or ROLLBACK).
+
+    The row's `state` is None when its `state_version` is `known_version`: the caller holds
+    that snapshot already (`server.states`), and the lock keeps it current until COMMIT.
 
     The transaction plans its prepared statements for their parameters each time
     (`plan_cache_mode`): after five runs PostgreSQL may keep a generic plan, and the one it
@@ -57,7 +65,7 @@ async def begin_locked(
     cur = AsyncClientCursor(conn, row_factory=dict_row)
     await cur.execute(
         f"BEGIN; {CUSTOM_PLANS}; {lock_execution}; {lock_commands}",
-        (execution_id, execution_id, list(command_ids)),
+        (known_version, execution_id, execution_id, list(command_ids)),
     )
     cur.nextset()  # past BEGIN's result
     cur.nextset()  # past SET's

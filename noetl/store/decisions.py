@@ -48,7 +48,8 @@ _SETTLE = (
     " WHERE execution_id = %s AND command_id = ANY(%s)"
 )
 _STATE = (
-    "UPDATE noetl.execution SET state = %s, status = %s, result = %s, error = %s,"
+    "UPDATE noetl.execution SET state = %s, state_version = state_version + 1,"
+    " status = %s, result = %s, error = %s,"
     " updated_at = now(), ended_at = CASE WHEN %s <> 'RUNNING' THEN now() ELSE ended_at END"
     " WHERE execution_id = %s"
 )
