@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,7 +52,7 @@ from noetl.server import metrics, subplaybooks
 from noetl.server.loop_data import LoopDataLoader
 from noetl.server.playbooks import Playbooks
 from noetl.server.records import SERVER_WORKER, Effects
-from noetl.server.states import States
+from noetl.server.states import Held, States
 from noetl.store import commands, decisions, events, executions
 
 log = logging.getLogger(__name__)
@@ -247,61 +248,132 @@ class Flow:
 
     async def _report_together(self, reports: Sequence[Report]) -> list[ReportReply | Exception]:
         execution_id = reports[0].execution_id
+        held = self.states.get(execution_id)
+        if held is not None:
+            replies = await self._report_held(reports, held)
+            if replies is not None:
+                return replies
         answers: list[Exception | None] = []
         effects = Effects()
         decision = None
-        takers: list[int] = []  # continuation: reports whose answers may take a command
         last: list[tuple[str, list[Any]]] = []  # the writes that go with COMMIT
-        held = self.states.get(execution_id)
         async with self.pool.connection() as conn, _rolled_back_on_error(conn):
             execution, rows = await commands.begin_locked(
-                conn, execution_id, [r.command_id for r in reports], held[0] if held else -1
+                conn,
+                execution_id,
+                [r.command_id for r in reports],
+                held.version if held else -1,
             )
-            recorded: list[EventRecord] = []
-            incoming: list[Incoming] = []
-            settled: dict[str, list[str]] = {
-                CommandStatus.COMPLETED.value: [],
-                CommandStatus.FAILED.value: [],
-            }
-            for index, report in enumerate(reports):
-                done = {c for ids in settled.values() for c in ids}
+            steps: list[str | None] = []
+            done: set[str] = set()
+            for report in reports:
                 problem = _check(execution, rows.get(report.command_id), report, done)
                 answers.append(problem)
+                steps.append(None if problem else rows[report.command_id]["step"])
                 if problem is None:
-                    event, change = self._outcome(report, rows[report.command_id]["step"])
-                    recorded.append(event)
-                    incoming.append(change)
-                    settled[report.outcome.status.value].append(report.command_id)
-                    if report.takes_next and report.worker_id != SERVER_WORKER:
-                        takers.append(index)
-            if recorded and execution is not None:
-                hand_to = [(index, reports[index].worker_id) for index in reversed(takers)]
+                    done.add(report.command_id)
+            outcomes = self._outcomes(reports, steps)
+            if outcomes.recorded and execution is not None:
                 decision = await self._decide(
                     conn,
                     execution,
-                    incoming,
-                    recorded,
+                    outcomes.incoming,
+                    outcomes.recorded,
                     effects,
-                    settled=settled,
-                    hand_to=hand_to,
+                    settled=outcomes.settled,
+                    hand_to=outcomes.hand_to,
                     last=last,
                     held=held,
                 )
             await decisions.commit(conn, last)
         if decision is not None and execution is not None:  # committed: its write added one
-            self.states.put(execution_id, execution["state_version"] + 1, decision.state)
+            version = execution["state_version"] + 1
+            self.states.put(execution_id, Held(version, decision.state, execution["catalog_id"]))
+        status = decision.state.status if decision else (execution or {}).get("status", "RUNNING")
+        return await self._answer(reports, answers, decision, status, effects)
+
+    async def _report_held(
+        self, reports: Sequence[Report], held: Held
+    ) -> list[ReportReply | Exception] | None:
+        """The reports decided from the snapshot this process holds, before anything is
+        locked, and written in ONE round trip (`decisions.commit_held`: BEGIN, the
+        precondition that the row is still at the held version and each reported command
+        still runs, the writes, COMMIT). None when that does not apply (a report of a command
+        the snapshot does not list, loop data to load, a sub-playbook to start) or the
+        precondition failed: nothing is written then, and the locked path decides from the
+        row. The decision is the one the locked path would make: the same pure engine on the
+        same state and outcomes."""
+        state = held.state
+        ids = [report.command_id for report in reports]
+        if len(set(ids)) < len(ids):
+            return None
+        steps: list[str | None] = []
+        for command_id in ids:
+            ref = state.commands.get(command_id)
+            if ref is None:
+                return None
+            steps.append(ref.step)
+        outcomes = self._outcomes(reports, steps)
+        playbook = await self.playbooks.playbook(held.catalog_id)
+        decision = self.loop_data.decide_held(playbook, state, outcomes.incoming, self.new_id)
+        if decision is None or any(
+            command.tool.get("kind") == "playbook"
+            for command in decision.commands
+            if command.command_id not in decision.cancelled
+        ):
+            return None
+        effects = Effects()
+        writes, _ = self._stage(
+            decision, outcomes.recorded, effects, outcomes.settled, outcomes.hand_to
+        )
+        reported = [(report.command_id, report.attempt) for report in reports]
+        try:
+            async with self.pool.connection() as conn, _rolled_back_on_error(conn):
+                await decisions.commit_held(
+                    conn, state.execution_id, held.version, reported, [writes] if writes else []
+                )
+        except decisions.Stale as exc:
+            log.debug("execution %s: %s; deciding under the locks", state.execution_id, exc)
+            metrics.HELD_STALE.inc()
+            return None
+        self.states.put(state.execution_id, Held(held.version + 1, decision.state, held.catalog_id))
+        answers: list[Exception | None] = [None] * len(reports)
+        return await self._answer(reports, answers, decision, decision.state.status, effects)
+
+    def _outcomes(self, reports: Sequence[Report], steps: Sequence[str | None]) -> _Outcomes:
+        """What the reports that can be recorded (a step, not None) append and tell the
+        engine, the commands they settle, and who may take a next command."""
+        outcomes = _Outcomes()
+        for index, (report, step) in enumerate(zip(reports, steps, strict=True)):
+            if step is None:
+                continue
+            event, change = self._outcome(report, step)
+            outcomes.recorded.append(event)
+            outcomes.incoming.append(change)
+            outcomes.settled[report.outcome.status.value].append(report.command_id)
+            if report.takes_next and report.worker_id != SERVER_WORKER:
+                outcomes.hand_to.insert(0, (index, report.worker_id))  # the latest first
+        return outcomes
+
+    async def _answer(
+        self,
+        reports: Sequence[Report],
+        answers: Sequence[Exception | None],
+        decision: Decision | None,
+        status: str,
+        effects: Effects,
+    ) -> list[ReportReply | Exception]:
+        """After commit: the effects, then each report's answer (with the command handed
+        to it, under continuation)."""
         for report in reports:
             metrics.EVENTS.labels(report.event_type.value).inc()
         await self.after_commit(effects)
-        status = ExecutionStatus(
-            decision.state.status if decision else (execution or {}).get("status", "RUNNING")
-        )
-        reply = ReportReply(status, len(decision.commands) if decision else 0)
+        reply = ReportReply(ExecutionStatus(status), len(decision.commands) if decision else 0)
         replies: list[ReportReply | Exception] = [
             reply if answer is None else answer for answer in answers
         ]
         for index, command in effects.handed.items():
-            replies[index] = ReportReply(status, reply.issued, command)
+            replies[index] = ReportReply(reply.status, reply.issued, command)
         return replies
 
     def _hand_over(
@@ -386,7 +458,7 @@ class Flow:
         settled: Mapping[str, Sequence[str]] | None = None,
         hand_to: Sequence[tuple[int, str]] = (),
         last: list[tuple[str, list[Any]]] | None = None,
-        held: tuple[int, ExecutionState] | None = None,
+        held: Held | None = None,
     ) -> Decision | None:
         """Append `recorded` and settle its commands (`settled`: command ids by their final
         status), run the engine unless the execution has ended, write it all. `hand_to`: the
@@ -406,8 +478,8 @@ class Flow:
         playbook = await self.playbooks.playbook(execution["catalog_id"])
         if execution["state"] is not None:
             state = ExecutionState.from_json(execution["state"])
-        elif held is not None and held[0] == execution["state_version"]:
-            state = held[1]
+        elif held is not None and held.version == execution["state_version"]:
+            state = held.state
         else:  # begin_locked leaves `state` out only for the version it was given
             raise RuntimeError(f"execution {execution['execution_id']}: no state snapshot")
         try:  # the engine never raises; the loop data it asks for may be missing
@@ -439,6 +511,25 @@ class Flow:
         """The decision's writes in one statement (`store.decisions`), then the sub-playbooks
         it starts; what to publish after commit goes to `effects`. `last`: see `_decide`
         (used only when no sub-playbook starts after the writes)."""
+        writes, children = self._stage(decision, recorded, effects, settled, hand_to)
+        if writes is not None and last is not None and not children:
+            last.append(writes)
+        elif writes is not None:
+            await conn.execute(*writes)
+        for command in children:
+            await self._start_child(conn, command, effects, depth)
+
+    def _stage(
+        self,
+        decision: Decision,
+        recorded: Sequence[EventRecord],
+        effects: Effects,
+        settled: Mapping[str, Sequence[str]] | None,
+        hand_to: Sequence[tuple[int, str]],
+    ) -> tuple[tuple[str, list[Any]] | None, list[CommandRecord]]:
+        """The decision's writes as one statement, and the sub-playbook commands it issues
+        (their children start in the transaction: `_write`). What happens after commit goes to
+        `effects`."""
         state = decision.state
         cancelled = set(decision.cancelled)
         issued = [c for c in decision.commands if c.command_id not in cancelled]
@@ -475,9 +566,11 @@ class Flow:
                 iteration=command.iteration,
                 lease_seconds=claim.lease_seconds,
             )
-        if claims:
-            metrics.EVENTS.labels(EventType.COMMAND_CLAIMED.value).inc(len(claims))
         effects.publish.extend(c for c in publish if c.command_id not in handed)
+        effects.issued += len(decision.commands)
+        if decision.finished:
+            effects.finished.append(state.execution_id)
+            effects.ended.append((state.execution_id, state.status, state.error))
         writes = decisions.statement(
             state.execution_id,
             events=events_written,
@@ -487,22 +580,7 @@ class Flow:
             claims=[claim for _, claim in claims],
             state=decisions.State(state.to_json(), state.status, state.result, state.error),
         )
-        if writes is not None and last is not None and not children:
-            last.append(writes)
-        elif writes is not None:
-            await conn.execute(*writes)
-        for command in children:
-            await self._start_child(conn, command, effects, depth)
-        metrics.COMMANDS_ISSUED.inc(len(decision.commands))
-        if decision.finished:
-            effects.finished.append(state.execution_id)
-            metrics.EXECUTIONS_FINISHED.labels(state.status).inc()
-            log.info(
-                "execution %s %s%s",
-                state.execution_id,
-                state.status,
-                f": {state.error}" if state.error else "",
-            )
+        return writes, children
 
     async def _start_child(
         self,
@@ -540,7 +618,14 @@ class Flow:
     # -- after commit ---------------------------------------------------------------------
 
     async def after_commit(self, effects: Effects) -> None:
-        """Publish, then tell parents and children; each failure is left to the relay."""
+        """Count and log, publish, then tell parents and children; each failure is left to
+        the relay."""
+        if effects.handed:
+            metrics.EVENTS.labels(EventType.COMMAND_CLAIMED.value).inc(len(effects.handed))
+        metrics.COMMANDS_ISSUED.inc(effects.issued)
+        for execution_id, status, error in effects.ended:
+            metrics.EXECUTIONS_FINISHED.labels(status).inc()
+            log.info("execution %s %s%s", execution_id, status, f": {error}" if error else "")
         await self.publish(effects.publish)
         for execution_id in effects.finished:
             await self.settle(execution_id)
@@ -598,6 +683,16 @@ class Flow:
             log.warning("%d publish(es) deferred to the relay: %s", len(failed), failed[0])
             metrics.PUBLISH_FAILURES.inc(len(failed))
         return len(outcomes) - len(failed)
+
+
+@dataclass
+class _Outcomes:
+    recorded: list[EventRecord] = field(default_factory=list)
+    incoming: list[Incoming] = field(default_factory=list)
+    settled: dict[str, list[str]] = field(
+        default_factory=lambda: {CommandStatus.COMPLETED.value: [], CommandStatus.FAILED.value: []}
+    )
+    hand_to: list[tuple[int, str]] = field(default_factory=list)  # continuation: index, worker
 
 
 @contextlib.asynccontextmanager

@@ -51,6 +51,19 @@ class LoopDataLoader:
                 await self._load(conn, state.execution_id, need, items, results)
         raise LoopDataMissing(f"execution {state.execution_id}: loop data still missing")
 
+    def decide_held(
+        self,
+        playbook: Playbook,
+        state: ExecutionState,
+        incoming: Sequence[Incoming],
+        new_id: Callable[[], int],
+    ) -> Decision | None:
+        """`decide_all` with the loop items this process holds; None when the decision needs
+        anything it would have to load (then `decide` runs, under the locks)."""
+        data = LoopData(self._running_items(state), {})
+        decision = decide_all(playbook, state, incoming, new_id=new_id, data=data)
+        return None if decision.needs else decision
+
     def _running_items(self, state: ExecutionState) -> dict[LoopKey, Sequence[Any]]:
         found: dict[LoopKey, Sequence[Any]] = {}
         for name, step in state.steps.items():

@@ -10,6 +10,10 @@ EXECUTIONS_STARTED = Counter("noetl_executions_started_total", "Executions start
 EXECUTIONS_FINISHED = Counter(
     "noetl_executions_finished_total", "Executions that reached a terminal status", ["status"]
 )
+HELD_STALE = Counter(
+    "noetl_held_state_stale_total",
+    "Reports decided from a held snapshot that was no longer current (decided again under locks)",
+)
 PUBLISH_FAILURES = Counter("noetl_publish_failures_total", "NATS publishes left to the relay")
 RELAYED = Counter("noetl_relay_republished_total", "Commands republished by the relay")
 RELEASED = Counter(

@@ -23,3 +23,5 @@ class Effects:
     # continuation: the next commands claimed in the transaction for the reporting workers,
     # by the index of the report whose answer takes each (instead of a NATS message)
     handed: dict[int, ClaimedCommand] = field(default_factory=dict)
+    issued: int = 0  # commands issued (a metric, counted once committed)
+    ended: list[tuple[int, str, str | None]] = field(default_factory=list)  # id, status, error

@@ -17,12 +17,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg.errors
 from psycopg import AsyncClientCursor, AsyncConnection
 from psycopg.types.json import Json
 
 from noetl.protocol.events import CommandStatus
 from noetl.protocol.records import CommandRecord, EventRecord
 from noetl.store import prepared
+from noetl.store.commands import CUSTOM_PLANS
 from noetl.store.events import COLUMNS
 
 # The rows go as one JSON document (`json_to_recordset`): one parameter, dumped by orjson, and
@@ -177,3 +179,40 @@ async def commit(conn: AsyncConnection[Any], last: Sequence[tuple[str, list[Any]
     statements = [await prepared.execute_sql(conn, text) for text, _ in last]
     sql = "; ".join([*statements, "COMMIT"])
     await AsyncClientCursor(conn).execute(sql, [p for _, params in last for p in params])
+
+
+_EXPECT_HELD = "SELECT noetl.expect_held(%s, %s, %s, %s)"
+
+
+class Stale(Exception):
+    """`commit_held`'s precondition failed: nothing was written."""
+
+
+async def commit_held(
+    conn: AsyncConnection[Any],
+    execution_id: int,
+    version: int,
+    reported: Sequence[tuple[str, int]],
+    last: Sequence[tuple[str, list[Any]]],
+) -> None:
+    """A whole transaction in one round trip, for a decision made from the snapshot the
+    server holds (`server.states`): BEGIN, the precondition (`noetl.expect_held`, migration
+    0012: the row still RUNNING at `version`, each `reported` command, attempt still claimed),
+    the writes (`statement`s) and COMMIT, as one simple query. Raises `Stale` when the
+    precondition fails and `psycopg.errors.UniqueViolation` on a conflict; either leaves the
+    transaction failed: roll it back."""
+    expect = await prepared.execute_sql(conn, _EXPECT_HELD)
+    statements = [await prepared.execute_sql(conn, text) for text, _ in last]
+    # the check's own plans are kept by PL/pgSQL (key lookups); the writes' are made for
+    # their parameters, as in the locked path (`commands.begin_locked`)
+    sql = "; ".join(["BEGIN", expect, CUSTOM_PLANS, *statements, "COMMIT"])
+    params: list[Any] = [
+        execution_id,
+        version,
+        [command_id for command_id, _ in reported],
+        [attempt for _, attempt in reported],
+    ]
+    try:
+        await AsyncClientCursor(conn).execute(sql, [*params, *(p for _, ps in last for p in ps)])
+    except psycopg.errors.SerializationFailure as exc:
+        raise Stale(str(exc)) from None
