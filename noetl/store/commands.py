@@ -63,10 +63,11 @@ async def begin_locked(
     lock_execution = await prepared.execute_sql(conn, _LOCK_EXECUTION)
     lock_commands = await prepared.execute_sql(conn, _LOCK_COMMANDS)
     cur = AsyncClientCursor(conn, row_factory=dict_row)
-    await cur.execute(
-        f"BEGIN; {CUSTOM_PLANS}; {lock_execution}; {lock_commands}",
-        (known_version, execution_id, execution_id, list(command_ids)),
-    )
+    with prepared.literal(conn):
+        await cur.execute(
+            f"BEGIN; {CUSTOM_PLANS}; {lock_execution}; {lock_commands}",
+            (known_version, execution_id, execution_id, list(command_ids)),
+        )
     cur.nextset()  # past BEGIN's result
     cur.nextset()  # past SET's
     execution = await cur.fetchone()

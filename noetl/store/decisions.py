@@ -178,7 +178,8 @@ async def commit(conn: AsyncConnection[Any], last: Sequence[tuple[str, list[Any]
         return
     statements = [await prepared.execute_sql(conn, text) for text, _ in last]
     sql = "; ".join([*statements, "COMMIT"])
-    await AsyncClientCursor(conn).execute(sql, [p for _, params in last for p in params])
+    with prepared.literal(conn):
+        await AsyncClientCursor(conn).execute(sql, [p for _, params in last for p in params])
 
 
 _EXPECT_HELD = "SELECT noetl.expect_held(%s, %s, %s, %s)"
@@ -213,6 +214,8 @@ async def commit_held(
         [attempt for _, attempt in reported],
     ]
     try:
-        await AsyncClientCursor(conn).execute(sql, [*params, *(p for _, ps in last for p in ps)])
+        with prepared.literal(conn):
+            cursor = AsyncClientCursor(conn)
+            await cursor.execute(sql, [*params, *(p for _, ps in last for p in ps)])
     except psycopg.errors.SerializationFailure as exc:
         raise Stale(str(exc)) from None

@@ -12,9 +12,11 @@ none behind, so what this module remembers per connection is exactly what the se
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -35,3 +37,17 @@ async def execute_sql(conn: AsyncConnection[Any], sql: str) -> str:
         await conn.execute(f"PREPARE {name} AS {text}".encode())
         held.add(name)
     return f"EXECUTE {name}({', '.join(['%s'] * count)})" if count else f"EXECUTE {name}"
+
+
+@contextlib.contextmanager
+def literal(conn: AsyncConnection[Any]) -> Iterator[None]:
+    """For a query whose parameters psycopg binds into its text (ClientCursor): psycopg's own
+    automatic preparation left out. Such a text differs on every call, so psycopg would only
+    hash it (kilobytes: the state snapshot is in it) and count it in its cache, to evict it
+    unused; the statements in it are prepared here (`execute_sql`) already."""
+    threshold = conn.prepare_threshold
+    conn.prepare_threshold = None
+    try:
+        yield
+    finally:
+        conn.prepare_threshold = threshold
