@@ -150,10 +150,13 @@ async def get_execution(request: Request, execution_id: str) -> dict[str, Any]:
 async def execution_detail(orchestrator: Orchestrator, execution_id: str) -> dict[str, Any]:
     """The answer of `GET /api/executions/{id}` (also served by `fastlane`: clients poll it)."""
     eid = _parse_id(execution_id, "execution")
+    held = orchestrator.flow.states.get(eid)
     async with orchestrator.pool.connection() as conn:
-        row = await executions.get_execution(conn, eid)
+        row = await executions.get_detail(conn, eid, held.version if held else -1)
     if row is None:
         raise NotFoundError(f"execution {execution_id} does not exist")
+    if row["state"] is None and held is not None and held.version == row["state_version"]:
+        row["state"] = views.detail_state(held.state)  # what the row holds, not read again
     return views.execution_detail(row)
 
 

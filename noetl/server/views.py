@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from noetl.engine import ExecutionState
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -49,6 +52,22 @@ def execution_detail(row: dict[str, Any]) -> dict[str, Any]:
         "steps": steps,
         "pending_commands": sorted(state.get("commands", {})),
         "variables": state.get("variables", {}),
+    }
+
+
+def detail_state(state: ExecutionState) -> dict[str, Any]:
+    """The parts of a snapshot `execution_detail` shows, from the engine's state."""
+    return {
+        "steps": {
+            name: {
+                "status": step.status,
+                "runs": step.runs,
+                "loop": step.loop.to_json() if step.loop else None,
+            }
+            for name, step in state.steps.items()
+        },
+        "commands": state.commands,
+        "variables": state.variables,
     }
 
 

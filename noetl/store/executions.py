@@ -58,6 +58,20 @@ async def get_execution(conn: AsyncConnection[Any], execution_id: int) -> dict[s
     return await cur.fetchone()
 
 
+async def get_detail(
+    conn: AsyncConnection[Any], execution_id: int, known_version: int = -1
+) -> dict[str, Any] | None:
+    """`get_execution` for the detail clients poll: `state` is None when the row's
+    `state_version` is `known_version` (the server holds that snapshot: `server.states`)."""
+    cur = await conn.execute(
+        f"SELECT {_SUMMARY}, state_version,"
+        " CASE WHEN state_version = %s THEN NULL ELSE state END AS state"
+        " FROM noetl.execution WHERE execution_id = %s",
+        (known_version, execution_id),
+    )
+    return await cur.fetchone()
+
+
 async def get_summary(conn: AsyncConnection[Any], execution_id: int) -> dict[str, Any] | None:
     """An execution's row without its state (cheap to poll)."""
     cur = await conn.execute(

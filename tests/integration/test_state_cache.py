@@ -148,3 +148,20 @@ async def test_a_report_of_a_command_no_longer_claimed_is_not_recorded_from_the_
             command_id,
         )
         assert outcomes == [(0,)]
+
+
+async def test_the_polled_detail_of_a_held_snapshot_is_the_rows(settings: Settings) -> None:
+    """`GET /api/executions/{id}` builds a held snapshot's detail without reading it back:
+    the answer is the same as from the row."""
+    async with running(settings, workers=1) as rt, httpx.AsyncClient(base_url=rt.url) as api:
+        flow = orchestrator_of(rt).flow
+        execution_id, held = await _while_waiting(api, flow)
+        from_held = (await api.get(f"/api/executions/{execution_id}")).json()
+        flow.states.drop(execution_id)
+        from_row = (await api.get(f"/api/executions/{execution_id}")).json()
+        flow.states.put(execution_id, held)
+        await wait_for_end(api, str(execution_id), timeout=60)
+    assert from_held["status"] == "RUNNING" and from_held["pending_commands"]
+    assert [s["step"] for s in from_held["steps"]] == ["start", "wait"]
+    del from_held["duration_seconds"], from_row["duration_seconds"]
+    assert from_held == from_row
