@@ -49,7 +49,7 @@ async def begin_locked(
 ) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
     """BEGIN, then lock the execution row and its command rows (in command_id order), in ONE
     round trip: the three statements go as one simple query (the locks as prepared
-    statements, `store.prepared`), their parameters bound by psycopg's ClientCursor. Always
+    statements, `store.prepared`), their parameters written in by `prepared.run`. Always
     the execution first, so lockers never deadlock. The transaction stays open on `conn`:
     end it with `store.decisions.commit` (or ROLLBACK).
 
@@ -63,11 +63,11 @@ async def begin_locked(
     lock_execution = await prepared.execute_sql(conn, _LOCK_EXECUTION)
     lock_commands = await prepared.execute_sql(conn, _LOCK_COMMANDS)
     cur = AsyncClientCursor(conn, row_factory=dict_row)
-    with prepared.literal(conn):
-        await cur.execute(
-            f"BEGIN; {CUSTOM_PLANS}; {lock_execution}; {lock_commands}",
-            (known_version, execution_id, execution_id, list(command_ids)),
-        )
+    await prepared.run(
+        cur,
+        f"BEGIN; {CUSTOM_PLANS}; {lock_execution}; {lock_commands}",
+        (known_version, execution_id, execution_id, list(command_ids)),
+    )
     cur.nextset()  # past BEGIN's result
     cur.nextset()  # past SET's
     execution = await cur.fetchone()

@@ -170,16 +170,15 @@ def _command_row(command: CommandRecord, cancelled: bool, claim: Claim | None) -
 
 async def commit(conn: AsyncConnection[Any], last: Sequence[tuple[str, list[Any]]] = ()) -> None:
     """The transaction's last writes (`statement`s) and COMMIT in one round trip, as one
-    simple query (prepared statements, `store.prepared`; parameters bound by psycopg's
-    ClientCursor). A unique-index conflict raises
+    simple query (prepared statements, `store.prepared`; parameters written in by
+    `prepared.run`). A unique-index conflict raises
     `psycopg.errors.UniqueViolation` and leaves the transaction failed: roll it back."""
     if not last:
         await conn.execute("COMMIT")
         return
     statements = [await prepared.execute_sql(conn, text) for text, _ in last]
     sql = "; ".join([*statements, "COMMIT"])
-    with prepared.literal(conn):
-        await AsyncClientCursor(conn).execute(sql, [p for _, params in last for p in params])
+    await prepared.run(AsyncClientCursor(conn), sql, [p for _, params in last for p in params])
 
 
 _EXPECT_HELD = "SELECT noetl.expect_held(%s, %s, %s, %s)"
@@ -214,8 +213,8 @@ async def commit_held(
         [attempt for _, attempt in reported],
     ]
     try:
-        with prepared.literal(conn):
-            cursor = AsyncClientCursor(conn)
-            await cursor.execute(sql, [*params, *(p for _, ps in last for p in ps)])
+        await prepared.run(
+            AsyncClientCursor(conn), sql, [*params, *(p for _, ps in last for p in ps)]
+        )
     except psycopg.errors.SerializationFailure as exc:
         raise Stale(str(exc)) from None

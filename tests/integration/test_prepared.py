@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
+from psycopg.types.json import Json
 
 from noetl.config import Settings
 from noetl.store import commands, database, prepared
@@ -59,3 +61,48 @@ async def test_the_report_transaction_plans_its_statements_for_their_parameters(
         )
         generic, custom = await cur.fetchone() or (None, None)
         assert (generic, custom) == (0, 16)
+
+
+VALUES: list[tuple[str, Any]] = [
+    ("text", "it's a \\ back'slash\nnew line, ü, 中文, 'quoted', {braces}, %s"),
+    ("text", ""),
+    ("bigint", 2**63 - 1),
+    ("bigint", -(2**63)),
+    ("int", 0),
+    ("float8", 0.1),
+    ("float8", -1.5e300),
+    ("boolean", True),
+    ("boolean", False),
+    ("text", None),
+    ("text[]", ["a", "b'c", 'd"e', "f,g", "{h}", "\\i", "NULL", ""]),
+    ("text[]", []),
+    ("int[]", [1, 2, 3]),
+    ("bigint[]", [2**62, -1]),
+]
+
+
+async def test_bound_parameters_reach_postgresql_as_they_were(settings: Settings) -> None:
+    """`prepared.run` writes the parameters into the query's text itself (not psycopg's
+    adaptation): every kind of value the report transaction sends comes back unchanged."""
+    json_doc = {"k": 'it\'s \\ "q" ü 中文 \u2028', "n": [1, 2.5, None, True], "e": {}}
+    async with await psycopg.AsyncConnection.connect(
+        str(settings.database_url), autocommit=True
+    ) as conn:
+        for sql_type, value in VALUES:
+            cur = psycopg.AsyncClientCursor(conn)
+            await prepared.run(cur, f"SELECT 1; SELECT %s::{sql_type}", [value])
+            cur.nextset()
+            assert await cur.fetchone() == (value,), (sql_type, value)
+        cur = psycopg.AsyncClientCursor(conn)
+        await prepared.run(cur, "SELECT %s::jsonb", [Json(json_doc)])
+        assert await cur.fetchone() == (json_doc,)
+        for special in ("inf", "-inf"):
+            await prepared.run(cur, "SELECT %s::float8", [float(special)])
+            assert await cur.fetchone() == (float(special),)
+        await prepared.run(cur, "SELECT %s::float8 = 'NaN'::float8", [float("nan")])
+        assert await cur.fetchone() == (True,)
+        with pytest.raises(TypeError, match="no SQL literal for bytes"):
+            await prepared.run(cur, "SELECT %s", [b"raw"])
+        with pytest.raises(ValueError, match="2 placeholders for 1 parameters"):
+            await prepared.run(cur, "SELECT %s, %s", [1])
+        assert conn.prepare_threshold == 5  # left as it was
