@@ -5,13 +5,14 @@ worker, which runs an event loop and threads) that loads ``python_exec.py`` by f
 and serves one request at a time over two pipes (see that module for the frames). Children
 start lazily, one per concurrent call up to the pool size, and are reused.
 
-Every child is owned by one daemon thread of the pool: it takes a call from the queue,
-starts its child if it has none, sends the request and waits for the reply with poll(2),
-on the reply pipe and on a pidfd, so the event loop never waits. The thread enforces the
-call's timeout, so time spent queued for a free child does not count. Each child leads its
-own process group; on timeout or cancellation the group gets SIGKILL, and the owning
-thread reaps the child and starts a new one. A child that dies fails only its call. After a
-MemoryError the child is replaced too (its heap may be spent).
+A call talks to its child on the event loop that makes it: the loop watches the reply pipe
+and a pidfd of the child (add_reader) and the call's deadline (a timer), so a step costs no
+hop through a thread (a thread per child did that until issue 12: ~80 us of the worker's CPU
+per call). The timeout counts from the request's sending, so time spent waiting for a free
+child does not count. Starting a child and reaping one block, so they run on short-lived
+daemon threads. Each child leads its own process group; on timeout or cancellation the
+group gets SIGKILL, the child is reaped and a new one started. A child that dies fails
+only its call. After a MemoryError the child is replaced too (its heap may be spent).
 
 Each child's address space is limited with RLIMIT_AS (``memory_mb``, default 1024 MiB,
 0 for none), so a memory bomb ends in MemoryError inside the child, not in the worker
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
+import concurrent.futures
 import contextlib
 import itertools
 import json
@@ -30,7 +33,6 @@ import logging
 import math
 import os
 import pickle
-import queue
 import select
 import signal
 import subprocess
@@ -38,9 +40,9 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from noetl.tools.base import ToolError
 from noetl.tools.python_exec import HEADER, Reply
@@ -51,10 +53,10 @@ DEFAULT_MEMORY_MB = 1024
 START_SECONDS = 60.0
 """How long a new child may take to start (interpreter and imports); not part of a timeout."""
 
+_T = TypeVar("_T")
 _MIB = 1024 * 1024
 _EXIT_GRACE = 1.0
 _REAP_SECONDS = 5.0
-_JOIN_SECONDS = 5.0
 _CHUNK = 1 << 20
 _SMALL = 1 << 16
 _EXEC_PATH = str(Path(__file__).with_name("python_exec.py"))
@@ -133,22 +135,19 @@ class PythonPool:
         longer than limit_seconds (counted from the start of the run, not the wait for a
         child)."""
         request = {"code": code, "inputs": inputs, "step": step, "libs": libs, "context": context}
-        job = _Job(asyncio.get_running_loop(), request, limit_seconds)
-        self.get().submit(job)
         try:
-            return await job.future
-        except asyncio.CancelledError:
-            job.cancel()
-            raise
+            payload = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # pickling fails in many ways: TypeError, PicklingError, ...
+            raise ToolError(
+                f"python step input cannot be sent to an isolated process: {exc}"
+            ) from None
+        return await self.get().call(payload, limit_seconds)
 
     async def close(self) -> None:
-        """Stop every child and the threads that own them; the next call starts anew."""
+        """Stop every child; the next call starts anew."""
         pool = self.take()
-        if pool is None:
-            return
-        threads = pool.shutdown()
-        if threads:
-            await asyncio.get_running_loop().run_in_executor(None, _join, threads)
+        if pool is not None:
+            await _off_loop(pool.shutdown)
 
 
 _instances: weakref.WeakSet[PythonPool] = weakref.WeakSet()
@@ -190,12 +189,6 @@ async def close() -> None:
     await _current.close()
 
 
-def _join(threads: list[threading.Thread]) -> None:
-    deadline = time.monotonic() + _JOIN_SECONDS
-    for thread in threads:
-        thread.join(max(deadline - time.monotonic(), 0))
-
-
 @atexit.register
 def _kill_children_at_exit() -> None:
     for owner in list(_instances):
@@ -216,241 +209,398 @@ class _BadReply(Exception):
     """The child wrote something that is not a reply to the request."""
 
 
-class _Job:
-    """One call: the request, the asyncio future it settles, and the child running it."""
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, request: dict[str, Any], timeout: float
-    ) -> None:
-        self.loop = loop
-        self.future: asyncio.Future[Reply] = loop.create_future()
-        self.request = request
-        self.timeout = timeout
-        self._lock = threading.Lock()
-        self._cancelled = False
-        self._child: _Child | None = None
-        self._outcome: Reply | ToolError | None = None
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled
-
-    def payload(self) -> bytes:
-        try:
-            return pickle.dumps(self.request, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # pickling fails in many ways: TypeError, PicklingError, ...
-            raise ToolError(
-                f"python step input cannot be sent to an isolated process: {exc}"
-            ) from None
-
-    def attach(self, child: _Child) -> bool:
-        """Mark the job running on child; False if it was cancelled."""
-        with self._lock:
-            if self._cancelled:
-                return False
-            self._child = child
-            return True
-
-    def detach(self) -> bool:
-        """The job no longer runs on its child; True if it was cancelled meanwhile (and the
-        child may have been sent SIGKILL, even after it replied)."""
-        with self._lock:
-            self._child = None
-            return self._cancelled
-
-    def cancel(self) -> None:
-        """Called on the event loop: never blocks (a running child is only sent SIGKILL)."""
-        with self._lock:
-            self._cancelled = True
-            child = self._child
-        if child is not None:
-            child.kill()
-
-    def succeed(self, reply: Reply) -> None:
-        self._outcome = reply
-
-    def fail(self, error: ToolError) -> None:
-        self._outcome = error
-
-    def deliver(self) -> None:
-        """Hand the outcome set by succeed() or fail() to the awaiting task."""
-        outcome, self._outcome = self._outcome, None
-        if outcome is None:  # delivered already, or cancelled before it ran
-            return
-
-        def settle() -> None:
-            if self.future.done():  # cancelled
-                return
-            if isinstance(outcome, ToolError):
-                self.future.set_exception(outcome)
-            else:
-                self.future.set_result(outcome)
-
-        try:
-            self.loop.call_soon_threadsafe(settle)
-        except RuntimeError:  # the loop closed while the code ran
-            logger.debug("python step finished after its event loop closed")
-
-
 class _Pool:
-    """Threads that each own one child; calls queue when all are busy."""
+    """Children, idle or busy, and the calls waiting for one.
+
+    A call runs on the event loop that makes it: it takes an idle child (or has one started),
+    writes the request to the child's pipe and waits for the reply, the child's exit (a pidfd)
+    and the deadline with the loop's own readers and timer (`_Exchange`). Starting and
+    stopping a child block (an interpreter's start, a reap), so they run on short-lived
+    daemon threads; a call never waits on a thread otherwise. The pool is shared by event
+    loops (direct calls, tests): a call waiting for a child is woken on its own loop.
+    """
 
     def __init__(self, size: int, memory_mb: int) -> None:
         self.size = size
         self.memory_mb = memory_mb
         self.closed = False
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        """Calls, and None for a thread to stop (shutdown, or a smaller pool)."""
         self._lock = threading.Lock()
-        self._idle = 0
-        self._retiring = 0
-        self._threads: set[threading.Thread] = set()
+        self._idle: list[_Child] = []
+        self._count = 0
+        """Children counted against the size: idle, busy, or starting."""
         self._children: set[_Child] = set()
-        self._names = itertools.count(1)
+        """Every child started and not yet stopped (shutdown kills them)."""
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
 
-    def submit(self, job: _Job) -> None:
-        with self._lock:
-            if self.closed:
-                raise _closed()
-            if self._idle <= 0 and len(self._threads) - self._retiring < self.size:
-                name = f"noetl-python-process-{next(self._names)}"
-                thread = threading.Thread(target=self._serve, name=name, daemon=True)
-                self._threads.add(thread)
-                self._idle += 1
-                thread.start()
-            self._idle -= 1
-        self._jobs.put(job)
-
-    def resize(self, size: int) -> None:
-        with self._lock:
-            self.size = size
-            excess = len(self._threads) - self._retiring - size
-            if excess <= 0 or self.closed:
-                return
-            self._retiring += excess
-        for _ in range(excess):  # queued behind waiting calls; taken by idle threads first
-            self._jobs.put(None)
-
-    def shutdown(self) -> list[threading.Thread]:
-        """Kill every child and tell every thread to stop; the threads to wait for."""
-        with self._lock:
-            self.closed = True
-            threads = list(self._threads)
-            children = list(self._children)
-        for child in children:
-            child.kill()
-        for _ in threads:
-            self._jobs.put(None)
-        return threads
-
-    def _serve(self) -> None:
-        me = threading.current_thread()
-        child: _Child | None = None
-        stopped = False
+    async def call(self, payload: bytes, limit_seconds: float) -> Reply:
+        """The child's reply to the request; ToolError when it fails or runs for longer than
+        limit_seconds."""
+        child = await self._acquire()
+        kept: _Child | None = None  # given back for the next call; None: it is lost
         try:
-            while (job := self._jobs.get()) is not None:
-                child = self._handle_safely(job, child)
-                with self._lock:
-                    self._idle += 1  # before delivering: the next call finds it idle
-                job.deliver()
-                if child is None:  # replace a lost child now, not when the next call comes
-                    child = self._spare()
-            stopped = True
+            exchange = _Exchange(asyncio.get_running_loop(), child)
+            try:
+                exchange.start(payload, limit_seconds)
+                reply = await exchange.future
+            except asyncio.CancelledError:
+                exchange.close()
+                if exchange.replied():  # cancelled as the reply came: the child is fine
+                    kept = child
+                else:
+                    child.kill()
+                    _in_background(self._drop, child, 0)
+                raise
+            except Exception as exc:  # _Late, _Gone, _BadReply, OSError; or a bug here
+                exchange.close()
+                raise await self._lost(child, exc, limit_seconds) from None
+            if not reply.get("ok") and reply.get("details", {}).get("error_type") == "MemoryError":
+                _in_background(self._drop, child, 0)  # its heap may be spent
+            else:
+                kept = child
+            return reply
         finally:
+            self._release(kept)
+
+    async def _acquire(self) -> _Child:
+        """An idle child; else one started for this call (up to the size: the calls that
+        come together get a child each, as many as the pool holds); else wait for a child
+        to be given back."""
+        loop = asyncio.get_running_loop()
+        while True:
             with self._lock:
-                self._threads.discard(me)
-                if stopped and not self.closed:  # the pool shrank; this thread was idle
-                    self._retiring -= 1
-                    self._idle -= 1
-            if child is not None:
-                self._drop(child, 0)
+                if self.closed:
+                    raise _closed()
+                while self._idle:
+                    child = self._idle.pop()
+                    if child.memory_mb == self.memory_mb:
+                        return child
+                    self._count -= 1  # started under another memory limit: replaced
+                    _in_background(self._drop, child, 0)
+                if self._count < self.size:
+                    self._count += 1
+                    mine: asyncio.Future[_Child] = loop.create_future()
+                    _in_background(self._start, mine)
+                    waiter = None
+                else:
+                    waiter = loop.create_future()
+                    self._waiting.append(waiter)
+            if waiter is None:
+                return await mine  # cancelled: the child goes to the next call (_handover)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                with self._lock, contextlib.suppress(ValueError):
+                    self._waiting.remove(waiter)
+                if waiter.done() and not waiter.cancelled():  # woken: pass it on
+                    self._wake(None)
+                raise
 
-    def _handle_safely(self, job: _Job, child: _Child | None) -> _Child | None:
-        try:
-            return self._handle(job, child)
-        except Exception as exc:  # a bug here must not strand the call or kill the thread
-            logger.exception("python process pool failed a call")
-            job.fail(ToolError(f"python process pool failed: {exc!r}", retryable=True))
-            if child is not None:
-                self._drop(child, 0)
-            return None
-
-    def _handle(self, job: _Job, child: _Child | None) -> _Child | None:
-        """Run the job; the child to keep for the next one (None: it was lost)."""
-        if self.closed:
-            job.fail(_closed())
-            return child
-        if job.cancelled:
-            return child
-        try:
-            if child is not None and child.memory_mb != self.memory_mb:
-                self._drop(child, 0)
-                child = None
+    def _release(self, child: _Child | None) -> None:
+        """Give a child back after a call (None: it was lost and a spare is started)."""
+        with self._lock:
             if child is None:
-                child = self._start()
-            payload = job.payload()
-        except ToolError as exc:
-            job.fail(exc)
-            return child
-        if not job.attach(child):
-            return child
-        outcome: Reply | Exception
-        try:
-            outcome = child.call(payload, job.timeout)
-        except (_Late, _Gone, _BadReply, OSError) as exc:
-            outcome = exc
-        finally:
-            cancelled = job.detach()
-        if isinstance(outcome, Exception):
-            job.fail(self._lost(child, outcome, job.timeout))
-            return None
-        if cancelled:  # cancelled as the reply came: the child may have been sent SIGKILL
-            self._drop(child, 0)
-            return None
-        reply = outcome
-        job.succeed(reply)
-        if not reply.get("ok") and reply.get("details", {}).get("error_type") == "MemoryError":
-            self._drop(child, 0)
-            return None
-        return child
+                self._count -= 1
+                if not self.closed and self._count < self.size:
+                    self._count += 1  # replace a lost child now, not when the next call comes
+                    _in_background(self._start)
+                return
+            if self.closed or self._count > self.size:  # the pool shrank
+                self._count -= 1
+                _in_background(self._drop, child, 0)
+            else:
+                self._idle.append(child)
+        self._wake(None)
 
-    def _lost(self, child: _Child, exc: Exception, timeout: float) -> ToolError:
+    def _wake(self, error: ToolError | None) -> None:
+        """Tell the first waiting call to look again (or fail it with `error`)."""
+        while True:
+            with self._lock:
+                if not self._waiting:
+                    return
+                waiter = self._waiting.popleft()
+            try:
+                waiter.get_loop().call_soon_threadsafe(self._woken, waiter, error)
+            except RuntimeError:  # its event loop closed: the next one
+                continue
+            return
+
+    def _woken(self, waiter: asyncio.Future[None], error: ToolError | None) -> None:
+        if waiter.done():  # cancelled meanwhile: the news goes to the next one
+            self._wake(error)
+        elif error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(None)
+
+    def _start(self, mine: asyncio.Future[_Child] | None = None) -> None:
+        """On a thread: start a child for the call waiting on `mine` (or, without one, a
+        spare: it becomes idle and a waiting call is woken); a failure to start fails that
+        call, and a waiting call asks anew."""
+        try:
+            child = _Child.start(self.memory_mb)
+        except ToolError as exc:
+            with self._lock:
+                self._count -= 1
+            if mine is not None:
+                _settle_threadsafe(mine, exc)
+            elif not self.closed:
+                logger.warning("could not start a spare python process: %s", exc)
+            self._wake(None)  # a slot is free: a waiting call may start a child
+            return
+        with self._lock:
+            closed = self.closed
+            if closed:
+                self._count -= 1
+            else:
+                self._children.add(child)
+        if closed:
+            child.stop(0)
+            if mine is not None:
+                _settle_threadsafe(mine, _closed())
+            self._wake(_closed())
+        elif mine is None or not _settle_threadsafe(mine, child, self._release):
+            self._release(child)  # a spare, or its call's loop is gone
+
+    async def _lost(self, child: _Child, exc: Exception, limit_seconds: float) -> ToolError:
         """Drop a child whose call failed; the error for the call."""
+        grace = _EXIT_GRACE if isinstance(exc, _Gone) else 0
+        code = await _off_loop(self._drop, child, grace)
         if isinstance(exc, _Late):
-            self._drop(child, 0)
-            return ToolError(f"python step timed out after {timeout:g} s", retryable=True)
+            return ToolError(f"python step timed out after {limit_seconds:g} s", retryable=True)
         if isinstance(exc, _Gone):
-            code = self._drop(child, _EXIT_GRACE)
             return _closed() if self.closed else _died(child, code)
-        self._drop(child, 0)
         if isinstance(exc, _BadReply):
             return ToolError(f"python process sent an unreadable reply: {exc}")
         return ToolError(f"talking to the python process failed: {exc}", retryable=True)
-
-    def _start(self) -> _Child:
-        child = _Child.start(self.memory_mb)
-        with self._lock:
-            if not self.closed:
-                self._children.add(child)
-                return child
-        child.stop(0)
-        raise _closed()
-
-    def _spare(self) -> _Child | None:
-        if self.closed:
-            return None
-        try:
-            return self._start()
-        except ToolError as exc:
-            if not self.closed:
-                logger.warning("could not start a spare python process: %s", exc)
-            return None
 
     def _drop(self, child: _Child, grace: float) -> int | None:
         code = child.stop(grace)
         with self._lock:
             self._children.discard(child)
         return code
+
+    def resize(self, size: int) -> None:
+        with self._lock:
+            self.size = size
+            if self.closed:
+                return
+            while self._count > size and self._idle:  # idle ones first; busy ones on release
+                self._count -= 1
+                _in_background(self._drop, self._idle.pop(0), 0)
+            room = size - self._count
+        for _ in range(max(room, 0)):  # waiting calls may start children now
+            self._wake(None)
+
+    def shutdown(self) -> None:
+        """Kill every child (a call running on one fails) and fail the waiting calls."""
+        with self._lock:
+            self.closed = True
+            children = list(self._children)
+            idle, self._idle = self._idle, []
+            waiting = len(self._waiting)
+        for child in children:
+            child.kill()
+        for child in idle:
+            self._drop(child, 0)
+        for _ in range(waiting):
+            self._wake(_closed())
+
+
+class _Exchange:
+    """One request and its reply over a child's pipes, on the event loop: the loop watches the
+    reply pipe, the request pipe while the request does not fit in it, and the child's pidfd
+    (without one, the child is looked at twice a second); a timer is the deadline. `future`
+    gets the reply, or _Late, _Gone, _BadReply or an OSError."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, child: _Child) -> None:
+        self.loop = loop
+        self.child = child
+        self.future: asyncio.Future[Reply] = loop.create_future()
+        self.request_id = next(child.ids)
+        self.unsent = memoryview(b"")
+        self.rest = b""
+        self.parts: list[bytes] = []
+        self.missing = HEADER.size
+        self.length: int | None = None
+        self.writing = False
+        self.closed = False
+        self.watch: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def start(self, payload: bytes, limit_seconds: float) -> None:
+        """Watch the child and send the request."""
+        header = HEADER.pack(len(payload), self.request_id)
+        small = len(payload) < _SMALL
+        self.unsent = memoryview(header + payload if small else header)
+        self.rest = b"" if small else payload
+        self.timer = self.loop.call_later(limit_seconds, self._finish, _Late())
+        self.loop.add_reader(self.child.replies, self._readable)
+        if self.child.pidfd is not None:
+            self.loop.add_reader(self.child.pidfd, self._exited)
+        else:
+            self.watch = self.loop.call_later(0.5, self._look)
+        self._write()
+
+    def replied(self) -> bool:
+        return self.future.done() and not self.future.cancelled() and not self.future.exception()
+
+    def close(self) -> None:
+        """Stop watching the child's pipes (before it is reused, stopped or killed)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.remove_reader(self.child.replies)
+        if self.child.pidfd is not None:
+            self.loop.remove_reader(self.child.pidfd)
+        if self.writing:
+            self.loop.remove_writer(self.child.requests)
+        if self.watch is not None:
+            self.watch.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def _finish(self, outcome: Reply | BaseException) -> None:
+        self.close()
+        if self.future.done():
+            return
+        if isinstance(outcome, BaseException):
+            self.future.set_exception(outcome)
+        else:
+            self.future.set_result(outcome)
+
+    def _write(self) -> None:
+        while self.unsent:
+            try:
+                written = os.write(self.child.requests, self.unsent[:_CHUNK])
+            except BlockingIOError:
+                if not self.writing:
+                    self.writing = True
+                    self.loop.add_writer(self.child.requests, self._write)
+                return
+            except BrokenPipeError:
+                self._finish(_Gone())
+                return
+            except OSError as exc:
+                self._finish(exc)
+                return
+            self.unsent = self.unsent[written:]
+            if not self.unsent and self.rest:
+                self.unsent, self.rest = memoryview(self.rest), b""
+        if self.writing:
+            self.writing = False
+            self.loop.remove_writer(self.child.requests)
+
+    def _readable(self) -> bool:
+        """Read what the reply pipe holds of the frame; False when it holds nothing now."""
+        if self.closed:
+            return False
+        try:
+            chunk = os.read(self.child.replies, min(self.missing, _CHUNK))
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            self._finish(exc)
+            return False
+        if not chunk:
+            self._finish(_Gone())
+            return False
+        self.parts.append(chunk)
+        self.missing -= len(chunk)
+        if self.missing:
+            return True
+        data = b"".join(self.parts)
+        self.parts = []
+        if self.length is None:
+            length, reply_id = HEADER.unpack(data)
+            if reply_id != self.request_id:
+                message = f"a reply to request {reply_id} while waiting for {self.request_id}"
+                self._finish(_BadReply(message))
+                return False
+            self.length = self.missing = length
+            if length:
+                return True
+        self._finish(_decode(data if self.length else b""))
+        return False
+
+    def _exited(self) -> None:
+        """The child exited: what it wrote before still counts."""
+        while self._readable():
+            pass
+        self._finish(_Gone())
+
+    def _look(self) -> None:
+        if self.child.exited(0):
+            self._exited()
+        else:
+            self.watch = self.loop.call_later(0.5, self._look)
+
+
+def _decode(body: bytes) -> Reply | _BadReply:
+    """The standard library's json, not orjson: orjson reads an integer beyond 64 bits as a
+    float, and such a result must reach the worker exactly, to fail its step by the codec's
+    number rule (`noetl.jsonfast`) instead of being reported rounded."""
+    try:
+        reply = json.loads(body)
+    except ValueError as exc:
+        return _BadReply(str(exc))
+    if not isinstance(reply, dict):
+        return _BadReply(f"a {type(reply).__name__}, not an object")
+    return reply
+
+
+def _settle_threadsafe(
+    future: asyncio.Future[Any],
+    outcome: Any,
+    unclaimed: Callable[[Any], None] | None = None,
+) -> bool:
+    """Settle a future of any event loop from any thread: its result, or its exception when
+    `outcome` is one. A result nobody takes any more (the future was cancelled meanwhile)
+    goes to `unclaimed`. False when the future's loop is closed."""
+
+    def settle() -> None:
+        if future.done():
+            if unclaimed is not None and not isinstance(outcome, BaseException):
+                unclaimed(outcome)
+        elif isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    try:
+        future.get_loop().call_soon_threadsafe(settle)
+    except RuntimeError:  # the loop closed
+        return False
+    return True
+
+
+def _in_background(func: Callable[..., Any], *args: Any) -> None:
+    """Run func on a daemon thread (starting or stopping a child blocks)."""
+    threading.Thread(target=func, args=args, name="noetl-python-process", daemon=True).start()
+
+
+def _off_loop(func: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+    """func on a daemon thread, awaited (a hung reap never blocks the worker's exit)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+    def target() -> None:
+        try:
+            outcome: tuple[Any, BaseException | None] = (func(*args), None)
+        except Exception as exc:  # handed to the awaiting call
+            outcome = (None, exc)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    _in_background(target)
+    return future
 
 
 def _closed() -> ToolError:
@@ -475,7 +625,7 @@ def _died(child: _Child, code: int | None) -> ToolError:
 
 
 class _Child:
-    """One child process and the parent's ends of its pipes (used by one thread at a time)."""
+    """One child process and the parent's ends of its pipes (used by one call at a time)."""
 
     def __init__(
         self, process: subprocess.Popen[bytes], requests: int, replies: int, memory_mb: int
@@ -485,13 +635,13 @@ class _Child:
         self.memory_mb = memory_mb
         self.killed = False
         """Set when stop() had to kill a child that was still running."""
-        self._requests = requests
-        self._replies = replies
-        self._pidfd = _pidfd(process.pid)
-        self._fds = [requests, replies] + ([self._pidfd] if self._pidfd is not None else [])
+        self.requests = requests
+        self.replies = replies
+        self.pidfd = _pidfd(process.pid)
+        self._fds = [requests, replies] + ([self.pidfd] if self.pidfd is not None else [])
         self._lock = threading.Lock()
         self._reaped = False
-        self._ids = itertools.count(1)
+        self.ids = itertools.count(1)
         os.set_blocking(requests, False)
         os.set_blocking(replies, False)
 
@@ -502,14 +652,15 @@ class _Child:
         reply_read, reply_write = os.pipe()
         argv = [str(request_read), str(reply_write), str(os.getpid())]
         try:
-            process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
+            process = _SPAWNER.submit(
+                subprocess.Popen,
                 [sys.executable, "-c", _BOOT, _EXEC_PATH, *argv],
                 stdin=subprocess.DEVNULL,
                 pass_fds=(request_read, reply_write),
                 start_new_session=True,
                 env=_child_env(memory_mb),
-            )
-        except OSError as exc:
+            ).result()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: the interpreter is exiting
             os.close(request_write)
             os.close(reply_read)
             raise ToolError(f"could not start a python process: {exc}", retryable=True) from None
@@ -528,12 +679,6 @@ class _Child:
             raise ToolError(f"could not start a python process: {reason}", retryable=True) from None
         return child
 
-    def call(self, payload: bytes, timeout: float) -> Reply:
-        request_id = next(self._ids)
-        deadline = time.monotonic() + timeout
-        self._send(request_id, payload, deadline)
-        return self._receive(request_id, deadline)
-
     def kill(self) -> None:
         """SIGKILL the child and its process group; safe from any thread, never blocks."""
         with self._lock:
@@ -546,17 +691,17 @@ class _Child:
     def stop(self, grace: float) -> int | None:
         """Let the child exit for up to grace seconds, kill what is left of its group, reap
         it and close the pipes; its exit code (negative: a signal), None if it would not die."""
-        if not self._exited(grace):
+        if not self.exited(grace):
             self.killed = True
         self.kill()  # also whatever the code started in the child's process group
         code: int | None = None
-        if self._exited(_REAP_SECONDS):
+        if self.exited(_REAP_SECONDS):
             with self._lock:
                 code = self.process.wait()
                 self._reaped = True
         else:
             logger.warning("python process %d did not exit after SIGKILL", self.pid)
-        fds, self._fds, self._pidfd = self._fds, [], None
+        fds, self._fds, self.pidfd = self._fds, [], None
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -570,9 +715,9 @@ class _Child:
             data = memoryview(part)
             while data:
                 try:
-                    written = os.write(self._requests, data[:_CHUNK])
+                    written = os.write(self.requests, data[:_CHUNK])
                 except BlockingIOError:
-                    self._wait(self._requests, select.POLLOUT, deadline)
+                    self._wait(self.requests, select.POLLOUT, deadline)
                     continue
                 except BrokenPipeError:
                     raise _Gone from None
@@ -596,9 +741,9 @@ class _Child:
         missing = size
         while missing:
             try:
-                chunk = os.read(self._replies, min(missing, _CHUNK))
+                chunk = os.read(self.replies, min(missing, _CHUNK))
             except BlockingIOError:
-                self._wait(self._replies, select.POLLIN, deadline)
+                self._wait(self.replies, select.POLLIN, deadline)
                 continue
             if not chunk:
                 raise _Gone
@@ -610,21 +755,21 @@ class _Child:
         """Until fd is ready for event; _Late at the deadline, _Gone when the child exits."""
         poller = select.poll()
         poller.register(fd, event)
-        if self._pidfd is not None:
-            poller.register(self._pidfd, select.POLLIN)
+        if self.pidfd is not None:
+            poller.register(self.pidfd, select.POLLIN)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise _Late
-            if self._pidfd is None:  # no pidfd: look at the child twice a second
+            if self.pidfd is None:  # no pidfd: look at the child twice a second
                 remaining = min(remaining, 0.5)
             ready = dict(poller.poll(math.ceil(remaining * 1000)))
             if fd in ready:
                 return  # readable, writable, or closed: the read or write will tell
-            if ready or (self._pidfd is None and self._exited(0)):
+            if ready or (self.pidfd is None and self.exited(0)):
                 raise _Gone
 
-    def _exited(self, timeout: float) -> bool:
+    def exited(self, timeout: float) -> bool:
         """Whether the child has exited (without reaping it), waiting up to timeout."""
         deadline = time.monotonic() + timeout
         while True:
@@ -636,10 +781,16 @@ class _Child:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            if self._pidfd is not None:
-                select.select([self._pidfd], [], [], remaining)
+            if self.pidfd is not None:
+                select.select([self.pidfd], [], [], remaining)
             else:
                 time.sleep(min(remaining, 0.01))
+
+
+_SPAWNER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="noetl-python-spawner")
+"""The one thread that forks the children. A child dies with the thread that forked it
+(PR_SET_PDEATHSIG follows the thread, not the process), and children are started on
+short-lived threads: this one lives as long as the worker."""
 
 
 def _child_env(memory_mb: int) -> dict[str, str] | None:
