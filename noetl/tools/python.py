@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import queue
 import re
@@ -171,7 +172,13 @@ def _source(config: Mapping[str, Any]) -> str:
         raw = source.get("code")
     if not isinstance(raw, str) or not raw.strip():
         raise ToolError("python tool needs `code` (or `script`) with the source to run")
-    return textwrap.dedent(raw)
+    return _dedented(raw)
+
+
+@functools.lru_cache(maxsize=256)
+def _dedented(code: str) -> str:
+    """textwrap.dedent, once per source (the steps of a chain or a loop share theirs)."""
+    return textwrap.dedent(code)
 
 
 def _mapping(raw: Any, name: str) -> dict[str, Any]:

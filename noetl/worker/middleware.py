@@ -65,11 +65,13 @@ class Middleware:
 
 
 async def process(middleware: Sequence[Middleware], job: Job, actor: Actor) -> Outcome | None:
-    """Run `job` through the middleware and the actor; None when it was stopped."""
+    """Run `job` through the middleware and the actor; None when it was stopped. A hook a
+    middleware does not override is skipped (it would do nothing, at the cost of a call)."""
     outcome: Outcome | None
     try:
         for hook in middleware:
-            await hook.before(job)
+            if _overrides(type(hook)).before:
+                await hook.before(job)
     except ToolError as exc:
         outcome = Outcome.failure(str(exc))
     else:
@@ -79,13 +81,36 @@ async def process(middleware: Sequence[Middleware], job: Job, actor: Actor) -> O
 
         proceed: Proceed = act
         for hook in reversed(middleware):
-            proceed = functools.partial(hook.around, job, proceed)
+            if _overrides(type(hook)).around:
+                proceed = functools.partial(hook.around, job, proceed)
         outcome = await proceed()
         if outcome is None:
             return None
     for hook in reversed(middleware):
-        outcome = await hook.after(job, outcome)
+        if _overrides(type(hook)).after:
+            outcome = await hook.after(job, outcome)
     return outcome
+
+
+@dataclass(frozen=True)
+class _Hooks:
+    before: bool
+    around: bool
+    after: bool
+
+
+_HOOKS: dict[type[Middleware], _Hooks] = {}
+
+
+def _overrides(kind: type[Middleware]) -> _Hooks:
+    """Which hooks a middleware class overrides."""
+    found = _HOOKS.get(kind)
+    if found is None:
+        names = _Hooks.__annotations__
+        found = _HOOKS[kind] = _Hooks(
+            *(getattr(kind, name) is not getattr(Middleware, name) for name in names)
+        )
+    return found
 
 
 class Timing(Middleware):
@@ -242,22 +267,32 @@ class LeaseKeepalive(Middleware):
         self.interval = interval
 
     async def around(self, job: Job, proceed: Proceed) -> Outcome | None:
-        work = asyncio.ensure_future(proceed())
-        while True:
-            done, _ = await asyncio.wait({work}, timeout=self.interval)
-            if done:
-                return work.result()
-            if job.message is not None:
-                with contextlib.suppress(Exception):
-                    await job.message.in_progress()
-            if not await self._renew(job.command):
-                log.info(  # routine: its execution failed or was cancelled, or a retry took it
-                    "command %s was cancelled or superseded; stopping it", job.command.command_id
-                )
-                work.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await work
+        """The work runs in this task; a timer starts each renewal (most commands end before
+        the first: no task, no wait per command). A renewal that says stop cancels this
+        task, and a renewal still running when the work ends decides as if it came first."""
+        work = asyncio.current_task()
+        assert work is not None
+        renewals = _Renewals(self, job, work)
+        try:
+            outcome = await proceed()
+        except asyncio.CancelledError:
+            renewals.end()
+            if renewals.stopped and work.uncancel() == 0:  # cancelled by a renewal alone
+                self._stopped(job)
                 return None
+            raise
+        renewals.end()
+        if renewals.stopped or (renewals.running is not None and not await renewals.running):
+            if renewals.stopped:  # the work swallowed the cancellation
+                work.uncancel()
+            self._stopped(job)
+            return None
+        return outcome
+
+    def _stopped(self, job: Job) -> None:
+        log.info(  # routine: its execution failed or was cancelled, or a retry took it
+            "command %s was cancelled or superseded; stopping it", job.command.command_id
+        )
 
     async def _renew(self, command: ClaimedCommand) -> bool:
         try:
@@ -273,6 +308,48 @@ class LeaseKeepalive(Middleware):
         except ValueError:
             log.warning("lease of %s: unexpected answer %s", command.command_id, response.message)
             return True
+
+
+class _Renewals:
+    """The lease renewals of one running command: every `interval` seconds (counted from the
+    end of the last renewal) tell NATS `in_progress` and renew the lease; a renewal answered
+    with stop cancels the work's task (`stopped`)."""
+
+    def __init__(self, keepalive: LeaseKeepalive, job: Job, work: asyncio.Task[Any]) -> None:
+        self.keepalive = keepalive
+        self.job = job
+        self.work = work
+        self.loop = asyncio.get_running_loop()
+        self.running: asyncio.Task[bool] | None = None  # a renewal under way
+        self.stopped = False
+        self.ended = False
+        self.timer = self.loop.call_later(keepalive.interval, self._start)
+
+    def end(self) -> None:
+        """The work ended: no more renewals, and none cancels it any more."""
+        self.ended = True
+        self.timer.cancel()
+
+    def _start(self) -> None:
+        self.running = self.loop.create_task(self._renew())
+
+    async def _renew(self) -> bool:
+        keep_going = True
+        try:
+            if self.job.message is not None:
+                with contextlib.suppress(Exception):
+                    await self.job.message.in_progress()
+            keep_going = await self.keepalive._renew(self.job.command)
+        except Exception:  # a bug here must not stop the work or the renewals
+            log.exception("lease renewal of %s failed", self.job.command.command_id)
+        if self.ended:
+            return keep_going
+        if keep_going:
+            self.timer = self.loop.call_later(self.keepalive.interval, self._start)
+        else:
+            self.stopped = True
+            self.work.cancel()
+        return keep_going
 
 
 def standard(client: ServerClient, *, keepalive: float, max_payload_bytes: int) -> list[Middleware]:

@@ -43,6 +43,11 @@ REPORT_PATIENCE = 600.0  # seconds a finished outcome is kept and its report ret
 REPORT_BACKOFF = 5.0  # longest pause between two tries
 
 
+async def _in_progress(msg: Msg) -> None:
+    with contextlib.suppress(Exception):
+        await msg.in_progress()
+
+
 class Worker:
     def __init__(
         self,
@@ -97,6 +102,7 @@ class Worker:
         self.holding: set[int] = set()  # commands running or reporting: the heartbeat lists them
         self.released = asyncio.Event()
         self.reports: KeyedBatcher[Report, Response] = KeyedBatcher(self._send_reports)
+        self.telling: set[asyncio.Task[None]] = set()  # in_progress sent while a report waits
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -313,7 +319,7 @@ class Worker:
         following = None
         if isinstance(response.body, dict) and response.body.get("next") is not None:
             following = ReportReply.from_json(response.body).next
-        return for_status(response.status, response.message), following
+        return Ack(), following  # (its reason is not the reply's text: that is long to make)
 
     async def _settle(self, msg: Msg, disposition: Disposition) -> None:
         try:
@@ -326,14 +332,22 @@ class Worker:
         """Report an outcome, telling NATS the message (if one brought the command) is still
         in progress while the server is away, so it is not redelivered and the step is not
         run again meanwhile. A live worker keeps its claim meanwhile (its heartbeats)."""
-        reporting = asyncio.ensure_future(self.reports.submit("reports", report))
-        while True:
-            done, _ = await asyncio.wait({reporting}, timeout=self.keepalive)
-            if done:
-                return reporting.result()
-            if msg is not None:
-                with contextlib.suppress(Exception):
-                    await msg.in_progress()
+        if msg is None:  # a continuation: its lease holds it
+            return await self.reports.submit("reports", report)
+        loop = asyncio.get_running_loop()
+        timer: list[asyncio.TimerHandle] = []
+
+        def tell() -> None:  # every `keepalive` seconds while the report waits
+            task = loop.create_task(_in_progress(msg))
+            self.telling.add(task)
+            task.add_done_callback(self.telling.discard)
+            timer[:] = [loop.call_later(self.keepalive, tell)]
+
+        timer.append(loop.call_later(self.keepalive, tell))
+        try:
+            return await self.reports.submit("reports", report)
+        finally:
+            timer[0].cancel()
 
     async def _send_reports(self, reports: Sequence[Report]) -> list[Response | Exception]:
         """Outcomes that finished together go in one request. A finished outcome is kept and
