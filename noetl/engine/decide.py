@@ -241,12 +241,11 @@ class _Run:
     def step_state(self, name: str) -> StepState:
         """The step's state, to read or change: copied on first use (`copy_on_write`), so
         the state the decision was given is never changed and the others are not copied."""
-        steps = self.state.steps
+        steps = self.state.step_states
         if name in self.owned:
             return steps[name]
         self.owned.add(name)
-        found = steps.get(name)
-        st = steps[name] = found.copy() if found is not None else StepState()
+        st = steps[name] = steps.writable(name) if name in steps else StepState()
         return st
 
     def has_no_result_name(self) -> bool:
@@ -341,13 +340,12 @@ class _Run:
                 self.route(name, [])
                 return
         if step.loop is None:
-            st.status, st.arrived, st.dead, st.loop = RUNNING, [], [], None
-            self.emit(EventType.STEP_ENTER, step=name, payload={"run": self.state.count_run(st)})
+            st.status, st.runs, st.arrived, st.dead, st.loop = RUNNING, st.runs + 1, [], [], None
+            self.emit(EventType.STEP_ENTER, step=name, payload={"run": st.runs})
             self.issue(step, st.runs)
             return
         if step.loop.mode == "cursor":
-            st.status, st.arrived, st.dead = RUNNING, [], []
-            self.state.count_run(st)
+            st.status, st.runs, st.arrived, st.dead = RUNNING, st.runs + 1, [], []
             st.loop = LoopState(count=0, cursor=True)
             self.emit(EventType.STEP_ENTER, step=name, payload={"run": st.runs, "cursor": True})
             self.claim(step, st)
@@ -358,8 +356,8 @@ class _Run:
             items = collection(render(step.loop.collection, self.context()))
         except (TemplateError, TypeError) as exc:
             problem = f"loop collection: {exc}"
-        st.status, st.arrived, st.dead, st.loop = RUNNING, [], [], None
-        entered: dict[str, Any] = {"run": self.state.count_run(st)}
+        st.status, st.runs, st.arrived, st.dead, st.loop = RUNNING, st.runs + 1, [], [], None
+        entered: dict[str, Any] = {"run": st.runs}
         if items is not None and not isinstance(items, range):
             items = plain(items)
             entered["items"] = items  # the log keeps a list's items: the state only counts

@@ -6,7 +6,9 @@ latest snapshot and a replay test proves fold(events) equals it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from noetl.protocol.events import StepStatus
@@ -102,6 +104,108 @@ class StepState:
         }
 
 
+def _parsed(raw: Mapping[str, Any]) -> StepState:
+    loop = raw.get("loop")
+    return StepState(
+        raw["status"],
+        raw["runs"],
+        list(raw["arrived"]),
+        list(raw["dead"]),
+        LoopState(**loop) if loop else None,
+        raw.get("came_from"),
+    )
+
+
+class StepStates(MutableMapping[str, StepState]):
+    """Step states by name, each parsed from the snapshot only when read.
+
+    A decision reads a few steps. Parsing every step of the snapshot into a `StepState` and
+    serialising each back (`from_json`, `to_json`: once per decision in the server) made a
+    decision's cost grow with the steps already run. Here the snapshot's step entries stay
+    as they came (`_json`, never changed: mappings copied from one another share it); the
+    states set since (`_states`) lie over them, and `to_json` lays the second over the first.
+
+    A state read here and not set is parsed once and kept for reading (`_seen`): it is not
+    to be changed in place (its entry goes out as it came). To change one, change a
+    `writable` copy and set it, as the engine does; `ExecutionState.copy` sets them all."""
+
+    __slots__ = ("_json", "_json_runs", "_seen", "_states")
+
+    def __init__(self, states: Mapping[str, StepState] | None = None) -> None:
+        self._json: Mapping[str, Mapping[str, Any]] = {}
+        self._json_runs: int | None = 0  # runs of the `_json` entries, once counted
+        self._seen: dict[str, StepState] = {}  # `_json` entries parsed to be read
+        self._states: dict[str, StepState] = dict(states or {})
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Mapping[str, Any]]) -> StepStates:
+        states = cls()
+        states._json, states._json_runs = raw, None
+        return states
+
+    def shared(self) -> StepStates:
+        """A mapping holding the same states: change one only after replacing it."""
+        states = StepStates(self._states)
+        states._json, states._json_runs, states._seen = self._json, self._json_runs, self._seen
+        return states
+
+    def writable(self, name: str) -> StepState:
+        """The step's state as a new object the caller owns (a copy, or parsed anew)."""
+        state = self._states.get(name)
+        return state.copy() if state is not None else _parsed(self._json[name])
+
+    def to_json(self) -> dict[str, Any]:
+        states = {name: state.to_json() for name, state in self._states.items()}
+        return {**self._json, **states} if self._json else states
+
+    def runs(self) -> int:
+        """Runs of all steps together, parsing none (the `max_step_runs` limit)."""
+        if self._json_runs is None:
+            self._json_runs = sum(map(_RUNS, self._json.values()))
+        total = self._json_runs
+        for name, state in self._states.items():
+            total += state.runs
+            if name in self._json:
+                total -= int(self._json[name]["runs"])
+        return total
+
+    def __getitem__(self, name: str) -> StepState:
+        state = self._states.get(name)
+        if state is None:
+            state = self._seen.get(name)
+            if state is None:
+                state = self._seen[name] = _parsed(self._json[name])
+        return state
+
+    def __setitem__(self, name: str, state: StepState) -> None:
+        self._states[name] = state
+
+    def __delitem__(self, name: str) -> None:
+        if name in self._json:  # never changed in place: copied (rare: the engine never does)
+            self._json = {key: value for key, value in self._json.items() if key != name}
+            self._json_runs = None
+            self._seen = {key: value for key, value in self._seen.items() if key != name}
+            self._states.pop(name, None)
+        else:
+            del self._states[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._states or name in self._json
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._json
+        yield from (name for name in self._states if name not in self._json)
+
+    def __len__(self) -> int:
+        return len(self._json) + sum(name not in self._json for name in self._states)
+
+    def __repr__(self) -> str:
+        return f"StepStates({dict(self.items())!r})"
+
+
+_RUNS = itemgetter("runs")
+
+
 @dataclass(frozen=True)
 class CommandRef:
     step: str
@@ -121,7 +225,8 @@ class ExecutionState:
     workload: dict[str, Any] = field(default_factory=dict)
     variables: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
-    steps: dict[str, StepState] = field(default_factory=dict)
+    # a plain mapping given here becomes a `StepStates`
+    steps: MutableMapping[str, StepState] = field(default_factory=StepStates)
     commands: dict[str, CommandRef] = field(default_factory=dict)  # issued, not yet finished
     result: Any = None
     error: str | None = None
@@ -131,24 +236,33 @@ class ExecutionState:
     reuse: dict[str, dict[str, Any]] = field(default_factory=dict)  # a re-run's recorded commands
     started_at: str | None = None  # ISO-8601 UTC: `now()` in the engine's templates
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps, StepStates):
+            self.steps = StepStates(self.steps)
+
+    @property
+    def step_states(self) -> StepStates:
+        assert isinstance(self.steps, StepStates)  # __post_init__; assigned only such
+        return self.steps
+
     def copy(self) -> ExecutionState:
         """A copy the engine may change. Values it only ever replaces (workload, variables,
         results, command refs) are shared; containers it changes in place are copied."""
         copied = self.copy_on_write()
-        copied.steps = {name: step.copy() for name, step in self.steps.items()}
+        copied.steps = StepStates({name: step.copy() for name, step in self.steps.items()})
         return copied
 
     def copy_on_write(self) -> ExecutionState:
         """`copy`, except that the step states are shared: whoever changes one replaces it
         by its `copy` first (the engine does, `_Run.step_state`). A decision then costs what
         it touches, not one copy per step of the execution."""
-        copied = ExecutionState(
+        return ExecutionState(
             self.execution_id,
             self.status,
             self.workload,
             self.variables,
             dict(self.results),
-            dict(self.steps),
+            self.step_states.shared(),
             dict(self.commands),
             self.result,
             self.error,
@@ -157,26 +271,10 @@ class ExecutionState:
             self.reuse,
             self.started_at,
         )
-        if "_runs" in self.__dict__:
-            copied.__dict__["_runs"] = self.__dict__["_runs"]
-        return copied
 
     def step_runs(self) -> int:
-        """Runs of all steps together (the `max_step_runs` limit). Counted once per state
-        object and then kept up to date by `count_run`, so a decision does not walk every
-        step; whoever changes a step's `runs` other than through `count_run` copies the
-        state with `from_json(to_json())`."""
-        total = self.__dict__.get("_runs")
-        if total is None:
-            total = sum(step.runs for step in self.steps.values())
-            self.__dict__["_runs"] = total
-        return int(total)
-
-    def count_run(self, step: StepState) -> int:
-        """Start one more run of `step` (a step state this state owns): its new `runs`."""
-        self.__dict__["_runs"] = self.step_runs() + 1
-        step.runs += 1
-        return step.runs
+        """Runs of all steps together: the `max_step_runs` limit."""
+        return self.step_states.runs()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -185,7 +283,7 @@ class ExecutionState:
             "workload": self.workload,
             "variables": self.variables,
             "results": self.results,
-            "steps": {name: step.to_json() for name, step in self.steps.items()},
+            "steps": self.step_states.to_json(),
             "commands": {command_id: ref.to_json() for command_id, ref in self.commands.items()},
             "result": self.result,
             "error": self.error,
@@ -197,27 +295,13 @@ class ExecutionState:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExecutionState:
-        steps = {}
-        runs = 0
-        for name, raw in data.get("steps", {}).items():  # per step of every decision: lean
-            loop = raw.get("loop")
-            step = StepState(
-                raw["status"],
-                raw["runs"],
-                list(raw["arrived"]),
-                list(raw["dead"]),
-                LoopState(**loop) if loop else None,
-                raw.get("came_from"),
-            )
-            steps[name] = step
-            runs += step.runs
-        state = cls(
+        return cls(
             execution_id=int(data["execution_id"]),
             status=data["status"],
             workload=data["workload"],
             variables=data["variables"],
             results=data["results"],
-            steps=steps,
+            steps=StepStates.from_json(data.get("steps", {})),
             commands={cid: CommandRef(**ref) for cid, ref in data["commands"].items()},
             result=data.get("result"),
             error=data.get("error"),
@@ -226,5 +310,3 @@ class ExecutionState:
             reuse=data.get("reuse") or {},
             started_at=data.get("started_at"),
         )
-        state.__dict__["_runs"] = runs
-        return state

@@ -177,3 +177,42 @@ def test_names_worked_out_once_per_step_equal_those_worked_out_per_decision() ->
     assert names_in(playbook, "a", "collection") == {"items"}
     assert names_in(playbook, "page", "completion") == {"ctx"}
     assert names_in(playbook, "join", "admit") == frozenset()
+
+
+def test_step_states_parse_only_what_is_read_and_give_back_the_rest_as_it_came() -> None:
+    """A snapshot's step entries are parsed when read: `to_json` hands the others back as
+    the very objects it was given, so neither direction costs per step of the execution."""
+    from noetl.engine.state import StepState, StepStates
+
+    raw = {
+        "a": StepState("completed", 1, ["x"], [], None, "x").to_json(),
+        "b": StepState("running", 2).to_json(),
+        "c": StepState("waiting", 0, [], ["b"]).to_json(),
+    }
+    snapshot = {**ExecutionState(4).to_json(), "steps": raw}
+    state = ExecutionState.from_json(snapshot)
+    assert state.step_runs() == 3 and len(state.steps) == 3 and "b" in state.steps
+    copied = state.copy_on_write()
+    changed = copied.step_states.writable("b")
+    changed.runs, changed.status = 3, "completed"
+    copied.steps["b"] = changed
+    copied.steps["d"] = StepState("running", 1)
+    out = copied.to_json()["steps"]
+    assert list(out) == ["a", "b", "c", "d"]
+    assert out["a"] is raw["a"] and out["c"] is raw["c"]  # not read: not parsed, not rebuilt
+    assert out["b"] == {**raw["b"], "runs": 3, "status": "completed"} and raw["b"]["runs"] == 2
+    assert copied.step_runs() == 5 and state.step_runs() == 3
+    assert state.to_json() == snapshot and state.steps["b"].runs == 2  # the original is as it was
+    assert state.steps["a"] == StepState("completed", 1, ["x"], [], None, "x")
+    assert dict(copied.steps) == {
+        "a": state.steps["a"],
+        "b": changed,
+        "c": StepState("waiting", 0, [], ["b"]),
+        "d": StepState("running", 1),
+    }
+    assert copied.to_json()["steps"]["a"] is raw["a"]  # read, never set: goes out as it came
+    del copied.steps["a"], copied.steps["d"]
+    assert list(copied.steps) == ["b", "c"] and copied.step_runs() == 3
+    assert list(state.steps) == ["a", "b", "c"] and "d" not in state.steps
+    assert ExecutionState.from_json(copied.to_json()) == copied
+    assert StepStates({"z": StepState()}) == {"z": StepState()}
