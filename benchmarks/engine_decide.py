@@ -2,11 +2,12 @@
 
 No server, database or worker: a loop answers each command at once, as the server would
 hand the engine one report at a time. Each decision goes through what the server does with
-the engine per report: `ExecutionState.from_json` of the stored snapshot, `decide_all`, and
-`to_json` of the new state. The cost per decision is printed for the first and the last
+the engine per report: `ExecutionState.from_json` of the stored snapshot, a scan of the step
+states for running loops (as `noetl/server/loop_data.py` does), `decide_all`, and `to_json`
+of the new state. The cost per decision is printed for the first and the last
 tenth of the run (medians): equal figures mean the engine's cost does not grow with the
-steps run, and split for the last tenth into the JSON codec (`from_json` + `to_json`) and
-`decide_all`. Times are the thread's CPU time (`time.thread_time`), not wall time: on a shared
+steps run, and split for the last tenth into the codec (`from_json`, the scan, `to_json`)
+and `decide_all`. Times are the thread's CPU time (`time.thread_time`), not wall time: on a shared
 machine the wall time of a decision swings with the other load.
 
     .venv/bin/python -m benchmarks.engine_decide [--runs 3]
@@ -74,7 +75,7 @@ def answer(command: CommandRecord) -> Any:
 
 def run(playbook: Playbook) -> list[tuple[float, float]]:
     """Run one execution to its end; for each decision in order, the CPU seconds of the
-    codec (`from_json` + `to_json`) and of `decide_all`."""
+    codec (`from_json`, the scan of loops, `to_json`) and of `decide_all`."""
     ids = itertools.count(1)
     new_id: Callable[[], int] = lambda: next(ids)  # noqa: E731
     ledger = LoopLedger()
@@ -86,6 +87,12 @@ def run(playbook: Playbook) -> list[tuple[float, float]]:
     while incoming:
         began = clock()
         state = ExecutionState.from_json(snapshot)
+        running = [
+            (name, step.runs)
+            for name, step in state.steps.items()
+            if step.loop is not None and step.loop.stored
+        ]
+        assert not running  # the benchmark's loop is over an integer: nothing stored
         parsed = clock()
         decision = decide_all(playbook, state, incoming, new_id=new_id, data=ledger.data())
         decided = clock()
