@@ -142,6 +142,7 @@ def decide_all(
             if isinstance(change, CommandCompleted | CommandFailed):
                 settled.commands.pop(change.command_id, None)
         return give_up(playbook, settled, error, new_id=new_id)
+    run.state.step_states.seal()
     return Decision(run.state, tuple(run.events), tuple(run.commands), tuple(run.cancelled))
 
 

@@ -154,6 +154,21 @@ class StepStates(MutableMapping[str, StepState]):
         state = self._states.get(name)
         return state.copy() if state is not None else _parsed(self._json[name])
 
+    def seal(self) -> None:
+        """Fold the states set into the entries, as their JSON. A decision has ended: its
+        states are final (the next decision copies any it changes), so a state held for
+        the next decision is not rebuilt by every later copy and `to_json`."""
+        if not self._states:
+            return
+        written = {name: state.to_json() for name, state in self._states.items()}
+        runs = self._json_runs
+        if runs is not None:
+            for name, state in self._states.items():
+                runs += state.runs - (int(self._json[name]["runs"]) if name in self._json else 0)
+        # new mappings: `_json` and `_seen` may be shared with the state decided from
+        self._json, self._json_runs = {**self._json, **written}, runs
+        self._seen, self._states = {**self._seen, **self._states}, {}
+
     def to_json(self) -> dict[str, Any]:
         states = {name: state.to_json() for name, state in self._states.items()}
         return {**self._json, **states} if self._json else states

@@ -216,3 +216,40 @@ def test_step_states_parse_only_what_is_read_and_give_back_the_rest_as_it_came()
     assert list(state.steps) == ["a", "b", "c"] and "d" not in state.steps
     assert ExecutionState.from_json(copied.to_json()) == copied
     assert StepStates({"z": StepState()}) == {"z": StepState()}
+
+
+def test_a_decided_state_held_for_the_next_decision_is_not_rebuilt() -> None:
+    """The server may hold a decision's state for the next one (no JSON in between): the
+    states a decision set are folded into the snapshot's entries once it ends, so a later
+    `to_json` hands them back as they are, and the next decisions still see and change them."""
+    playbook = parse_playbook(PLAYBOOK)
+    ids = itertools.count(1)
+    ledger = LoopLedger()
+    state = ExecutionState(3)
+    pending: list[CommandRecord] = []
+    incoming: list[Any] = [Started({"items": [1, 2, 3], "pages": 3})]
+    by_json = ExecutionState(3)
+    while incoming:
+        decision = decide_all(
+            playbook, state, incoming, new_id=lambda: next(ids), data=ledger.data()
+        )
+        first, second = decision.state.to_json()["steps"], decision.state.to_json()["steps"]
+        assert all(first[name] is second[name] for name in first)
+        assert decision.state.step_runs() == sum(s.runs for s in decision.state.steps.values())
+        again = decide_all(
+            playbook, by_json, incoming, new_id=lambda: next(ids), data=ledger.data()
+        )
+        assert json.dumps(again.state.to_json()["steps"]) == json.dumps(first)
+        for change in incoming:
+            ref = state.commands.get(getattr(change, "command_id", ""))
+            if ref is not None and ref.iteration is not None:
+                ledger.record_result(ref.step, ref.run, ref.iteration, change.result)
+        ledger.record_events(decision.events)
+        pending.extend(decision.commands)
+        state = decision.state  # held: no JSON in between
+        by_json = ExecutionState.from_json(json.loads(json.dumps(state.to_json())))
+        if not pending:
+            break
+        command = pending.pop(0)
+        incoming = [CommandCompleted(command.command_id, command.tool.get("result"))]
+    assert state.status == "COMPLETED" and state.steps["page"].runs == 3
