@@ -10,7 +10,10 @@ steps run, and split for the last tenth into the codec (`from_json`, the scan, `
 and `decide_all`. Times are the thread's CPU time (`time.thread_time`), not wall time: on a shared
 machine the wall time of a decision swings with the other load.
 
-    .venv/bin/python -m benchmarks.engine_decide [--runs 3]
+    .venv/bin/python -m benchmarks.engine_decide [--runs 3] [--held]
+
+`--held`: each decision starts from the previous decision's state object, not from its JSON
+(the server holds an execution's state between reports when it can): no `from_json`.
 
 Workloads: W1-like sequential chains of 100 and 1,000 python steps (step k reads step
 k-1's result, as the yardstick's W1), and a 1,000-item parallel loop (max_in_flight 100)
@@ -73,20 +76,21 @@ def answer(command: CommandRecord) -> Any:
     return len(given.get("rs") or ())
 
 
-def run(playbook: Playbook) -> list[tuple[float, float]]:
+def run(playbook: Playbook, held: bool = False) -> list[tuple[float, float]]:
     """Run one execution to its end; for each decision in order, the CPU seconds of the
     codec (`from_json`, the scan of loops, `to_json`) and of `decide_all`."""
     ids = itertools.count(1)
     new_id: Callable[[], int] = lambda: next(ids)  # noqa: E731
     ledger = LoopLedger()
     snapshot = ExecutionState(1).to_json()
+    kept: ExecutionState | None = None
     pending: list[CommandRecord] = []
     costs: list[tuple[float, float]] = []
     clock = time.thread_time
     incoming: list[Any] = [Started(dict(playbook.workload), started_at="2026-01-01T00:00:00Z")]
     while incoming:
         began = clock()
-        state = ExecutionState.from_json(snapshot)
+        state = kept if kept is not None else ExecutionState.from_json(snapshot)
         running = [
             (name, step.runs)
             for name, step in state.steps.items()
@@ -97,6 +101,7 @@ def run(playbook: Playbook) -> list[tuple[float, float]]:
         decision = decide_all(playbook, state, incoming, new_id=new_id, data=ledger.data())
         decided = clock()
         snapshot = decision.state.to_json()
+        kept = decision.state if held else None
         costs.append((parsed - began + clock() - decided, decided - parsed))
         assert not decision.needs, decision.needs
         for change in incoming:  # iteration results, as the server reads them from the log
@@ -113,10 +118,10 @@ def run(playbook: Playbook) -> list[tuple[float, float]]:
     return costs
 
 
-def report(label: str, playbook: Playbook, runs: int) -> None:
+def report(label: str, playbook: Playbook, runs: int, held: bool) -> None:
     rates, first, last, codec, decide = [], [], [], [], []
     for _ in range(runs):
-        costs = run(playbook)
+        costs = run(playbook, held)
         totals = [a + b for a, b in costs]
         rates.append(len(costs) / sum(totals))
         tenth = max(1, len(costs) // 10)
@@ -135,10 +140,11 @@ def report(label: str, playbook: Playbook, runs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--held", action="store_true", help="no JSON between decisions")
     args = parser.parse_args()
-    report("sequential, 100 steps", parse_playbook(sequential(100)), args.runs)
-    report("sequential, 1,000 steps", parse_playbook(sequential(1000)), args.runs)
-    report("loop, 1,000 items ∥100", parse_playbook(parallel_loop(1000)), args.runs)
+    report("sequential, 100 steps", parse_playbook(sequential(100)), args.runs, args.held)
+    report("sequential, 1,000 steps", parse_playbook(sequential(1000)), args.runs, args.held)
+    report("loop, 1,000 items ∥100", parse_playbook(parallel_loop(1000)), args.runs, args.held)
 
 
 if __name__ == "__main__":
