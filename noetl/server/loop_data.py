@@ -65,12 +65,19 @@ class LoopDataLoader:
         return None if decision.needs else decision
 
     def _running_items(self, state: ExecutionState) -> dict[LoopKey, Sequence[Any]]:
+        """The item lists this process holds of the loops with iterations in flight: a
+        decision needs a loop's items to record an iteration's outcome or to issue the next
+        ones. Found from the commands in flight, not by walking every step the execution ran
+        (a sequential chain's report would read them all); anything else a decision needs
+        it asks for (`Decision.needs`)."""
         found: dict[LoopKey, Sequence[Any]] = {}
-        for name, step in state.steps.items():
-            if step.loop is not None and step.loop.stored:
-                cached = self._items.get((state.execution_id, name, step.runs))
-                if cached is not None:
-                    found[(name, step.runs)] = cached
+        for ref in state.commands.values():
+            key = (ref.step, ref.run)
+            if ref.iteration is None or key in found:
+                continue
+            cached = self._items.get((state.execution_id, *key))
+            if cached is not None:
+                found[key] = cached
         return found
 
     async def _load(
