@@ -10,7 +10,7 @@ import pytest
 from psycopg.types.json import Json
 
 from noetl.config import Settings
-from noetl.store import commands, database, prepared
+from noetl.store import commands, database, decisions, prepared
 
 LOCK = "SELECT %s::bigint + 1 AS n, %s::text AS t"
 
@@ -106,3 +106,47 @@ async def test_bound_parameters_reach_postgresql_as_they_were(settings: Settings
         with pytest.raises(ValueError, match="2 placeholders for 1 parameters"):
             await prepared.run(cur, "SELECT %s, %s", [1])
         assert conn.prepare_threshold == 5  # left as it was
+
+
+def _removed(plan: dict[str, Any]) -> int:
+    """Rows any node of an EXPLAIN ANALYZE plan read and dropped by a filter."""
+    own = int(plan.get("Rows Removed by Filter", 0))
+    return own + sum(_removed(child) for child in plan.get("Plans", []))
+
+
+async def test_settling_commands_finds_each_by_its_key_under_a_plan_made_when_small(
+    settings: Settings,
+) -> None:
+    """Regression (issue 12): the settle statement's generic plan, made while the table held
+    a few commands, searched the index by the execution alone and filtered every command it
+    had (a 20,000-item loop's report read ~20,000 rows; PostgreSQL's CPU per item grew with
+    the loop). Joined with the ids, each command is one index lookup."""
+    await database.init_database(str(settings.database_url))
+    async with await psycopg.AsyncConnection.connect(
+        str(settings.database_url), autocommit=True
+    ) as conn:
+        await conn.execute(
+            "INSERT INTO noetl.catalog (catalog_id, path, version, name, content, content_hash)"
+            " VALUES (1, 'p', 1, 'p', 'x', 'x')"
+        )
+        await conn.execute(
+            "INSERT INTO noetl.execution (execution_id, catalog_id, path, version, status, state)"
+            " VALUES (7, 1, 'p', 1, 'RUNNING', '{}')"
+        )
+        add = (
+            "INSERT INTO noetl.command (event_id, execution_id, command_id, step, tool, input,"
+            " status, attempt) SELECT i, 7, 'start:1[' || i || ']', 'start', '{}', '{}',"
+            " 'CLAIMED', 1 FROM generate_series(%s::int, %s::int) AS i"
+        )
+        await conn.execute(add, (1, 5))
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        settle = await prepared.execute_sql(conn, decisions._SETTLE)
+        cursor = psycopg.AsyncClientCursor(conn)
+        await prepared.run(cursor, settle, ["COMPLETED", ["start:1[1]"], 7])  # planned now
+        await conn.execute(add, (6, 2000))
+        await prepared.run(
+            cursor, f"EXPLAIN (ANALYZE, FORMAT JSON) {settle}", ["COMPLETED", ["start:1[1999]"], 7]
+        )
+        [(explained,)] = await cursor.fetchall()
+        plan = explained[0]["Plan"]
+        assert _removed(plan) == 0, plan

@@ -71,7 +71,7 @@ def test_a_command_with_an_outcome_keeps_it_when_the_decision_cancels_the_rest()
     assert found is not None
     sql, params = found
     assert sql.count("UPDATE noetl.command") == 2
-    assert params == ["CANCELLED", 1, ["1:y"], "COMPLETED", 1, ["1:x"]]
+    assert params == ["CANCELLED", ["1:y"], 1, "COMPLETED", ["1:x"], 1]
 
 
 def test_the_statement_does_not_grow_with_the_rows() -> None:
