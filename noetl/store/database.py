@@ -87,7 +87,13 @@ async def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> Async
         url,
         min_size=min_size,
         max_size=max_size,
-        kwargs={"row_factory": dict_row, "autocommit": True},
+        # psycopg's own automatic preparation stays off: on any ROLLBACK of a connection where
+        # it prepared something it sends DEALLOCATE ALL, which also drops the statements
+        # `store.prepared` prepared (the report transaction's); the next report on that
+        # connection then failed with "prepared statement ... does not exist", again and
+        # again, and its execution stalled. The hot statements are prepared by
+        # `store.prepared`; the rest are planned per call.
+        kwargs={"row_factory": dict_row, "autocommit": True, "prepare_threshold": None},
         open=False,
     )
     await pool.open(wait=True, timeout=120)  # a busy or restarting database: wait

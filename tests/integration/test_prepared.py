@@ -150,3 +150,26 @@ async def test_settling_commands_finds_each_by_its_key_under_a_plan_made_when_sm
         [(explained,)] = await cursor.fetchall()
         plan = explained[0]["Plan"]
         assert _removed(plan) == 0, plan
+
+
+async def test_a_rollback_leaves_the_prepared_statements_of_a_pool_connection(
+    settings: Settings,
+) -> None:
+    """Regression (issue 12): psycopg's automatic preparation, on a ROLLBACK of a connection
+    where it had prepared something, sent DEALLOCATE ALL, dropping the report transaction's
+    statements too; every later report on that connection failed ("prepared statement ...
+    does not exist") and its execution stalled. The server's pool leaves it off."""
+    await database.init_database(str(settings.database_url))
+    pool = await database.open_pool(str(settings.database_url), min_size=1, max_size=1)
+    try:
+        async with pool.connection() as conn:
+            for _ in range(8):  # what psycopg would prepare after five runs
+                await conn.execute("SELECT count(*) FROM noetl.execution WHERE status = %s", ["x"])
+            lock = await prepared.execute_sql(conn, LOCK)
+            await conn.execute("BEGIN")
+            await conn.execute("ROLLBACK")  # as flow._rolled_back_on_error does
+            cur = psycopg.AsyncClientCursor(conn)
+            await prepared.run(cur, lock, [1, "y"])
+            assert await cur.fetchone() == {"n": 2, "t": "y"}
+    finally:
+        await pool.close()
