@@ -569,7 +569,6 @@ class Flow:
         effects.publish.extend(c for c in publish if c.command_id not in handed)
         effects.issued += len(decision.commands)
         if decision.finished:
-            effects.finished.append(state.execution_id)
             effects.ended.append((state.execution_id, state.status, state.error))
         writes = decisions.statement(
             state.execution_id,
@@ -627,7 +626,7 @@ class Flow:
             metrics.EXECUTIONS_FINISHED.labels(status).inc()
             log.info("execution %s %s%s", execution_id, status, f": {error}" if error else "")
         await self.publish(effects.publish)
-        for execution_id in effects.finished:
+        for execution_id, _, _ in effects.ended:
             await self.settle(execution_id)
         for report in effects.reports:
             try:

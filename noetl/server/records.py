@@ -18,10 +18,10 @@ class Effects:
     commands. Done after commit; the relay repairs any of it a crash interrupts."""
 
     publish: list[CommandRecord] = field(default_factory=list)
-    finished: list[int] = field(default_factory=list)  # executions that reached a terminal state
     reports: list[Report] = field(default_factory=list)
     # continuation: the next commands claimed in the transaction for the reporting workers,
     # by the index of the report whose answer takes each (instead of a NATS message)
     handed: dict[int, ClaimedCommand] = field(default_factory=dict)
     issued: int = 0  # commands issued (a metric, counted once committed)
-    ended: list[tuple[int, str, str | None]] = field(default_factory=list)  # id, status, error
+    # executions that reached a terminal state: id, status, error
+    ended: list[tuple[int, str, str | None]] = field(default_factory=list)

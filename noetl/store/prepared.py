@@ -45,18 +45,11 @@ async def execute_sql(conn: AsyncConnection[Any], sql: str) -> str:
 
 async def run(cursor: AsyncClientCursor[Any], sql: str, params: Sequence[Any]) -> None:
     """Run `sql` (statements separated by `;`, parameters as `%s`) as ONE simple query on the
-    cursor, its parameters written in here (`bind`). psycopg's automatic preparation is left
-    out: the text differs on every call (the state snapshot is in it), so psycopg would only
-    hash it and count it in its cache, to evict it unused; the statements in it are prepared
-    already (`execute_sql`)."""
-    conn = cursor.connection
-    text = bind(conn, sql, params)
-    threshold = conn.prepare_threshold
-    conn.prepare_threshold = None
-    try:
-        await cursor.execute(text)
-    finally:
-        conn.prepare_threshold = threshold
+    cursor, its parameters written in here (`bind`). The statements in it are prepared
+    already (`execute_sql`); the server's pool leaves psycopg's own preparation off
+    (`database.open_pool`), so the text, which differs on every call, is not hashed and
+    counted by psycopg either."""
+    await cursor.execute(bind(cursor.connection, sql, params))
 
 
 def bind(conn: AsyncConnection[Any], sql: str, params: Sequence[Any]) -> bytes:
