@@ -170,11 +170,53 @@ def is_template(value: object) -> bool:
 
 
 @lru_cache(maxsize=4096)
-def _compile(source: str) -> tuple[bool, Any]:
+def _compile(source: str) -> tuple[bool, Any, tuple[str, ...] | None]:
+    """(native, compiled, path): `path` is set when the whole template is one name with
+    attributes (`{{ step.field.sub }}`), which `render_string` looks up without Jinja."""
     match = _SINGLE.match(source)
     if match and "{{" not in match["expr"] and "}}" not in match["expr"]:
-        return True, _ENV.compile_expression(match["expr"], undefined_to_none=False)
-    return False, _ENV.from_string(source)
+        compiled = _ENV.compile_expression(match["expr"], undefined_to_none=False)
+        return True, compiled, _path(match["expr"])
+    return False, _ENV.from_string(source), None
+
+
+def _path(expression: str) -> tuple[str, ...] | None:
+    """`("step", "field")` for `step.field`, as Jinja's own parser reads the expression
+    (`true`, `none`, a filter, an index or a call is not a path; nor is a name Jinja
+    resolves itself: `self`, `range`, `now`, ...)."""
+    try:
+        body = _ENV.parse("{{" + expression + "}}").body
+    except jinja2.TemplateSyntaxError:
+        return None
+    if len(body) != 1 or not isinstance(body[0], nodes.Output) or len(body[0].nodes) != 1:
+        return None
+    node = body[0].nodes[0]
+    attributes: list[str] = []
+    while isinstance(node, nodes.Getattr):
+        attributes.append(node.attr)
+        node = node.node
+    if not isinstance(node, nodes.Name) or node.ctx != "load" or node.name in _SPECIAL:
+        return None
+    return (node.name, *reversed(attributes))
+
+
+# names Jinja resolves itself whatever the context holds: the template (`self`), the globals
+_SPECIAL = frozenset({"self", *_ENV.globals})
+
+
+def _lookup(path: tuple[str, ...], context: Mapping[str, Any]) -> Any:
+    """The value at `path` as Jinja would find it (`_Environment.getattr`), when every
+    step of the way is a mapping's key (or its `data`'s); `_MISSING` when any is not (an
+    undefined name, a method, an object's attribute): Jinja then renders it, and says why."""
+    name, *attributes = path
+    if name not in context:
+        return _MISSING
+    value = context[name]
+    for attribute in attributes:
+        value = _through_data(value, attribute)
+        if value is _MISSING:
+            return _MISSING
+    return value
 
 
 def referenced_names(source: str) -> frozenset[str]:
@@ -238,8 +280,12 @@ def _shown(source: str) -> str:
 def render_string(source: str, context: Mapping[str, Any]) -> Any:
     """Render one template within the bounds of `noetl.dsl.bounds`."""
     try:
-        native, compiled = _compile(source)
+        native, compiled, path = _compile(source)
         with bounds.budget():
+            if path is not None:
+                value = _lookup(path, context)
+                if value is not _MISSING:
+                    return bounds.check_result(value)
             if native:
                 value = compiled(**_read(source, context))
                 if isinstance(value, jinja2.Undefined):

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from noetl.dsl import bounds, template
 from noetl.dsl.template import evaluate_condition, render, truthy
 from noetl.errors import TemplateError
 
@@ -111,3 +116,66 @@ def test_now_reads_a_fixed_clock_and_is_bounded() -> None:
             render("{{ now('%Y' * 500) }}", {})
     with clock(""), pytest.raises(TemplateError, match="no start time"):
         render("{{ now() }}", {})
+
+
+# -- the lookup of a plain path (`{{ step.field }}`) without Jinja -----------------------------
+
+_KEYS = st.sampled_from(
+    ["a", "b", "data", "items", "get", "keys", "i", "self", "true", "_x", "range", "len", "dict"]
+)
+_LEAF = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5))
+_VALUES = st.recursive(
+    _LEAF,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_KEYS, inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+def _outcome(source: str, context: dict[str, Any]) -> tuple[str, Any]:
+    try:
+        value = render(source, context)
+    except TemplateError as exc:
+        return "error", str(exc)
+    if callable(value) or type(value).__module__.startswith("jinja2"):
+        return "object", repr(type(value))  # a dict method, a global, Jinja's `self`
+    return "value", value
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    context=st.dictionaries(_KEYS, _VALUES, max_size=4),
+    path=st.lists(_KEYS, min_size=1, max_size=4),
+    spaces=st.sampled_from(["", " ", "  "]),
+)
+def test_a_plain_path_renders_as_jinja_renders_it(
+    context: dict[str, Any], path: list[str], spaces: str
+) -> None:
+    source = "{{" + spaces + ".".join(path) + spaces + "}}"
+    fast = _outcome(source, context)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(template, "_lookup", lambda path, context: template._MISSING)
+        slow = _outcome(source, context)
+    assert fast == slow
+
+
+def test_a_plain_path_is_read_by_jinja_s_parser() -> None:
+    assert template._compile("{{ s49.i }}")[2] == ("s49", "i")
+    assert template._compile("{{a.b.c}}")[2] == ("a", "b", "c")
+    for source in [
+        "{{ true }}",
+        "{{ none }}",
+        "{{ a['b'] }}",
+        "{{ a.b | length }}",
+        "{{ f() }}",
+        "{{ a.0 }}",
+        "x {{ a }}",
+        "{{ a + b }}",
+        "{{ self.a }}",
+        "{{ range.a }}",
+    ]:
+        assert template._compile(source)[2] is None, source
+
+
+def test_a_plain_path_over_the_bounds_is_refused() -> None:
+    with pytest.raises(bounds.TemplateLimitError):
+        render("{{ big.text }}", {"big": {"text": "x" * (bounds.MAX_TEXT + 1)}})
