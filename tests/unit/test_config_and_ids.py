@@ -79,3 +79,13 @@ def test_json_for_postgres_replaces_nul_and_lone_surrogates() -> None:
     assert json.loads(dumps({"a\x00": ["x\x00", "ok?"]})) == {"a\ufffd": ["x\ufffd", "ok?"]}
     # beyond 64 bits a number is written as its decimal text (the codec rule, noetl.jsonfast)
     assert json.loads(dumps({"s": "\udc80!", "big": 2**70})) == {"s": "\ufffd!", "big": str(2**70)}
+
+
+def test_json_keys_that_are_not_strings_are_written_as_text() -> None:
+    import json
+
+    from noetl.jsonfast import dumps
+
+    assert dumps({1: "a", "b": {2.5: None, True: [1]}}) == b'{"1":"a","b":{"2.5":null,"true":[1]}}'
+    assert dumps({1: "x\x00"}) == b'{"1":"x\xef\xbf\xbd"}'  # and NUL still replaced
+    assert json.loads(dumps({1: 2**70})) == {"1": str(2**70)}  # and the number rule holds
