@@ -187,6 +187,11 @@ class Flow:
 
     async def report_all(self, reports: Sequence[Report]) -> list[ReportReply | Exception]:
         """Several outcomes (of any executions) at once; each answered as `report` would."""
+        if len(reports) == 1:  # one outcome (each step of a chain): no task to gather it
+            try:
+                return [await self.report(reports[0])]
+            except NoetlError as exc:
+                return [exc]
         answers = await asyncio.gather(
             *(self.report(report) for report in reports), return_exceptions=True
         )

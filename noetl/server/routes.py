@@ -362,8 +362,9 @@ async def record_events(orchestrator: Orchestrator, body: EventBatchRequest) -> 
                 reports[index] = _report_of(event)
         except NoetlError as exc:
             answers[index] = exc
-    for index, answer in zip(claims, await _gather(claims.values()), strict=True):
-        answers[index] = answer
+    if claims:
+        for index, answer in zip(claims, await _gather(claims.values()), strict=True):
+            answers[index] = answer
     replies = await orchestrator.report_all(list(reports.values()))
     for index, reply in zip(reports, replies, strict=True):
         answers[index] = reply if isinstance(reply, Exception) else reply.to_json()

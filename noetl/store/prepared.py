@@ -12,6 +12,7 @@ none behind, so what this module remembers per connection is exactly what the se
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -32,15 +33,23 @@ _PLACEHOLDER = re.compile(r"%s")
 async def execute_sql(conn: AsyncConnection[Any], sql: str) -> str:
     """`EXECUTE name(%s, ...)` for `sql` (its parameters as `%s`, no other `%`), prepared on
     `conn` first if it is not yet."""
-    name = "noetl_" + hashlib.blake2b(sql.encode(), digest_size=10).hexdigest()
+    name, execute = _statement(sql)
     held = _PREPARED.setdefault(conn, set())
-    count = sql.count("%s")
     if name not in held:
-        numbered = iter(range(1, count + 1))
+        numbered = iter(range(1, sql.count("%s") + 1))
         text = _PLACEHOLDER.sub(lambda _: f"${next(numbered)}", sql)
         await conn.execute(f"PREPARE {name} AS {text}".encode())
         held.add(name)
-    return f"EXECUTE {name}({', '.join(['%s'] * count)})" if count else f"EXECUTE {name}"
+    return execute
+
+
+@functools.lru_cache(maxsize=256)
+def _statement(sql: str) -> tuple[str, str]:
+    """The prepared statement's name for `sql` (a hash of the text: the same on every
+    connection and server) and the `EXECUTE` that runs it."""
+    name = "noetl_" + hashlib.blake2b(sql.encode(), digest_size=10).hexdigest()
+    count = sql.count("%s")
+    return name, f"EXECUTE {name}({', '.join(['%s'] * count)})" if count else f"EXECUTE {name}"
 
 
 async def run(cursor: AsyncClientCursor[Any], sql: str, params: Sequence[Any]) -> None:
