@@ -56,16 +56,11 @@ def execution_detail(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def detail_state(state: ExecutionState) -> dict[str, Any]:
-    """The parts of a snapshot `execution_detail` shows, from the engine's state."""
+    """The parts of a snapshot `execution_detail` shows, from the engine's state: its step
+    entries as the snapshot writes them (a state held by the server keeps them as JSON, so
+    a poll parses none of them)."""
     return {
-        "steps": {
-            name: {
-                "status": step.status,
-                "runs": step.runs,
-                "loop": step.loop.to_json() if step.loop else None,
-            }
-            for name, step in state.steps.items()
-        },
+        "steps": state.step_states.to_json(),
         "commands": state.commands,
         "variables": state.variables,
     }
