@@ -94,23 +94,29 @@ class StepState:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "runs": self.runs,
-            "arrived": self.arrived,
-            "dead": self.dead,
-            "loop": self.loop.to_json() if self.loop else None,
-            "came_from": self.came_from,
-        }
+        """Status and runs, and of the rest only what is set: the snapshot holds one entry
+        per step and is written by every report, so an entry left at its defaults is small."""
+        entry: dict[str, Any] = {"status": self.status, "runs": self.runs}
+        if self.arrived:
+            entry["arrived"] = self.arrived
+        if self.dead:
+            entry["dead"] = self.dead
+        if self.loop is not None:
+            entry["loop"] = self.loop.to_json()
+        if self.came_from is not None:
+            entry["came_from"] = self.came_from
+        return entry
 
 
 def _parsed(raw: Mapping[str, Any]) -> StepState:
+    """An entry as `StepState.to_json` writes it, or as it was written before with every
+    field (a snapshot stored by an earlier version)."""
     loop = raw.get("loop")
     return StepState(
         raw["status"],
         raw["runs"],
-        list(raw["arrived"]),
-        list(raw["dead"]),
+        list(raw.get("arrived") or ()),
+        list(raw.get("dead") or ()),
         LoopState(**loop) if loop else None,
         raw.get("came_from"),
     )

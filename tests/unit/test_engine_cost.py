@@ -253,3 +253,20 @@ def test_a_decided_state_held_for_the_next_decision_is_not_rebuilt() -> None:
         command = pending.pop(0)
         incoming = [CommandCompleted(command.command_id, command.tool.get("result"))]
     assert state.status == "COMPLETED" and state.steps["page"].runs == 3
+
+
+def test_a_step_entry_holds_only_what_is_set_and_entries_written_in_full_still_read() -> None:
+    from noetl.engine.state import LoopState, StepState, _parsed
+
+    assert StepState("completed", 1).to_json() == {"status": "completed", "runs": 1}
+    full = StepState("running", 2, ["a"], ["b"], LoopState(count=3), "a")
+    assert _parsed(full.to_json()) == full
+    written_before = {  # every field, as snapshots stored before held them
+        "status": "completed",
+        "runs": 1,
+        "arrived": ["s48"],
+        "dead": [],
+        "loop": None,
+        "came_from": "s48",
+    }
+    assert _parsed(written_before) == StepState("completed", 1, ["s48"], [], None, "s48")
