@@ -301,9 +301,10 @@ class Flow:
         self, reports: Sequence[Report], held: Held
     ) -> list[ReportReply | Exception] | None:
         """The reports decided from the snapshot this process holds, before anything is
-        locked, and written in ONE round trip (`decisions.commit_held`: BEGIN, the
-        precondition that the row is still at the held version and each reported command
-        still runs, the writes, COMMIT). None when that does not apply (a report of a command
+        locked, and written in ONE round trip (`decisions.commit_held`: BEGIN, the snapshot
+        and the reported commands' outcomes written only while the row is still at the held
+        version and each reported command still runs, the other writes, COMMIT). None when
+        that does not apply (a report of a command
         the snapshot does not list, loop data to load, a sub-playbook to start) or the
         precondition failed: nothing is written then, and the locked path decides from the
         row. The decision is the one the locked path would make: the same pure engine on the
@@ -328,14 +329,25 @@ class Flow:
         ):
             return None
         effects = Effects()
+        # the snapshot and the reported commands' outcomes are written by commit_held's
+        # compare-and-set (migration 0013), the rest by the statement
         writes, _ = self._stage(
-            decision, outcomes.recorded, effects, outcomes.settled, outcomes.hand_to
+            decision, outcomes.recorded, effects, outcomes.settled, outcomes.hand_to, held=True
         )
-        reported = [(report.command_id, report.attempt) for report in reports]
+        reported = [
+            decisions.Reported(report.command_id, report.attempt, report.outcome.status.value)
+            for report in reports
+        ]
+        new = decision.state
         try:
             async with self.pool.connection() as conn, _rolled_back_on_error(conn):
                 await decisions.commit_held(
-                    conn, state.execution_id, held.version, reported, [writes] if writes else []
+                    conn,
+                    state.execution_id,
+                    held.version,
+                    reported,
+                    decisions.State(new.to_json(), new.status, new.result, new.error),
+                    [writes] if writes else [],
                 )
         except decisions.Stale as exc:
             log.debug("execution %s: %s; deciding under the locks", state.execution_id, exc)
@@ -531,10 +543,13 @@ class Flow:
         effects: Effects,
         settled: Mapping[str, Sequence[str]] | None,
         hand_to: Sequence[tuple[int, str]],
+        *,
+        held: bool = False,
     ) -> tuple[tuple[str, list[Any]] | None, list[CommandRecord]]:
         """The decision's writes as one statement, and the sub-playbook commands it issues
         (their children start in the transaction: `_write`). What happens after commit goes to
-        `effects`."""
+        `effects`. `held`: the statement leaves out the snapshot and the `settled` commands
+        (`decisions.commit_held` writes them)."""
         state = decision.state
         cancelled = set(decision.cancelled)
         issued = [c for c in decision.commands if c.command_id not in cancelled]
@@ -575,14 +590,18 @@ class Flow:
         effects.issued += len(decision.commands)
         if decision.finished:
             effects.ended.append((state.execution_id, state.status, state.error))
+        # held: a command settled by commit_held that the decision also cancels keeps its outcome
+        apart = {c for ids in (settled or {}).values() for c in ids} if held else set()
         writes = decisions.statement(
             state.execution_id,
             events=events_written,
             commands=decision.commands,
-            cancelled=decision.cancelled,
-            settled=settled,
+            cancelled=[c for c in decision.cancelled if c not in apart],
+            settled=None if held else settled,
             claims=[claim for _, claim in claims],
-            state=decisions.State(state.to_json(), state.status, state.result, state.error),
+            state=None
+            if held
+            else decisions.State(state.to_json(), state.status, state.result, state.error),
         )
         return writes, children
 

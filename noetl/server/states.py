@@ -10,8 +10,9 @@ evicted, a cancel went through: `store.commands.begin_locked`). The version come
 locked row, so a stale entry is never used, and an entry is put only after its COMMIT.
 
 The report path (`server.flow`) goes further with a held snapshot: it decides before locking
-and sends the writes with a precondition in one round trip (`store.decisions.commit_held`);
-when the precondition fails, nothing is written and the locked path decides from the row.
+and sends the writes in one round trip, the snapshot and the reported commands' outcomes as
+compare-and-set (`store.decisions.commit_held`); when the precondition fails, nothing is
+written and the locked path decides from the row.
 
 The engine never changes the state it decides from (it copies what it changes), so one
 object can be shared by the cache and the next decision.

@@ -44,11 +44,12 @@ _COMMAND = (
     " step text, iteration int, tool jsonb, input jsonb, status text, attempt int,"
     " worker_id text, lease float8)"
 )
-# Each settled command found by its whole key (a join with the ids, not `command_id =
-# ANY(...)`): a plan PostgreSQL keeps for the statement (a generic plan, made while the table
-# was small) then stays an index lookup per id. With `= ANY` such a plan searched the index
-# by the execution only and filtered every command the execution had: a report of a
-# 20,000-item loop read ~20,000 rows, and PostgreSQL's CPU per item grew with the loop.
+# The settled commands joined with their ids. Under a generic plan (the held path keeps them)
+# PostgreSQL may still join them with every command of the execution (a hash join over an
+# index search by the execution: ~10,000 rows per report of a 20,000-item loop), so the held
+# path writes its reported commands' outcomes row by row in `noetl.write_held` (migration
+# 0013) and uses this only for commands a decision cancels; the locked path plans it for its
+# parameters (`commands.begin_locked`).
 _SETTLE = (
     "UPDATE noetl.command c SET status = %s, lease_until = NULL, updated_at = now()"
     " FROM unnest(%s::text[]) AS settled(command_id)"
@@ -186,38 +187,54 @@ async def commit(conn: AsyncConnection[Any], last: Sequence[tuple[str, list[Any]
     await prepared.run(AsyncClientCursor(conn), sql, [p for _, params in last for p in params])
 
 
-_EXPECT_HELD = "SELECT noetl.expect_held(%s, %s, %s, %s)"
+_WRITE_HELD = "SELECT noetl.write_held(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
 
 class Stale(Exception):
     """`commit_held`'s precondition failed: nothing was written."""
 
 
+@dataclass(frozen=True)
+class Reported:
+    """A report `commit_held` records: its command, attempt and outcome status."""
+
+    command_id: str
+    attempt: int
+    status: str
+
+
 async def commit_held(
     conn: AsyncConnection[Any],
     execution_id: int,
     version: int,
-    reported: Sequence[tuple[str, int]],
+    reported: Sequence[Reported],
+    state: State,
     last: Sequence[tuple[str, list[Any]]],
 ) -> None:
     """A whole transaction in one round trip, for a decision made from the snapshot the
-    server holds (`server.states`): BEGIN, the precondition (`noetl.expect_held`, migration
-    0012: the row still RUNNING at `version`, each `reported` command, attempt still claimed),
-    the writes (`statement`s) and COMMIT, as one simple query. Raises `Stale` when the
-    precondition fails and `psycopg.errors.UniqueViolation` on a conflict; either leaves the
-    transaction failed: roll it back."""
-    expect = await prepared.execute_sql(conn, _EXPECT_HELD)
+    server holds (`server.states`), as one simple query: BEGIN; `noetl.write_held` (migration
+    0013), which writes the new snapshot only while the row is still RUNNING at `version` and
+    each reported command's outcome status only while it is still claimed at that attempt;
+    the rest of the writes (`statement`s, without the snapshot and without those commands);
+    COMMIT. Raises `Stale` when the precondition fails and `psycopg.errors.UniqueViolation`
+    on a conflict; either leaves the transaction failed: roll it back."""
+    write = await prepared.execute_sql(conn, _WRITE_HELD)
     statements = [await prepared.execute_sql(conn, text) for text, _ in last]
     # PostgreSQL keeps generic plans here after five runs (the locked path has it plan each
-    # statement for its parameters: `commands.begin_locked`): the check's and the writes'
+    # statement for its parameters: `commands.begin_locked`): write_held's and the writes'
     # find every row by its key, so a plan made once does not grow with the execution, and
     # planning the writes anew cost 0.1-0.2 ms of PostgreSQL per report (benchmarks §8)
-    sql = "; ".join(["BEGIN", expect, *statements, "COMMIT"])
+    sql = "; ".join(["BEGIN", write, *statements, "COMMIT"])
     params: list[Any] = [
         execution_id,
         version,
-        [command_id for command_id, _ in reported],
-        [attempt for _, attempt in reported],
+        [report.command_id for report in reported],
+        [report.attempt for report in reported],
+        [report.status for report in reported],
+        Json(state.snapshot),
+        state.status,
+        Json(state.result),
+        state.error,
     ]
     try:
         await prepared.run(
