@@ -1,6 +1,6 @@
 """A report is decided from the snapshot the server process wrote last (`server.states`) only
 while the row still has that version (migration 0011) and the reported command still runs
-(migration 0012, `noetl.expect_held`); otherwise it is decided under the locks, from the row."""
+(`noetl.write_held`, migration 0013); otherwise it is decided under the locks, from the row."""
 
 from __future__ import annotations
 
