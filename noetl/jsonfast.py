@@ -39,7 +39,7 @@ def dumps(value: Any) -> bytes:
         data = orjson.dumps(value, default=str, option=_OPTIONS)
     except TypeError:  # a key that is not a string, or what `_dumps_any` refuses too
         return _dumps_any(value)
-    if b"\\u0000" in data:
+    if data.find(b"\\u0000") != -1:  # not `in`, which tries an int first (a TypeError)
         return orjson.dumps(storable(value), default=str, option=_ANY_KEYS)
     return data
 
@@ -49,7 +49,7 @@ def _dumps_any(value: Any) -> bytes:
         data = orjson.dumps(value, default=str, option=_ANY_KEYS)
     except TypeError:  # lone surrogates, integers beyond 64 bits, nesting beyond 255
         return json.dumps(storable(value), default=str).encode()
-    if b"\\u0000" in data:
+    if data.find(b"\\u0000") != -1:
         return orjson.dumps(storable(value), default=str, option=_ANY_KEYS)
     return data
 
@@ -101,23 +101,46 @@ def _path(parts: tuple[str | int, ...]) -> str:
 
 def unportable(value: Any, max_depth: int = MAX_DEPTH) -> tuple[str, str] | None:
     """(path, problem) of the first value that breaks the number rule or nests too deep, or
-    None when every component can write and read `value` back exactly. Iterative: a hostile
-    value cannot exhaust the stack here."""
-    stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
-    while stack:
-        item, path = stack.pop()
-        if isinstance(item, dict | list | tuple):
-            if len(path) >= max_depth:
-                return _path(path), f"nested deeper than {max_depth} levels"
-            children = item.items() if isinstance(item, dict) else enumerate(item)
-            stack.extend((child, (*path, key)) for key, child in reversed(list(children)))
-        elif isinstance(item, bool) or item is None or isinstance(item, str):
-            continue
-        elif isinstance(item, int):
-            if not MIN_INT <= item <= MAX_INT:
-                return _path(path), "integer out of range"
-        elif isinstance(item, float) and not math.isfinite(item):
-            return _path(path), "not a finite number"
+    None when every component can write and read `value` back exactly. Recursive, but never
+    deeper than `max_depth` levels: a hostile value cannot exhaust the stack here. (A worker
+    checks every result, the API every body: the path is made only for a value that fails.)"""
+    found = _first_unportable(value, max_depth)
+    if found is None:
+        return None
+    keys, problem = found
+    if problem == _TOO_DEEP:
+        problem = f"nested deeper than {max_depth} levels"
+    return _path(tuple(reversed(keys))), problem
+
+
+_TOO_DEEP = "nested too deep"
+
+
+def _first_unportable(item: Any, levels: int) -> tuple[list[str | int], str] | None:
+    """The keys to the first bad value, innermost first, and its problem."""
+    kind = type(item)
+    if kind is str or kind is bool or item is None:
+        return None
+    if kind is int:
+        return None if MIN_INT <= item <= MAX_INT else ([], "integer out of range")
+    if kind is float:
+        return None if math.isfinite(item) else ([], "not a finite number")
+    if isinstance(item, dict | list | tuple):
+        if levels <= 0:
+            return [], _TOO_DEEP
+        children = item.items() if isinstance(item, dict) else enumerate(item)
+        for key, child in children:
+            found = _first_unportable(child, levels - 1)
+            if found is not None:
+                found[0].append(key)
+                return found
+        return None
+    if isinstance(item, bool | str):
+        return None
+    if isinstance(item, int):
+        return None if MIN_INT <= item <= MAX_INT else ([], "integer out of range")
+    if isinstance(item, float) and not math.isfinite(item):
+        return [], "not a finite number"
     return None
 
 

@@ -1,7 +1,9 @@
 """Two checkouts side by side: W1 (or W2) runs alternating between two stacks started at
 once, each running one checkout's code (PYTHONPATH), so that both see the same moments of a
 shared machine's load. Prints, per checkout, the median units/s and the median CPU ms per
-unit of its server, workers (with their python children) and PostgreSQL.
+unit of its server, workers (with their python children) and PostgreSQL, and of each of these
+alone (`by_process`, the mean over the rounds: server, worker processes, their python
+children, PostgreSQL).
 
     .venv/bin/python benchmarks/peers/ab.py BEFORE_DIR AFTER_DIR [--workload W2] [--rounds 15]
 
@@ -40,10 +42,16 @@ def main() -> None:
     text, path = (ours.w1_yaml(units), "bench/w1") if w1 else (ours.w2_yaml(units), "bench/w2")
     stacks: dict[str, Stack] = {}
 
-    def cpu(stack: Stack) -> float:
+    def cpu(stack: Stack) -> dict[str, float]:
         pg = int((Path(stack.root) / "pg" / "postmaster.pid").read_text().split()[0])
-        pids = [pid for p in [*stack.procs[1:]] for pid in _tree(p.pid)] + _tree(pg)
-        return float(_cpu(pids))
+        workers = [p.pid for p in stack.workers]
+        children = [pid for worker in workers for pid in _tree(worker)[1:]]
+        return {
+            "server": _cpu(_tree(stack.procs[1].pid)),
+            "workers": _cpu(workers),
+            "python children": _cpu(children),
+            "postgres": _cpu(_tree(pg)),
+        }
 
     try:
         for name in ("before", "after"):
@@ -55,6 +63,7 @@ def main() -> None:
                 ours.run_once(stack, path)
         walls: dict[str, list[float]] = {name: [] for name in stacks}
         cpus: dict[str, list[float]] = {name: [] for name in stacks}
+        parts: dict[str, dict[str, list[float]]] = {name: {} for name in stacks}
         for index in range(args.rounds):
             order = ("before", "after") if index % 2 == 0 else ("after", "before")
             for name in order:
@@ -62,7 +71,11 @@ def main() -> None:
                 spent = cpu(stack)
                 wall, _, execution = ours.run_once(stack, path)
                 assert execution["status"] == "COMPLETED", execution
-                cpus[name].append(1000 * (cpu(stack) - spent) / units)
+                spent_now = cpu(stack)
+                for part, seconds in spent_now.items():
+                    used = 1000 * (seconds - spent[part]) / units
+                    parts[name].setdefault(part, []).append(used)
+                cpus[name].append(1000 * (sum(spent_now.values()) - sum(spent.values())) / units)
                 walls[name].append(wall)
         for name in stacks:
             print(
@@ -72,6 +85,10 @@ def main() -> None:
                         "workload": args.workload,
                         "units_per_s": round(units / statistics.median(walls[name]), 1),
                         "cpu_ms_per_unit": round(statistics.median(cpus[name]), 3),
+                        "by_process": {  # means: a run is a few clock ticks of a child's CPU
+                            part: round(statistics.mean(used), 3)
+                            for part, used in parts[name].items()
+                        },
                         "load_average": round(os.getloadavg()[0], 2),
                     }
                 )

@@ -13,9 +13,8 @@ listener, which the worker sets to tell the server at once (a `command.retrying`
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable
+from contextvars import ContextVar, Token
 from typing import Any
 
 from noetl.protocol.outcome import Retry
@@ -25,24 +24,25 @@ STREAMS = ("stdout", "stderr")
 
 
 class CommandOutput:
-    """The bounded stdout and stderr of one command."""
+    """The bounded stdout and stderr of one command. Its lists and counters are made by the
+    first write of a stream: most commands print nothing (the worker opens one per command)."""
 
     def __init__(self, limit: int = LIMIT) -> None:
         self._limit = limit
-        self._parts: dict[str, list[str]] = {stream: [] for stream in STREAMS}
-        self._size: dict[str, int] = dict.fromkeys(STREAMS, 0)
-        self._cut: dict[str, int] = dict.fromkeys(STREAMS, 0)
+        self._parts: dict[str, list[str]] = {}
+        self._size: dict[str, int] = {}
+        self._cut: dict[str, int] = {}
         self.secrets: list[Any] = []  # credential data the command was given: masked out
         self.on_retry: Callable[[Retry], None] | None = None  # the worker tells the server
 
     def write(self, stream: str, text: str) -> None:
-        if stream not in self._parts:
+        if stream not in STREAMS:
             raise ValueError(f"unknown stream {stream!r}; expected one of {STREAMS}")
         if not text:
             return
-        parts = self._parts[stream]
+        parts = self._parts.setdefault(stream, [])
         parts.append(text)
-        self._size[stream] += len(text)
+        self._size[stream] = self._size.get(stream, 0) + len(text)
         excess = self._size[stream] - self._limit
         while excess > 0:  # drop from the front: the end of the output is what matters
             first = parts[0]
@@ -53,17 +53,21 @@ class CommandOutput:
                 parts[0] = first[excess:]
                 dropped = excess
             self._size[stream] -= dropped
-            self._cut[stream] += dropped
+            self._cut[stream] = self._cut.get(stream, 0) + dropped
             excess -= dropped
 
     def text(self, stream: str) -> str:
-        body = "".join(self._parts[stream])
-        cut = self._cut[stream]
+        if stream not in STREAMS:
+            raise KeyError(stream)
+        body = "".join(self._parts.get(stream, ()))
+        cut = self._cut.get(stream, 0)
         return f"[... {cut} characters cut; the last {len(body)} kept ...]\n{body}" if cut else body
 
     def as_dict(self) -> dict[str, str]:
         """The non-empty streams by name."""
-        return {stream: self.text(stream) for stream in STREAMS if self._parts[stream]}
+        if not self._parts:
+            return {}
+        return {stream: self.text(stream) for stream in STREAMS if self._parts.get(stream)}
 
 
 _current: ContextVar[CommandOutput | None] = ContextVar("noetl_command_output", default=None)
@@ -91,12 +95,23 @@ def remember_secret(value: Any) -> None:
         output.secrets.append(value)
 
 
-@contextlib.contextmanager
-def capturing(limit: int = LIMIT) -> Iterator[CommandOutput]:
+def capturing(limit: int = LIMIT) -> _Capturing:
     """Collect what the tools called inside (and tasks started inside) record."""
-    output = CommandOutput(limit)
-    token = _current.set(output)
-    try:
-        yield output
-    finally:
-        _current.reset(token)
+    return _Capturing(CommandOutput(limit))
+
+
+class _Capturing:
+    """`capturing()`'s context manager (a class, not a generator: the worker opens one per
+    command)."""
+
+    def __init__(self, output: CommandOutput) -> None:
+        self.output = output
+        self.token: Token[CommandOutput | None] | None = None
+
+    def __enter__(self) -> CommandOutput:
+        self.token = _current.set(self.output)
+        return self.output
+
+    def __exit__(self, *exc: object) -> None:
+        if self.token is not None:
+            _current.reset(self.token)

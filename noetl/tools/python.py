@@ -123,7 +123,9 @@ class PythonTool:
                     f"python step timed out after {timeout:g} s", retryable=True
                 ) from None
         try:
-            return _outcome(reply).value
+            if reply.get("ok"):
+                return reply.get("value")
+            raise _error(reply)
         finally:
             _log_output(call.step, reply)
 
@@ -155,7 +157,11 @@ def to_json(value: Any) -> Any:
 def _outcome(reply: Reply) -> PythonRun:
     if reply.get("ok"):
         return PythonRun(reply.get("value"), reply.get("stdout", ""), reply.get("stderr", ""))
-    raise ToolError(
+    raise _error(reply)
+
+
+def _error(reply: Reply) -> ToolError:
+    return ToolError(
         str(reply.get("message")),
         retryable=bool(reply.get("retryable")),
         details=reply.get("details") or {},
@@ -170,7 +176,7 @@ def _source(config: Mapping[str, Any]) -> str:
         if kind != "inline":
             raise ToolError(f"python script source type {kind!r} is not supported")
         raw = source.get("code")
-    if not isinstance(raw, str) or not raw.strip():
+    if not isinstance(raw, str) or not raw or raw.isspace():  # (strip() would copy it)
         raise ToolError("python tool needs `code` (or `script`) with the source to run")
     return _dedented(raw)
 

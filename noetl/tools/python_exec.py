@@ -33,7 +33,6 @@ import traceback
 import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from typing import Any, TextIO, cast
 
 STEP_MODULE = "noetl_step"
@@ -99,6 +98,13 @@ def to_json(value: Any) -> Any:
 
 
 def _json_ready(value: Any, active: set[int]) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:  # as they are
+        return value
+    if kind is float and math.isfinite(value):
+        return value
+    if kind is dict:
+        return _json_container(value, active)
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
@@ -159,7 +165,9 @@ class CodeCache:
                 del self._entries[next(iter(self._entries))]
             self._entries[key] = found
         program, names = found
-        return _renamed(program, filename), names
+        return program.replace(co_filename=filename) if _flat(program) else _renamed(
+            program, filename
+        ), names
 
 
 class _NoCache(CodeCache):
@@ -171,6 +179,11 @@ class _NoCache(CodeCache):
 
 _NO_CACHE = _NoCache(0)
 _CACHED = "<cached python step>"
+
+
+def _flat(program: types.CodeType) -> bool:
+    """No function or class is defined in the code (its constants hold no code)."""
+    return not any(isinstance(const, types.CodeType) for const in program.co_consts)
 
 
 def _renamed(program: types.CodeType, filename: str) -> types.CodeType:
@@ -393,17 +406,27 @@ def _install_routers() -> None:
             sys.stderr = cast(TextIO, _StreamRouter("stderr", sys.stderr))
 
 
-@contextmanager
-def captured_stdio() -> Iterator[tuple[_Capture, _Capture]]:
+def captured_stdio() -> _CapturedStdio:
     """Capture this thread's writes to sys.stdout and sys.stderr."""
-    _install_routers()
-    stdout, stderr = _Capture(), _Capture()
-    previous = (getattr(_capturing, "stdout", None), getattr(_capturing, "stderr", None))
-    _capturing.stdout, _capturing.stderr = stdout, stderr
-    try:
-        yield stdout, stderr
-    finally:
-        _capturing.stdout, _capturing.stderr = previous
+    return _CapturedStdio()
+
+
+class _CapturedStdio:
+    """`captured_stdio()`'s context manager (a class, not a generator: a child opens one per
+    step)."""
+
+    def __enter__(self) -> tuple[_Capture, _Capture]:
+        _install_routers()
+        self.streams = stdout, stderr = _Capture(), _Capture()
+        self.previous = (
+            getattr(_capturing, "stdout", None),
+            getattr(_capturing, "stderr", None),
+        )
+        _capturing.stdout, _capturing.stderr = stdout, stderr
+        return self.streams
+
+    def __exit__(self, *exc: object) -> None:
+        _capturing.stdout, _capturing.stderr = self.previous
 
 
 # -- the child process ----------------------------------------------------------------------
@@ -418,7 +441,8 @@ def serve(argv: list[str]) -> None:
     for fd in (request_fd, reply_fd):  # a subprocess of the code must not hold the pipes
         os.set_inheritable(fd, False)
     _die_with_parent(parent)
-    setup = _read_frame(request_fd)
+    requests = _Requests(request_fd)
+    setup = requests.frame()
     if setup is None:
         return
     options = pickle.loads(setup[1])  # noqa: S301 - from the worker that started us
@@ -428,7 +452,7 @@ def serve(argv: list[str]) -> None:
         _limit_memory(options["memory_bytes"])
     me, cwd, environ, cache = os.getpid(), os.getcwd(), _Environ(), CodeCache()
     _write_frame(reply_fd, 0, json.dumps({"pid": me}).encode())
-    while (frame := _read_frame(request_fd)) is not None:
+    while (frame := requests.frame()) is not None:
         request_id, payload = frame
         reply = _handle(payload, cache)
         if os.getpid() != me:  # the code forked and this is the copy: it must not reply
@@ -449,7 +473,8 @@ class _Environ:
         self.encoded = _encoded()
 
     def changed(self) -> bool:
-        return _encoded() != self.encoded
+        data = getattr(os.environ, "_data", None)  # compared as it is: no copy per step
+        return (data if isinstance(data, dict) else _encoded()) != self.encoded
 
 
 def _encoded() -> dict[Any, Any]:
@@ -516,28 +541,40 @@ def _limit_memory(limit: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def _read_frame(fd: int) -> tuple[int, bytes] | None:
-    header = _read_exactly(fd, HEADER.size)
-    if header is None:
-        return None
-    length, request_id = HEADER.unpack(header)
-    payload = _read_exactly(fd, length)
-    if payload is None:
-        return None
-    return request_id, payload
+class _Requests:
+    """The request pipe, read ahead: a frame's header and a small payload come in one read
+    (the worker writes them in one), not two."""
 
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pending = b""
 
-def _read_exactly(fd: int, size: int) -> bytes | None:
-    """``size`` bytes, or None at end of file."""
-    parts: list[bytes] = []
-    missing = size
-    while missing:
-        chunk = os.read(fd, min(missing, _CHUNK))
-        if not chunk:
+    def frame(self) -> tuple[int, bytes] | None:
+        """The next frame's request id and payload, or None at end of file."""
+        header = self._take(HEADER.size)
+        if header is None:
             return None
-        parts.append(chunk)
-        missing -= len(chunk)
-    return b"".join(parts)
+        length, request_id = HEADER.unpack(header)
+        payload = self._take(length)
+        if payload is None:
+            return None
+        return request_id, payload
+
+    def _take(self, size: int) -> bytes | None:
+        """``size`` bytes, or None at end of file."""
+        data = self.pending
+        if len(data) < size:
+            parts = [data]
+            have = len(data)
+            while have < size:
+                chunk = os.read(self.fd, min(max(size - have, _SMALL), _CHUNK))
+                if not chunk:
+                    return None
+                parts.append(chunk)
+                have += len(chunk)
+            data = b"".join(parts)
+        self.pending = data[size:]
+        return data[:size]
 
 
 def _write_frame(fd: int, request_id: int, payload: bytes) -> None:

@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import pickle
+import re
 import select
 import signal
 import subprocess
@@ -43,6 +44,8 @@ import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+
+import orjson
 
 from noetl.tools.base import ToolError
 from noetl.tools.python_exec import HEADER, Reply
@@ -434,24 +437,25 @@ class _Exchange:
         self.unsent = memoryview(header + payload if small else header)
         self.rest = b"" if small else payload
         self.timer = self.loop.call_later(limit_seconds, self._finish, _Late())
-        self.loop.add_reader(self.child.replies, self._readable)
-        if self.child.pidfd is not None:
-            self.loop.add_reader(self.child.pidfd, self._exited)
-        else:
+        self.child.watch(self.loop, self)
+        if self.child.pidfd is None:
             self.watch = self.loop.call_later(0.5, self._look)
         self._write()
 
     def replied(self) -> bool:
         return self.future.done() and not self.future.cancelled() and not self.future.exception()
 
-    def close(self) -> None:
-        """Stop watching the child's pipes (before it is reused, stopped or killed)."""
+    def close(self, *, keep_watching: bool = False) -> None:
+        """Stop watching the child's pipes (before it is stopped or killed), or, after its
+        reply (`keep_watching`), only stop hearing of them: the loop goes on watching them for
+        the child's next call (`_Child.watch`)."""
         if self.closed:
             return
         self.closed = True
-        self.loop.remove_reader(self.child.replies)
-        if self.child.pidfd is not None:
-            self.loop.remove_reader(self.child.pidfd)
+        if keep_watching:
+            self.child.exchange = None
+        else:
+            self.child.unwatch()
         if self.writing:
             self.loop.remove_writer(self.child.requests)
         if self.watch is not None:
@@ -460,7 +464,7 @@ class _Exchange:
             self.timer.cancel()
 
     def _finish(self, outcome: Reply | BaseException) -> None:
-        self.close()
+        self.close(keep_watching=not isinstance(outcome, BaseException))
         if self.future.done():
             return
         if isinstance(outcome, BaseException):
@@ -490,12 +494,20 @@ class _Exchange:
             self.writing = False
             self.loop.remove_writer(self.child.requests)
 
+    def _read(self) -> None:
+        """The reply pipe is readable: read on while it holds more of the frame (a header and
+        its body come in one write: one turn of the loop for both)."""
+        while self._readable():
+            pass
+
     def _readable(self) -> bool:
-        """Read what the reply pipe holds of the frame; False when it holds nothing now."""
+        """Read what the reply pipe holds of the frame; False when it holds nothing now. The
+        first read asks for a small frame's whole length: the child writes one in one go."""
         if self.closed:
             return False
         try:
-            chunk = os.read(self.child.replies, min(self.missing, _CHUNK))
+            wanted = _SMALL if self.length is None else min(self.missing, _CHUNK)
+            chunk = os.read(self.child.replies, wanted)
         except BlockingIOError:
             return False
         except OSError as exc:
@@ -505,21 +517,26 @@ class _Exchange:
             self._finish(_Gone())
             return False
         self.parts.append(chunk)
-        self.missing -= len(chunk)
-        if self.missing:
-            return True
-        data = b"".join(self.parts)
-        self.parts = []
         if self.length is None:
-            length, reply_id = HEADER.unpack(data)
+            data = b"".join(self.parts)
+            if len(data) < HEADER.size:
+                self.parts = [data]
+                return True
+            length, reply_id = HEADER.unpack_from(data)
             if reply_id != self.request_id:
                 message = f"a reply to request {reply_id} while waiting for {self.request_id}"
                 self._finish(_BadReply(message))
                 return False
-            self.length = self.missing = length
-            if length:
-                return True
-        self._finish(_decode(data if self.length else b""))
+            body = data[HEADER.size :]
+            if len(body) > length:
+                self._finish(_BadReply("more bytes than its frame holds"))
+                return False
+            self.length, self.missing, self.parts = length, length - len(body), [body]
+        else:
+            self.missing -= len(chunk)
+        if self.missing:
+            return True
+        self._finish(_decode(b"".join(self.parts)))
         return False
 
     def _exited(self) -> None:
@@ -536,16 +553,29 @@ class _Exchange:
 
 
 def _decode(body: bytes) -> Reply | _BadReply:
-    """The standard library's json, not orjson: orjson reads an integer beyond 64 bits as a
-    float, and such a result must reach the worker exactly, to fail its step by the codec's
-    number rule (`noetl.jsonfast`) instead of being reported rounded."""
+    """orjson, but the standard library's json for a reply that may hold an integer beyond 64
+    bits (a run of 19 digits or more: orjson reads such an integer as a float, and it must
+    reach the worker exactly, to fail its step by the codec's number rule, `noetl.jsonfast`)
+    or that orjson refuses (a lone surrogate in a string)."""
     try:
-        reply = json.loads(body)
+        if len(body.translate(None, _NOT_DIGITS)) < 19 or _LONG_NUMBER.search(body) is None:
+            try:
+                reply = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                reply = json.loads(body)
+        else:
+            reply = json.loads(body)
     except ValueError as exc:
         return _BadReply(str(exc))
     if not isinstance(reply, dict):
         return _BadReply(f"a {type(reply).__name__}, not an object")
     return reply
+
+
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+_NOT_DIGITS = bytes(byte for byte in range(256) if not 0x30 <= byte <= 0x39)
+"""Deleted from a reply, what is left counts its digits: fewer than 19, no long number (the
+search costs more than orjson's whole read of a small reply)."""
 
 
 def _settle_threadsafe(
@@ -642,6 +672,10 @@ class _Child:
         self._lock = threading.Lock()
         self._reaped = False
         self.ids = itertools.count(1)
+        self.watched: asyncio.AbstractEventLoop | None = None
+        """The loop whose readers watch the reply pipe and the pidfd (kept between calls)."""
+        self.watched_from = 0  # that loop's thread
+        self.exchange: _Exchange | None = None  # the call they report to; None while idle
         os.set_blocking(requests, False)
         os.set_blocking(replies, False)
 
@@ -679,6 +713,61 @@ class _Child:
             raise ToolError(f"could not start a python process: {reason}", retryable=True) from None
         return child
 
+    # -- the watch -----------------------------------------------------------------------
+
+    def watch(self, loop: asyncio.AbstractEventLoop, exchange: _Exchange) -> None:
+        """Report the reply pipe's data and the child's exit to `exchange`, from readers of
+        `loop` (called on its thread). The readers stay between the child's calls on one
+        loop: registering and removing two of them cost ~18 us of the worker's CPU per call
+        (uvloop starts a poll handle with three system calls)."""
+        if self.watched is not loop:
+            self.unwatch()
+            loop.add_reader(self.replies, self._replies_ready)
+            if self.pidfd is not None:
+                loop.add_reader(self.pidfd, self._exit_ready)
+            self.watched, self.watched_from = loop, threading.get_ident()
+        self.exchange = exchange
+
+    def unwatch(self) -> None:
+        """Remove the readers (before the pipes close, and before another loop watches):
+        here on the loop's thread or while it does not run, else on its thread, waited for."""
+        loop, self.watched, self.exchange = self.watched, None, None
+        if loop is None or loop.is_closed():  # a closed loop's readers are gone with it
+            return
+        if self.watched_from == threading.get_ident() or not loop.is_running():
+            self._remove_readers(loop)
+            return
+        removed = threading.Event()
+
+        def remove() -> None:
+            self._remove_readers(loop)
+            removed.set()
+
+        try:
+            loop.call_soon_threadsafe(remove)
+        except RuntimeError:  # closed meanwhile
+            return
+        if not removed.wait(_REAP_SECONDS):
+            logger.warning("python process %d: its event loop did not stop watching it", self.pid)
+
+    def _remove_readers(self, loop: asyncio.AbstractEventLoop) -> None:
+        with contextlib.suppress(ValueError, OSError, RuntimeError):  # gone with the loop
+            loop.remove_reader(self.replies)
+            if self.pidfd is not None:
+                loop.remove_reader(self.pidfd)
+
+    def _replies_ready(self) -> None:
+        if self.exchange is not None:
+            self.exchange._read()
+        else:  # idle: it exited, or wrote out of turn; its next call finds out
+            self.unwatch()
+
+    def _exit_ready(self) -> None:
+        if self.exchange is not None:
+            self.exchange._exited()
+        else:
+            self.unwatch()
+
     def kill(self) -> None:
         """SIGKILL the child and its process group; safe from any thread, never blocks."""
         with self._lock:
@@ -691,6 +780,7 @@ class _Child:
     def stop(self, grace: float) -> int | None:
         """Let the child exit for up to grace seconds, kill what is left of its group, reap
         it and close the pipes; its exit code (negative: a signal), None if it would not die."""
+        self.unwatch()
         if not self.exited(grace):
             self.killed = True
         self.kill()  # also whatever the code started in the child's process group

@@ -167,14 +167,40 @@ def select(value: Any, fields: Any) -> dict[str, Any]:
 
 async def resolve_refs(value: Any, store: ResultStore) -> Any:
     """`value` with every stub replaced by its stored data (stub fields kept on top), so
-    `{{ step.field }}` finds any field of a result that travelled by reference."""
+    `{{ step.field }}` finds any field of a result that travelled by reference. Every mapping
+    and list is a copy. (Most values hold no stub: they are copied without a coroutine per
+    node; a worker does this for every command's input.)"""
+    try:
+        return _copied(value)
+    except _HoldsStub:
+        return await _resolved(value, store)
+
+
+class _HoldsStub(Exception):
+    """`_copied` met a stub: the value needs the store."""
+
+
+def _copied(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    if isinstance(value, Mapping):
+        if "_ref" in value and is_stub(value):
+            raise _HoldsStub
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copied(v) for v in value]
+    return value
+
+
+async def _resolved(value: Any, store: ResultStore) -> Any:
     if is_stub(value):
         full = await store.get(value["_ref"])
         if isinstance(full, Mapping):
             return {**full, **value}
         return full
     if isinstance(value, Mapping):
-        return {k: await resolve_refs(v, store) for k, v in value.items()}
+        return {k: await _resolved(v, store) for k, v in value.items()}
     if isinstance(value, list):
-        return [await resolve_refs(v, store) for v in value]
+        return [await _resolved(v, store) for v in value]
     return value

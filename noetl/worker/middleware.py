@@ -65,31 +65,38 @@ class Middleware:
 
 
 async def process(middleware: Sequence[Middleware], job: Job, actor: Actor) -> Outcome | None:
-    """Run `job` through the middleware and the actor; None when it was stopped. A hook a
-    middleware does not override is skipped (it would do nothing, at the cost of a call)."""
-    outcome: Outcome | None
-    try:
-        for hook in middleware:
-            if _overrides(type(hook)).before:
-                await hook.before(job)
-    except ToolError as exc:
-        outcome = Outcome.failure(str(exc))
-    else:
+    """Run `job` through the middleware and the actor; None when it was stopped."""
+    return await Chain(middleware).run(job, actor)
 
-        async def act() -> Outcome | None:
-            return await actor(job)
 
-        proceed: Proceed = act
-        for hook in reversed(middleware):
-            if _overrides(type(hook)).around:
-                proceed = functools.partial(hook.around, job, proceed)
-        outcome = await proceed()
-        if outcome is None:
-            return None
-    for hook in reversed(middleware):
-        if _overrides(type(hook)).after:
-            outcome = await hook.after(job, outcome)
-    return outcome
+class Chain:
+    """The middleware's hooks, found once: a hook a middleware does not override is skipped
+    (it would do nothing, at the cost of a call). A worker keeps one for every command."""
+
+    def __init__(self, middleware: Sequence[Middleware]) -> None:
+        found = [(hook, _overrides(type(hook))) for hook in middleware]
+        self.befores = [hook.before for hook, has in found if has.before]
+        self.arounds = [hook.around for hook, has in reversed(found) if has.around]
+        self.afters = [hook.after for hook, has in reversed(found) if has.after]
+
+    async def run(self, job: Job, actor: Actor) -> Outcome | None:
+        """Run `job` through the hooks and the actor; None when it was stopped."""
+        outcome: Outcome | None
+        try:
+            for before in self.befores:
+                await before(job)
+        except ToolError as exc:
+            outcome = Outcome.failure(str(exc))
+        else:
+            proceed: Proceed = functools.partial(actor, job)
+            for around in self.arounds:
+                proceed = functools.partial(around, job, proceed)
+            outcome = await proceed()
+            if outcome is None:
+                return None
+        for after in self.afters:
+            outcome = await after(job, outcome)
+        return outcome
 
 
 @dataclass(frozen=True)
@@ -99,18 +106,10 @@ class _Hooks:
     after: bool
 
 
-_HOOKS: dict[type[Middleware], _Hooks] = {}
-
-
 def _overrides(kind: type[Middleware]) -> _Hooks:
     """Which hooks a middleware class overrides."""
-    found = _HOOKS.get(kind)
-    if found is None:
-        names = _Hooks.__annotations__
-        found = _HOOKS[kind] = _Hooks(
-            *(getattr(kind, name) is not getattr(Middleware, name) for name in names)
-        )
-    return found
+    names = _Hooks.__annotations__
+    return _Hooks(*(getattr(kind, name) is not getattr(Middleware, name) for name in names))
 
 
 class Timing(Middleware):
@@ -120,7 +119,7 @@ class Timing(Middleware):
         job.started = time.perf_counter()
 
     async def after(self, job: Job, outcome: Outcome) -> Outcome:
-        return replace(outcome, duration=time.perf_counter() - job.started)
+        return outcome.timed(time.perf_counter() - job.started)
 
 
 class Masking(Middleware):
@@ -131,7 +130,10 @@ class Masking(Middleware):
     its `after` sees the final outcome."""
 
     async def after(self, job: Job, outcome: Outcome) -> Outcome:
-        mask = Mask(job.notes.get(SECRETS, ()))
+        secrets = job.notes.get(SECRETS)
+        if not secrets:  # most commands resolve no credential
+            return outcome
+        mask = Mask(secrets)
         if not mask:
             return outcome
         result, in_result = mask.value(outcome.result)

@@ -20,7 +20,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from noetl.batching import KeyedBatcher
+from noetl.batching import Batcher
 from noetl.bus.nats_client import NATSCommandSubscriber, Topology
 from noetl.config import Settings
 from noetl.masking import install as install_masking
@@ -32,7 +32,7 @@ from noetl.tools.registry import ToolRegistry, builtin_factories
 from noetl.tools.result_store import ResultStore
 from noetl.worker.ack import Ack, Disposition, Nak, Term, for_status, settle
 from noetl.worker.client import Response, ServerClient, ServerUnreachable
-from noetl.worker.middleware import Job, Middleware, process
+from noetl.worker.middleware import Chain, Job, Middleware
 from noetl.worker.middleware import standard as standard_middleware
 from noetl.worker.runner import Credentials, ToolRunner
 
@@ -95,13 +95,14 @@ class Worker:
                 max_payload_bytes=settings.max_payload_bytes,
             )
         )
+        self.chain = Chain(self.middleware)
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set once subscribed to the consumer
         self.running: set[asyncio.Task[None]] = set()
         self.held = 0  # messages fetched and not yet acked, naked or terminated
         self.holding: set[int] = set()  # commands running or reporting: the heartbeat lists them
         self.released = asyncio.Event()
-        self.reports: KeyedBatcher[Report, Response] = KeyedBatcher(self._send_reports)
+        self.reports: Batcher[Report, Response] = Batcher(self._send_reports)
         self.telling: set[asyncio.Task[None]] = set()  # in_progress sent while a report waits
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -128,10 +129,11 @@ class Worker:
                     )
                 while self.running:  # a claim in flight may still start work
                     await asyncio.gather(*list(self.running), return_exceptions=True)
-            finally:  # also when cancelled meanwhile: no heartbeat outlives the worker
+            finally:  # also when cancelled meanwhile: no heartbeat (or sender) outlives it
                 heartbeat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await heartbeat
+                await self.reports.close()
             await self._send_heartbeat("stopped")
             await self.subscriber.close()
             await self.client.close()
@@ -295,7 +297,7 @@ class Worker:
     async def _run_and_report(
         self, command: ClaimedCommand, msg: Msg | None
     ) -> tuple[Disposition, ClaimedCommand | None]:
-        outcome = await process(self.middleware, Job(command, msg), self.runner)
+        outcome = await self.chain.run(Job(command, msg), self.runner)
         if outcome is None:  # cancelled or superseded while running: nothing to report
             return Ack("cancelled or superseded"), None
         report = Report(
@@ -333,7 +335,7 @@ class Worker:
         in progress while the server is away, so it is not redelivered and the step is not
         run again meanwhile. A live worker keeps its claim meanwhile (its heartbeats)."""
         if msg is None:  # a continuation: its lease holds it
-            return await self.reports.submit("reports", report)
+            return await self.reports.submit(report)
         loop = asyncio.get_running_loop()
         timer: list[asyncio.TimerHandle] = []
 
@@ -345,7 +347,7 @@ class Worker:
 
         timer.append(loop.call_later(self.keepalive, tell))
         try:
-            return await self.reports.submit("reports", report)
+            return await self.reports.submit(report)
         finally:
             timer[0].cancel()
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from noetl.batching import KeyedBatcher
+from noetl.batching import Batcher, KeyedBatcher
 
 
 async def test_concurrent_items_of_one_key_are_handled_together_in_order() -> None:
@@ -38,3 +38,57 @@ async def test_an_exception_answers_only_its_item_and_a_crash_answers_all() -> N
     with pytest.raises(RuntimeError, match="database gone"):
         await batcher.submit("k", 99)
     assert await batcher.submit("k", 4) == 4  # the key works again after a failed batch
+
+
+async def test_one_sender_batches_a_burst_and_what_arrives_while_it_sends() -> None:
+    """`Batcher`: the items of one turn of the loop go together; those that arrive while
+    their batch is being sent go in the next; the sender stays for later bursts."""
+    batches: list[list[int]] = []
+    sending = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def handler(items: Sequence[int]) -> list[int | Exception]:
+        batches.append(list(items))
+        if items[0] == 0:
+            sending.set()
+            await go_on.wait()
+        return [ValueError("odd") if item % 2 else item * 10 for item in items]
+
+    batcher: Batcher[int, int] = Batcher(handler)
+    first = [asyncio.ensure_future(batcher.submit(i)) for i in range(3)]
+    await sending.wait()
+    later = [asyncio.ensure_future(batcher.submit(i)) for i in (4, 5)]
+    go_on.set()
+    answers = await asyncio.gather(*first, *later, return_exceptions=True)
+    assert [a if isinstance(a, int) else "odd" for a in answers] == [0, "odd", 20, 40, "odd"]
+    assert batches == [[0, 1, 2], [4, 5]]
+    sender = batcher._sender
+    assert await batcher.submit(6) == 60  # a later burst: the same sender
+    assert batcher._sender is sender and batches[-1] == [6]
+    await batcher.close()
+    assert sender is not None and sender.done()
+
+
+async def test_a_failed_batch_answers_its_items_and_the_sender_goes_on() -> None:
+    async def handler(items: Sequence[int]) -> list[int | Exception]:
+        if 99 in items:
+            raise RuntimeError("server gone")
+        return list(items)
+
+    batcher: Batcher[int, int] = Batcher(handler)
+    with pytest.raises(RuntimeError, match="server gone"):
+        await batcher.submit(99)
+    assert await batcher.submit(4) == 4
+    sent: list[int] = []
+    batcher._handler = lambda items: _recorded(items, sent)
+    waiting = asyncio.ensure_future(batcher.submit(5))
+    await asyncio.sleep(0)  # it is queued
+    waiting.cancel()  # a caller that gave up: its item is still sent, its answer dropped
+    assert await batcher.submit(6) == 6
+    assert sent == [5, 6]
+    await batcher.close()
+
+
+async def _recorded(items: Sequence[int], sent: list[int]) -> list[int | Exception]:
+    sent.extend(items)
+    return list(items)
