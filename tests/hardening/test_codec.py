@@ -8,12 +8,15 @@ rule, or by hand) is read back, shown, cancelled, and never stops the relay for 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from noetl import jsonfast
 from noetl.config import Settings
@@ -223,3 +226,54 @@ async def test_an_execution_the_engine_cannot_process_can_still_be_cancelled(
         assert kinds[-1] == "playbook.cancelled"
         again = await api.post(f"/api/executions/{started['execution_id']}/cancel")
         assert again.status_code == 409
+
+
+def _first_bad(value: object, max_depth: int) -> tuple[str, str] | None:
+    """The rule as first written (iterative, paths built for every value): `unportable`
+    must answer as it does."""
+    stack: list[tuple[object, tuple[str | int, ...]]] = [(value, ())]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if len(path) >= max_depth:
+                return jsonfast._path(path), f"nested deeper than {max_depth} levels"
+            children = item.items() if isinstance(item, dict) else enumerate(item)
+            stack.extend((child, (*path, key)) for key, child in reversed(list(children)))
+        elif isinstance(item, bool) or item is None or isinstance(item, str):
+            continue
+        elif isinstance(item, int):
+            if not jsonfast.MIN_INT <= item <= jsonfast.MAX_INT:
+                return jsonfast._path(path), "integer out of range"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return jsonfast._path(path), "not a finite number"
+    return None
+
+
+class _Int(int):
+    pass
+
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.text(max_size=3),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(2**70), max_value=2**70).map(_Int),
+    st.binary(max_size=2),
+)
+_values = st.recursive(
+    _scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=3),
+        st.lists(children, max_size=3).map(tuple),
+        st.dictionaries(st.one_of(st.text(max_size=2), st.integers(0, 3)), children, max_size=3),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_values, max_depth=st.sampled_from([0, 1, 2, 3, jsonfast.MAX_DEPTH]))
+def test_unportable_answers_as_the_rule_was_first_written(value: object, max_depth: int) -> None:
+    assert jsonfast.unportable(value, max_depth) == _first_bad(value, max_depth)

@@ -4,6 +4,7 @@ select/store, stubs with `_ref`, transparent loading by later steps, the artifac
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -101,3 +102,14 @@ async def test_the_store_round_trips_every_kind_and_names_missing_ones(
             await store.get(gone)
     finally:
         await store.close()
+
+
+async def test_a_value_without_stored_results_comes_back_as_a_copy(tmp_path: Path) -> None:
+    """No stub, no store touched (there is none here), and the mappings and lists are new."""
+    store = ResultStore(None, tmp_path)
+    value: dict[str, Any] = {"a": [1, {"b": "c"}], "n": None, "t": (1, 2)}
+    resolved = await resolve_refs(value, store)
+    assert resolved == value
+    assert resolved is not value and resolved["a"] is not value["a"]
+    assert resolved["a"][1] is not value["a"][1]
+    assert resolved["t"] is value["t"]  # tuples were never copied

@@ -4,6 +4,7 @@ runner's one timeout rule, the tool registry."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
@@ -257,3 +258,66 @@ async def test_the_server_client_speaks_the_one_codec_both_ways() -> None:
     assert answer.status == 200
     assert answer.body == {"n": 2**63 - 1, "1": "2026-11-30", "s": "é"}
     assert (failed.status, failed.body) == (502, "<html>bad gateway</html>")
+
+
+class Stubborn:
+    """A tool that goes on after its cancellation and returns."""
+
+    kind = "stubborn"
+    default_timeout = 0.05
+
+    async def run(self, call: ToolCall) -> Any:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.01)
+        return "went on"
+
+
+async def test_a_tool_that_swallows_its_time_limit_keeps_its_result_and_its_task_uncancelled() -> (
+    None
+):
+    """As `asyncio.timeout` had it: the cancellation that the limit caused is taken back."""
+    registry = ToolRegistry({"stubborn": Stubborn})
+    runner = ToolRunner(registry, Credentials(ServerClient("http://unused")), grace=0.0)
+    outcome = await runner(_job({"kind": "stubborn"}))
+    assert outcome == Outcome.success("went on")
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    await asyncio.sleep(0)  # not cancelled
+
+
+async def test_a_cancellation_from_outside_a_tool_call_is_no_timeout() -> None:
+    Sleeper.calls.clear()
+    registry = ToolRegistry({"sleeper": Sleeper})
+    runner = ToolRunner(registry, Credentials(ServerClient("http://unused")), grace=30.0)
+    task = asyncio.create_task(runner(_job({"kind": "sleeper", "timeout_seconds": 30})))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+
+
+def test_a_timed_outcome_keeps_every_other_field() -> None:
+    full = Outcome(
+        False,
+        {"r": 1},
+        "err",
+        1.0,
+        {"v": 2},
+        ("p",),
+        {"stdout": "o"},
+        True,
+    )
+    assert [f.name for f in dataclasses.fields(Outcome)] == [
+        "ok",
+        "result",
+        "error",
+        "duration",
+        "variables",
+        "problems",
+        "log",
+        "masked",
+    ]  # a new field must be carried by Outcome.timed too
+    assert full.timed(2.5) == dataclasses.replace(full, duration=2.5)
