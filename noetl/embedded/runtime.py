@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import importlib
 import logging
 import ssl
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,24 +35,18 @@ def preload() -> None:
     """Import the server and the worker (most of `noetl run`'s start-up): call it in a thread
     while the embedded services start, so the two overlap.
 
-    The imports are CPU-bound Python and run one at a time (the GIL), so two things make them
-    cheaper rather than parallel. The cyclic garbage collector is paused while they run (the
-    ~170,000 objects they make are module contents, not garbage, and the collections that
-    scanned them again and again were ~10 % of the imports' CPU) and then frozen out of later
-    collections. And aiohttp is imported in a second thread: its import builds two TLS contexts
-    that read the system's CA bundle (~0.09 s, with the GIL released), which so runs on the
-    other core beside the server's imports instead of before them."""
+    The imports are CPU-bound Python and run one at a time (the GIL). The cyclic garbage
+    collector is paused while they run (the ~170,000 objects they make are module contents,
+    not garbage, and the collections that scanned them again and again were ~10 % of the
+    imports' CPU) and then frozen out of later collections."""
     collecting = gc.isenabled()
     gc.disable()
-    tls = threading.Thread(target=importlib.import_module, args=("aiohttp",), daemon=True)
-    tls.start()
     try:
         import uvicorn  # noqa: F401
 
         import noetl.server.app
         import noetl.worker.worker  # noqa: F401
     finally:
-        tls.join()
         gc.freeze()
         if collecting:
             gc.enable()

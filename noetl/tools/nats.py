@@ -23,12 +23,14 @@ credential names, over its own connections (one per server and user, kept until 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import nats
+import nats.aio.transport
 from nats.aio.client import Client
 from nats.js import errors as js_errors
 from nats.js.kv import KeyValue
@@ -89,6 +91,8 @@ class NatsTool:
             client = self._clients.get(key)
             if client is not None and client.is_connected:
                 return client
+            if "ws://" in str(url) or "wss://" in str(url):
+                _websocket_transport()
             try:
                 client = await nats.connect(
                     str(url),
@@ -114,6 +118,13 @@ class NatsTool:
                 await client.close()
             except Exception:  # closing one must not keep the others open
                 logger.debug("closing a nats client failed", exc_info=True)
+
+
+def _websocket_transport() -> None:
+    """nats-py's WebSocket transport with its aiohttp: NoETL's bus loaded nats-py without it
+    (`noetl.bus`); the transport's module, run again, finds it now."""
+    if getattr(nats.aio.transport, "aiohttp", None) is None:
+        importlib.reload(nats.aio.transport)
 
 
 def _first(data: Mapping[str, Any], *names: str) -> Any:

@@ -40,8 +40,9 @@ UNUSED = [
     "rich.progress",  # the progress bars: on a terminal only
     "cryptography.hazmat.primitives.serialization",  # only to sign a service account's JWT
     "websockets",  # the API has no WebSocket route
+    "aiohttp",  # nats-py's WebSocket transport's (noetl.bus)
 ]
-USED = ["fastapi", "psycopg", "nats", "aiohttp", "uvicorn"]
+USED = ["fastapi", "psycopg", "nats", "uvicorn"]
 
 
 def _probe(*args: str, home: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:

@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import nats
 import pytest
 
+from noetl.embedded.services import find_nats_server, free_port
 from noetl.tools import ToolCall, ToolError
 from noetl.tools.nats import NatsTool
 from tests.conftest import Services, run_playbook
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -135,3 +143,75 @@ workflow:
     execution = await run_playbook(api, playbook)
     assert execution["status"] == "COMPLETED", execution["error"]
     assert execution["result"]["value"] == {"user": 7}
+
+
+# a worker's process: the bus loaded nats-py without aiohttp (noetl.bus), then a step's nats
+# tool talks to a server over WebSocket
+OVER_WEBSOCKET = """
+import asyncio, sys
+
+import noetl.bus
+import nats
+import nats.aio.transport
+
+from noetl.tools import ToolCall
+from noetl.tools.nats import NatsTool
+
+assert nats.aio.transport.aiohttp is None, "the bus loaded aiohttp"
+
+
+async def main(ws_url: str, nats_url: str) -> None:
+    listener = await nats.connect(nats_url)
+    received = await listener.subscribe("over.websocket")
+    tool = NatsTool()
+    call = ToolCall("nats", {"operation": "publish", "subject": "over.websocket", "data": "hi"},
+                    {}, 1, "step", {"nats_url": ws_url})
+    result = await tool.run(call)
+    message = await received.next_msg(timeout=30)
+    print(result["status"], message.data.decode())
+    await tool.close()
+    await listener.close()
+
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_the_tool_reaches_a_websocket_server_where_the_bus_loaded_nats_without_aiohttp(
+    tmp_path: Path,
+) -> None:
+    port, ws_port = free_port(), free_port()
+    config = tmp_path / "nats.conf"
+    config.write_text(
+        f"listen: 127.0.0.1:{port}\nwebsocket {{ listen: 127.0.0.1:{ws_port}, no_tls: true }}\n"
+    )
+    server = subprocess.Popen([str(find_nats_server()), "-c", str(config)])
+    try:
+        for _ in range(2000):  # until it listens on both
+            with socket.socket() as a, socket.socket() as b:
+                if (
+                    a.connect_ex(("127.0.0.1", port)) == 0
+                    and b.connect_ex(("127.0.0.1", ws_port)) == 0
+                ):
+                    break
+            time.sleep(0.01)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                OVER_WEBSOCKET,
+                f"ws://127.0.0.1:{ws_port}",
+                f"nats://127.0.0.1:{port}",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=100,
+            check=False,
+        )
+    finally:
+        server.terminate()
+        server.wait()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ok", "hi"]
