@@ -8,24 +8,18 @@ is process-wide. ``time_limit`` is the one timeout rule of every tool: a tool's
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from noetl.dsl.tool_schema import UNAVAILABLE
-from noetl.tools.artifact import ArtifactTool
 from noetl.tools.base import Tool, UnknownToolError, timeout_seconds
-from noetl.tools.duckdb import DuckDBTool
-from noetl.tools.http import HttpTool
-from noetl.tools.nats import NatsTool
-from noetl.tools.noop import NoopTool
-from noetl.tools.postgres import PostgresTool
-from noetl.tools.python import PythonTool
-from noetl.tools.python_pool import PythonPool
-from noetl.tools.result_store import ResultStore
-from noetl.tools.shell import ShellTool
-from noetl.tools.transfer import TransferTool
 from noetl.tools.unavailable import UnavailableTool
+
+if TYPE_CHECKING:
+    from noetl.tools.python_pool import PythonPool
+    from noetl.tools.result_store import ResultStore
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +32,33 @@ def builtin_factories(
     python: PythonPool | None = None, results: ResultStore | None = None
 ) -> dict[str, Factory]:
     """The built-in kinds; adding a tool is a new module and one line here. `results`: the
-    worker's store of results kept by reference (the artifact tool reads it)."""
+    worker's store of results kept by reference (the artifact tool reads it). A kind's module
+    is imported when the kind is first used: a worker loads the tools its steps use (the
+    postgres and transfer tools' psycopg alone was a tenth of `noetl run`'s start-up)."""
     factories: dict[str, Factory] = {
-        "noop": NoopTool,
-        "python": lambda: PythonTool(python),
-        "http": HttpTool,
-        "postgres": PostgresTool,
-        "duckdb": DuckDBTool,
-        "shell": ShellTool,
-        "nats": NatsTool,
-        "transfer": TransferTool,
-        "artifact": lambda: ArtifactTool(results),
+        "noop": _imported("noop", "NoopTool"),
+        "python": _imported("python", "PythonTool", python),
+        "http": _imported("http", "HttpTool"),
+        "postgres": _imported("postgres", "PostgresTool"),
+        "duckdb": _imported("duckdb", "DuckDBTool"),
+        "shell": _imported("shell", "ShellTool"),
+        "nats": _imported("nats", "NatsTool"),
+        "transfer": _imported("transfer", "TransferTool"),
+        "artifact": _imported("artifact", "ArtifactTool", results),
     }
     for kind in UNAVAILABLE:  # accepted kinds that need a cloud: they fail naming it
         factories[kind] = functools.partial(UnavailableTool, kind)
     return factories
+
+
+def _imported(module: str, name: str, *args: Any) -> Factory:
+    """A factory of the class `name` of `noetl.tools.<module>`, imported at the first call."""
+
+    def create() -> Tool:
+        tool: Tool = getattr(importlib.import_module(f"noetl.tools.{module}"), name)(*args)
+        return tool
+
+    return create
 
 
 class ToolRegistry:

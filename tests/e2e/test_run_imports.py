@@ -41,6 +41,9 @@ UNUSED = [
     "cryptography.hazmat.primitives.serialization",  # only to sign a service account's JWT
     "websockets",  # the API has no WebSocket route
     "aiohttp",  # nats-py's WebSocket transport's (noetl.bus)
+    "duckdb",  # tools are loaded when a step uses them (noetl.tools.registry)
+    "noetl.tools.postgres",
+    "noetl.tools.transfer",
 ]
 USED = ["fastapi", "psycopg", "nats", "uvicorn"]
 
