@@ -27,6 +27,14 @@ def mark(what: str) -> None:
 
 mark("python up")
 
+try:  # what the `noetl` command does first (since the server process)
+    from noetl.embedded.server_process import ServerProcess
+except ImportError:
+    ServerProcess = None  # type: ignore[assignment,misc]
+if ServerProcess is not None:
+    ServerProcess.start_early()
+    mark("server process started early")
+
 import noetl.cli.main as cli  # noqa: E402
 import noetl.embedded.runtime as runtime  # noqa: E402
 import noetl.embedded.services as services  # noqa: E402
@@ -65,12 +73,11 @@ def wrap_async(owner: Any, name: str, label: str) -> None:
 
 
 def after_preload() -> None:
-    import uvicorn
-
     from noetl.worker.worker import Worker
 
     wrap_async(Worker, "run", "worker")
-    wrap_async(uvicorn.Server, "shutdown", "server shutdown")
+    if "uvicorn" in sys.modules:  # the server runs in this process (before the server process)
+        wrap_async(sys.modules["uvicorn"].Server, "shutdown", "server shutdown")
 
 
 wrap(cli, "_validate_or_exit", "validate")
@@ -81,14 +88,17 @@ wrap(services.EmbeddedNats, "stop", "nats stop")
 original_preload = runtime.preload
 
 
-def preload() -> None:
+def preload(**options: Any) -> None:
     mark("preload (imports) begin")
-    original_preload()
+    original_preload(**options)
     after_preload()
     mark("preload (imports) end")
 
 
 runtime.preload = preload
+if ServerProcess is not None:
+    wrap_async(ServerProcess, "started", "server process started")
+    wrap_async(ServerProcess, "stop", "server process stop")
 original_running = runtime.running
 
 

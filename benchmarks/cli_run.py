@@ -53,7 +53,7 @@ def timed(home: Path, playbook: Path, source: Path) -> tuple[float, float, float
     started = time.perf_counter()
     with tempfile.TemporaryFile() as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "noetl.cli.main", "run", str(playbook), "--json"],
+            [sys.executable, "-m", _command(source), "run", str(playbook), "--json"],
             env=_env(home, source),
             cwd=source,
             stdout=output,
@@ -68,6 +68,12 @@ def timed(home: Path, playbook: Path, source: Path) -> tuple[float, float, float
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu, own
+
+
+def _command(source: Path) -> str:
+    """The module of the `noetl` command (a checkout before 2026-12 has no noetl.cli.__main__:
+    the command's entry was noetl.cli.main then)."""
+    return "noetl.cli" if (source / "noetl" / "cli" / "__main__.py").exists() else "noetl.cli.main"
 
 
 def _own_cpu(pid: int) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from noetl.errors import ConfigError, PlaybookError
 
 if TYPE_CHECKING:
     from noetl.dsl.model import Playbook
+    from noetl.embedded.server_process import ServerProcess
 
 T = TypeVar("T")
 
@@ -162,6 +164,9 @@ def run(
     ] = False,
 ) -> None:
     """Run a playbook to the end on an embedded (or configured) PostgreSQL and NATS."""
+    from noetl.embedded.server_process import ServerProcess
+
+    server = ServerProcess.take()  # started first thing by the `noetl` command, or now
     settings = _settings()
     content = _read(file)
     _validate_or_exit(content, str(file))
@@ -174,7 +179,9 @@ def run(
     signal.signal(signal.SIGTERM, _interrupt)  # from here on a signal stops what started
     try:
         _note_new_key(settings)
-        execution = _event_loop_run(_run(settings, content, data, console, others, keep_up=ui))
+        execution = _event_loop_run(
+            _run(settings, content, data, console, others, server=server, keep_up=ui)
+        )
     except KeyboardInterrupt:  # while the services started or stopped: they are stopped
         err.print("interrupted: the embedded services are stopped", highlight=False)
         raise typer.Exit(130) from None
@@ -233,13 +240,15 @@ async def _run(
     console: Console | None,
     register_first: list[str],
     *,
+    server: ServerProcess,
     keep_up: bool = False,
 ) -> dict[str, Any]:
     from noetl.embedded.runtime import embedded_services, preload, running
 
-    async with embedded_services(settings, meanwhile=preload) as live:  # noqa: SIM117
+    load = functools.partial(preload, server=False)  # the server process imports the server
+    async with embedded_services(settings, meanwhile=load) as live:  # noqa: SIM117
         async with (
-            running(live, ui=keep_up, warm=True) as runtime,
+            running(live, ui=keep_up, warm=True, process=server) as runtime,
             runtime.client(timeout=30) as client,
         ):
             for text in register_first:

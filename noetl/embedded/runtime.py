@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from noetl.config import Settings
+from noetl.embedded.server_process import ServerProcess
 from noetl.embedded.services import EmbeddedNats, EmbeddedPostgres, free_port
 from noetl.errors import ConfigError
 
@@ -31,9 +32,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def preload() -> None:
+def preload(*, server: bool = True, worker: bool = True) -> None:
     """Import the server and the worker (most of `noetl run`'s start-up): call it in a thread
-    while the embedded services start, so the two overlap.
+    while the embedded services start, so the two overlap (`noetl run` imports the server in
+    a process of its own: `server=False` here, `worker=False` there).
 
     The imports are CPU-bound Python and run one at a time (the GIL). The cyclic garbage
     collector is paused while they run (the ~170,000 objects they make are module contents,
@@ -42,10 +44,12 @@ def preload() -> None:
     collecting = gc.isenabled()
     gc.disable()
     try:
-        import uvicorn  # noqa: F401
+        if server:
+            import uvicorn  # noqa: F401
 
-        import noetl.server.app
-        import noetl.worker.worker  # noqa: F401
+            import noetl.server.app
+        if worker:
+            import noetl.worker.worker  # noqa: F401
     finally:
         gc.freeze()
         if collecting:
@@ -55,7 +59,7 @@ def preload() -> None:
 @dataclass
 class Runtime:
     settings: Settings
-    server: uvicorn.Server
+    server: Any  # a uvicorn.Server in this process, or the ServerProcess serving (`noetl run`)
     workers: list[Worker]
     grace: float | None = None  # on exit, seconds to let running commands finish (None: all)
 
@@ -156,40 +160,28 @@ async def running(
     port: int | None = None,
     ui: bool = True,
     warm: bool = False,
+    process: ServerProcess | None = None,
 ) -> AsyncIterator[Runtime]:
     """Serve the API on `port` (default: a free one) and run `workers` workers in-process;
-    `warm`: start each worker's first isolated python process at once (`noetl run`)."""
-    import uvicorn
-
-    from noetl.server.app import create_app
+    `warm`: start each worker's first isolated python process at once (`noetl run`);
+    `process`: serve the API from that process instead (`noetl run`)."""
     from noetl.worker.worker import Worker
 
     port = port or free_port()
     settings = settings.with_(server_port=port, server_url=f"http://127.0.0.1:{port}")
-    config = uvicorn.Config(
-        create_app(settings, ui=ui),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="on",
-        access_log=False,
-        ws="none",  # the API has no WebSocket route; uvicorn's default imported websockets
-    )
+    if process is not None:
+        process.serve(settings, ui=ui)
     pool = [
         Worker(settings.with_(worker_id=f"{settings.worker_id}-{index}"))
         for index in range(workers)
     ]
     warming = [asyncio.create_task(_warm_up(worker)) for worker in pool] if warm else []
-    server = _quick_exit_server(config)
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        if serving.done():
-            for task in warming:
-                task.cancel()
-            with contextlib.suppress(BaseException):
-                serving.result()
-            raise RuntimeError("the NoETL server failed to start (its error is logged above)")
-        await asyncio.sleep(0.005)
+    try:
+        server = await _started(settings, ui, process)
+    except BaseException:
+        for task in warming:
+            task.cancel()
+        raise
     tasks = [asyncio.create_task(worker.run()) for worker in pool]
     if pool:  # wait until the workers are subscribed, so work starts at once
         await asyncio.wait([asyncio.create_task(w.ready.wait()) for w in pool], timeout=120)
@@ -200,21 +192,72 @@ async def running(
         for task in warming:
             task.cancel()
         await asyncio.gather(*warming, return_exceptions=True)
-        for worker in pool:
-            worker.stop()
-        if tasks:
-            _, late = await asyncio.wait(tasks, timeout=runtime.grace)
-            for task in late:  # past the grace: their running commands are cancelled
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for worker, task in zip(pool, tasks, strict=True):
-                if task in late:  # its own shutdown was cut short: release its connections
-                    with contextlib.suppress(Exception):
-                        await worker.subscriber.close()
-                    with contextlib.suppress(Exception):
-                        await worker.client.close()
-        server.exit()
-        await serving
+        await _stopped(pool, tasks, runtime.grace)
+        if isinstance(server, ServerProcess):
+            await server.stop()
+        else:
+            server.exit()
+            await server.serving
+
+
+async def _started(settings: Settings, ui: bool, process: ServerProcess | None) -> Any:
+    """The API served here (a uvicorn server), or by `process` (killed if it fails to
+    start)."""
+    if process is None:
+        return await serving(settings, ui=ui)
+    try:
+        await process.started()
+    except BaseException:
+        process.kill()
+        raise
+    return process
+
+
+async def _stopped(
+    pool: list[Worker], tasks: list[asyncio.Task[None]], grace: float | None
+) -> None:
+    """Stop the workers; past the grace their running commands are cancelled."""
+    for worker in pool:
+        worker.stop()
+    if not tasks:
+        return
+    _, late = await asyncio.wait(tasks, timeout=grace)
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for worker, task in zip(pool, tasks, strict=True):
+        if task in late:  # its own shutdown was cut short: release its connections
+            with contextlib.suppress(Exception):
+                await worker.subscriber.close()
+            with contextlib.suppress(Exception):
+                await worker.client.close()
+
+
+async def serving(settings: Settings, *, ui: bool) -> Any:
+    """The API in this process on `settings.server_port`: a uvicorn server, started (its
+    `serving` is the task that serves until its `exit()`)."""
+    import uvicorn
+
+    from noetl.server.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings, ui=ui),
+        host="127.0.0.1",
+        port=settings.server_port,
+        log_level="warning",
+        lifespan="on",
+        access_log=False,
+        ws="none",  # the API has no WebSocket route; uvicorn's default imported websockets
+    )
+    server = _quick_exit_server(config)
+    server.serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if server.serving.done():
+            with contextlib.suppress(BaseException):
+                server.serving.result()
+            raise RuntimeError("the NoETL server failed to start (its error is logged above)")
+        await asyncio.sleep(0.005)
+    return server
 
 
 async def _warm_up(worker: Worker) -> None:
@@ -241,6 +284,7 @@ def _quick_exit_server(config: uvicorn.Config) -> Any:
         def __init__(self, config: uvicorn.Config) -> None:
             super().__init__(config)
             self.exiting = asyncio.Event()
+            self.serving: asyncio.Task[None] | None = None
 
         def exit(self) -> None:
             self.should_exit = True

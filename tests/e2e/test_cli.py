@@ -88,6 +88,10 @@ def test_bad_settings_name_the_variable(tmp_path: Path) -> None:
 def test_noetl_run_shows_a_retry_and_a_failed_loop_without_warnings(tmp_path: Path) -> None:
     retried = _noetl("run", "examples/retry.yaml", home=tmp_path)
     assert retried.returncode == 0, retried.stdout + retried.stderr
+    # a first run in a home: a plain note of the new key, from the run's process, and not the
+    # server's warning (its server runs in another process)
+    assert retried.stderr.startswith("note: credentials will be encrypted"), retried.stderr
+    assert "WARNING" not in retried.stderr, retried.stderr
     lines = retried.stdout.splitlines()
     retry = "  start · flaky: retry 2/3 in 0.2 s: ConnectionError: the service is warming up"
     assert lines.index("▶ start") < lines.index(retry) < lines.index("▶ end")

@@ -1,6 +1,8 @@
 """What a `noetl` process imports: imports are most of the CPU of a short `noetl run`
-(benchmarks/README.md §4), so modules the run never uses are not loaded, and the loading is
-not slowed by the garbage collector rescanning what it loads."""
+(benchmarks/README.md §4), so modules the run never uses are not loaded, the server's are
+loaded by the run's server process and not by the run's own process (which loads the command
+line and the worker meanwhile), and the loading is not slowed by the garbage collector
+rescanning what it loads."""
 
 from __future__ import annotations
 
@@ -28,10 +30,28 @@ def report():
     print("PROBE " + json.dumps(state), file=sys.stderr)
 
 atexit.register(report)
-import noetl.cli.main as cli
+from noetl.cli import main
 
 sys.argv = ["noetl", *sys.argv[1:]]
-cli.main()
+main()
+"""
+
+# the server process up to its orders (stdin ends at once: it then exits)
+SERVER_PROBE = """
+import gc, json, sys
+
+from noetl.embedded import server_main
+
+WATCHED = {watched!r}
+
+def orders():
+    loaded = [name for name in WATCHED if sys.modules.get(name) is not None]
+    state = {{"loaded": loaded, "gc_enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}}
+    print("PROBE " + json.dumps(state), file=sys.stderr)
+    return None
+
+server_main._orders = orders
+server_main.main()
 """
 
 UNUSED = [
@@ -43,16 +63,22 @@ UNUSED = [
     "aiohttp",  # nats-py's WebSocket transport's (noetl.bus)
     "duckdb",  # tools are loaded when a step uses them (noetl.tools.registry)
     "noetl.tools.postgres",
-    "noetl.tools.transfer",
 ]
-USED = ["fastapi", "psycopg", "nats", "uvicorn"]
+SERVER = ["fastapi", "psycopg", "uvicorn"]  # in the server process
+WORKER = ["nats", "noetl.worker.worker", "noetl.tools.python"]  # in the run's own process
+CLI = ["typer", "rich.console"]  # ditto
 
 
-def _probe(*args: str, home: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+WATCHED = UNUSED + SERVER + WORKER + CLI
+
+
+def _probe(
+    *args: str, home: Path, script: str = PROBE
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     env = {k: v for k, v in os.environ.items() if k not in {"NOETL_DATABASE_URL", "NATS_URL"}}
     env["NOETL_HOME"] = str(home)
     done = subprocess.run(
-        [sys.executable, "-c", PROBE.format(watched=UNUSED + USED), *args],
+        [sys.executable, "-c", script.format(watched=WATCHED), *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -66,7 +92,7 @@ def _probe(*args: str, home: Path) -> tuple[subprocess.CompletedProcess[str], di
 
 
 @pytest.mark.timeout(300)
-def test_noetl_run_loads_only_what_the_run_uses_and_collects_garbage_after(
+def test_noetl_run_loads_the_command_line_and_the_worker_and_collects_garbage_after(
     tmp_path: Path,
 ) -> None:
     playbook = tmp_path / "one.yaml"
@@ -77,9 +103,19 @@ def test_noetl_run_loads_only_what_the_run_uses_and_collects_garbage_after(
     done, state = _probe("run", str(playbook), "--json", home=tmp_path / "home")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])["status"] == "COMPLETED"
-    assert sorted(state["loaded"]) == sorted(USED)  # the used ones: the probe sees imports
-    # the collector was paused while the server and worker loaded, then on again, with what
-    # they loaded frozen out of its scans
+    # the used ones (the probe sees imports); the server's are the server process's
+    assert sorted(state["loaded"]) == sorted(WORKER + CLI)
+    # the collector was paused while the worker loaded, then on again, with what was loaded
+    # frozen out of its scans
+    assert state["gc_enabled"] is True
+    assert state["frozen"] > 30_000
+
+
+@pytest.mark.timeout(300)
+def test_the_server_process_loads_the_server_alone(tmp_path: Path) -> None:
+    done, state = _probe(home=tmp_path, script=SERVER_PROBE)
+    assert done.returncode == 0, done.stderr
+    assert sorted(state["loaded"]) == sorted([*SERVER, "nats"])  # nats: it publishes
     assert state["gc_enabled"] is True
     assert state["frozen"] > 50_000
 
@@ -88,5 +124,5 @@ def test_noetl_help_loads_neither_server_nor_worker(tmp_path: Path) -> None:
     done, state = _probe("--help", home=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "run" in done.stdout
-    assert [name for name in state["loaded"] if name in USED] == []  # (help text: pygments)
+    assert [name for name in state["loaded"] if name in SERVER + WORKER] == []
     assert state["gc_enabled"] is True
