@@ -35,7 +35,10 @@ log = logging.getLogger(__name__)
 def preload(*, server: bool = True, worker: bool = True) -> None:
     """Import the server and the worker (most of `noetl run`'s start-up): call it in a thread
     while the embedded services start, so the two overlap (`noetl run` imports the server in
-    a process of its own: `server=False` here, `worker=False` there).
+    a process of its own: `server=False` here, `worker=False` there). The worker's side
+    includes the run's client of the API (`Runtime.client`): httpx loads its transport when a
+    client is made and anyio's backend at its first request, ~0.09 s after the server started
+    when left to them.
 
     The imports are CPU-bound Python and run one at a time (the GIL). The cyclic garbage
     collector is paused while they run (the ~170,000 objects they make are module contents,
@@ -49,6 +52,9 @@ def preload(*, server: bool = True, worker: bool = True) -> None:
 
             import noetl.server.app
         if worker:
+            import anyio._backends._asyncio  # noqa: F401
+            import httpcore  # noqa: F401
+
             import noetl.worker.worker  # noqa: F401
     finally:
         gc.freeze()

@@ -126,3 +126,44 @@ def test_noetl_help_loads_neither_server_nor_worker(tmp_path: Path) -> None:
     assert "run" in done.stdout
     assert [name for name in state["loaded"] if name in SERVER + WORKER] == []
     assert state["gc_enabled"] is True
+
+
+# the run's process: once the worker is loaded (while PostgreSQL and NATS start), its client
+# of the API loads nothing more, neither when made nor at its first request
+CLIENT_PROBE = """
+import asyncio, json, sys
+
+import httpx
+
+from noetl.config import Settings
+from noetl.embedded.runtime import Runtime, preload
+
+preload(server=False)
+loaded = set(sys.modules)
+settings = Settings.from_env(server_url="http://127.0.0.1:9")
+
+
+async def request() -> None:
+    async with Runtime(settings, None, []).client(timeout=5) as client:
+        try:
+            await client.get("/health")
+        except httpx.TransportError:
+            pass
+
+
+asyncio.run(request())
+print(json.dumps(sorted(set(sys.modules) - loaded)))
+"""
+
+
+def test_the_runs_client_loads_nothing_once_the_worker_is_loaded() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CLIENT_PROBE],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
