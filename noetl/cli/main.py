@@ -255,7 +255,10 @@ async def _run(
                 _check(await client.post("/api/catalog/register", json={"content": text}))
             body = {"playbook": content, "payload": payload}
             started = _check(await client.post("/api/execute", json=body))
-            execution = await _follow_until_interrupted(client, started["execution_id"], console)
+            ended = runtime.workers[0].ended if runtime.workers else None
+            execution = await _follow_until_interrupted(
+                client, started["execution_id"], console, ended
+            )
             # the execution has ended (or was cancelled): whatever still runs on the worker was
             # cancelled with it, so the stop does not wait for it (a failed loop's other
             # iterations ran on for their whole duration)
@@ -275,7 +278,10 @@ async def _run(
 
 
 async def _follow_until_interrupted(
-    client: httpx.AsyncClient, execution_id: str, console: Console | None
+    client: httpx.AsyncClient,
+    execution_id: str,
+    console: Console | None,
+    ended: asyncio.Event | None = None,
 ) -> dict[str, Any]:
     """Follow the execution; Ctrl-C or SIGTERM cancels it and returns its view at once."""
     loop = asyncio.get_running_loop()
@@ -283,7 +289,7 @@ async def _follow_until_interrupted(
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:
         loop.add_signal_handler(sig, interrupted.set)
-    following = asyncio.create_task(follow(client, execution_id, console))
+    following = asyncio.create_task(follow(client, execution_id, console, ended=ended))
     stopping = asyncio.create_task(interrupted.wait())
     try:
         await asyncio.wait({following, stopping}, return_when=asyncio.FIRST_COMPLETED)

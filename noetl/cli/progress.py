@@ -12,6 +12,7 @@ end).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,16 +32,25 @@ PLAIN_EVERY = 5.0  # seconds between two plain progress lines of one loop
 
 
 async def follow(
-    client: httpx.AsyncClient, execution_id: str, console: Console | None, *, poll: float = 0.05
+    client: httpx.AsyncClient,
+    execution_id: str,
+    console: Console | None,
+    *,
+    poll: float = 0.05,
+    ended: asyncio.Event | None = None,
 ) -> dict[str, Any]:
     """Print step events until the execution ends; returns the final execution view.
 
     The status is read before the events: a terminal status is committed with the last events,
-    so once it is seen, one more read of the events shows everything."""
+    so once it is seen, one more read of the events shows everything. `ended`: an event set
+    when the execution may have ended (`noetl run`'s own worker was told so): the next read
+    comes at once instead of after `poll`."""
     after = 0
     view = StepView(console) if console is not None else None
     try:
         while True:
+            if ended is not None:
+                ended.clear()
             response = await client.get(f"/api/executions/{execution_id}")
             response.raise_for_status()
             execution: dict[str, Any] = response.json()
@@ -51,7 +61,11 @@ async def follow(
                 view.tick()
             if execution["status"] in TERMINAL:
                 return execution
-            await asyncio.sleep(poll)
+            if ended is None:
+                await asyncio.sleep(poll)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ended.wait(), poll)
     finally:
         if view is not None:
             view.close()

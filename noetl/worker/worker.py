@@ -25,6 +25,7 @@ from noetl.bus.nats_client import NATSCommandSubscriber, Topology
 from noetl.config import Settings
 from noetl.masking import install as install_masking
 from noetl.protocol.command import ClaimedCommand, ClaimReply, Refusal
+from noetl.protocol.events import ExecutionStatus
 from noetl.protocol.message import CommandMessage
 from noetl.protocol.outcome import Report, ReportReply
 from noetl.tools.python_pool import PythonPool
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 NAK_DELAY = 2.0  # seconds before fetching again after a failed fetch
 REPORT_PATIENCE = 600.0  # seconds a finished outcome is kept and its report retried
 REPORT_BACKOFF = 5.0  # longest pause between two tries
+_ENDED = {status.value for status in ExecutionStatus if status.terminal}
 
 
 async def _in_progress(msg: Msg) -> None:
@@ -98,6 +100,7 @@ class Worker:
         self.chain = Chain(self.middleware)
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set once subscribed to the consumer
+        self.ended = asyncio.Event()  # set when a report's answer says its execution ended
         self.running: set[asyncio.Task[None]] = set()
         self.held = 0  # messages fetched and not yet acked, naked or terminated
         self.holding: set[int] = set()  # commands running or reporting: the heartbeat lists them
@@ -319,8 +322,11 @@ class Worker:
             )
             return for_status(response.status, response.message), None
         following = None
-        if isinstance(response.body, dict) and response.body.get("next") is not None:
-            following = ReportReply.from_json(response.body).next
+        if isinstance(response.body, dict):
+            if response.body.get("status") in _ENDED:
+                self.ended.set()
+            if response.body.get("next") is not None:
+                following = ReportReply.from_json(response.body).next
         return Ack(), following  # (its reason is not the reply's text: that is long to make)
 
     async def _settle(self, msg: Msg, disposition: Disposition) -> None:
