@@ -167,3 +167,47 @@ def test_the_runs_client_loads_nothing_once_the_worker_is_loaded() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+# the server's imports with (argv[1] == "lighter") or without the server process's savings
+# (noetl.embedded.server_main._lighter), then its OpenAPI document
+OPENAPI_PROBE = """
+import json, sys
+
+from noetl.embedded import server_main
+from noetl.embedded.runtime import preload
+
+done = server_main._lighter() if sys.argv[1] == "lighter" else (lambda: None)
+preload(worker=False)
+done()
+from fastapi.openapi import models
+
+from noetl.config import Settings
+from noetl.server.app import create_app
+
+state = {
+    "v1": sys.modules.get("pydantic.v1") is not None,
+    "deferred": not models.OpenAPI.__pydantic_complete__,
+    "openapi": create_app(Settings.from_env(), ui=False).openapi(),
+}
+print(json.dumps(state))
+"""
+
+
+def test_the_server_process_builds_the_openapi_models_when_used_and_skips_pydantic_v1() -> None:
+    states = {}
+    for mode in ("lighter", "as is"):
+        done = subprocess.run(
+            [sys.executable, "-c", OPENAPI_PROBE, mode],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        states[mode] = json.loads(done.stdout)
+    assert (states["lighter"]["v1"], states["lighter"]["deferred"]) == (False, True)
+    assert (states["as is"]["v1"], states["as is"]["deferred"]) == (True, False)
+    assert states["lighter"]["openapi"] == states["as is"]["openapi"]  # the same document
+    assert len(states["lighter"]["openapi"]["paths"]) > 20
