@@ -54,10 +54,9 @@ async def follow(
             response = await client.get(f"/api/executions/{execution_id}")
             response.raise_for_status()
             execution: dict[str, Any] = response.json()
-            if view is not None:
+            if view is not None:  # (nothing to show: the events are not read)
                 view.totals(execution)
-            after = await _show_new(client, execution_id, after, view)
-            if view is not None:
+                after = await _show_new(client, execution_id, after, view)
                 view.tick()
             if execution["status"] in TERMINAL:
                 return execution
@@ -72,7 +71,7 @@ async def follow(
 
 
 async def _show_new(
-    client: httpx.AsyncClient, execution_id: str, after: int, view: StepView | None
+    client: httpx.AsyncClient, execution_id: str, after: int, view: StepView
 ) -> int:
     page = 1000
     while True:
@@ -83,8 +82,7 @@ async def _show_new(
         items = response.json()["items"]
         for event in items:
             after = int(event["event_id"])
-            if view is not None:
-                view.show(event)
+            view.show(event)
         if len(items) < page:
             return after
 

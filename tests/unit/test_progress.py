@@ -1,14 +1,16 @@
 """What `noetl run` prints while it follows an execution (noetl.cli.progress.StepView): retries
-as they happen, loop counts as plain periodic lines off a terminal and as bars on one."""
+as they happen, loop counts as plain periodic lines off a terminal and as bars on one; and what
+the follow reads (`--json` shows no step: it reads no events)."""
 
 from __future__ import annotations
 
 import io
 from typing import Any
 
+import httpx
 from rich.console import Console
 
-from noetl.cli.progress import StepView
+from noetl.cli.progress import StepView, follow
 
 
 def _event(kind: str, step: str, **fields: Any) -> dict[str, Any]:
@@ -137,3 +139,33 @@ def test_a_failed_step_shows_its_error_once_and_a_loop_line_only_when_counts_cha
         "▶ each",
         "  each: 1 (1 done, 0 failed)",
     ]
+
+
+def _api(requested: list[str]) -> httpx.AsyncClient:
+    """An API whose execution is RUNNING at the first read and COMPLETED after."""
+    reads = {"execution": 0}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        requested.append(request.url.path)
+        if request.url.path.endswith("/events"):
+            after = int(request.url.params.get("after", 0))
+            items = [_event("step.enter", "start")] if after == 0 else []
+            return httpx.Response(200, json={"items": [{**e, "event_id": "1"} for e in items]})
+        reads["execution"] += 1
+        status = "RUNNING" if reads["execution"] == 1 else "COMPLETED"
+        return httpx.Response(200, json={"execution_id": "7", "status": status})
+
+    return httpx.AsyncClient(base_url="http://api", transport=httpx.MockTransport(answer))
+
+
+async def test_the_follow_reads_events_only_to_show_them() -> None:
+    shown: list[str] = []
+    async with _api(shown) as api:
+        console = Console(file=io.StringIO(), force_terminal=False, width=200)
+        assert (await follow(api, "7", console, poll=0.001))["status"] == "COMPLETED"
+    assert "/api/executions/7/events" in shown
+
+    quiet: list[str] = []  # `noetl run --json`, `noetl test`: nothing to show
+    async with _api(quiet) as api:
+        assert (await follow(api, "7", None, poll=0.001))["status"] == "COMPLETED"
+    assert quiet == ["/api/executions/7", "/api/executions/7"]
