@@ -59,28 +59,57 @@ class KeyedBatcher(Generic[Item, Answer]):
 
 
 class Batcher(Generic[Item, Answer]):
-    """`KeyedBatcher` for one key, with a sender task that stays (until `close`) instead of
-    one per batch: a worker reports every outcome through one, and that task and its start
-    cost more than the rest of batching did. The same batches: the first item of a burst
-    wakes the sender, which lets one more turn of the loop pass before it takes the queue;
-    items that arrive while a batch runs go in the next one."""
+    """`KeyedBatcher` for one key, made for a worker's reports: the same batches, fewer turns
+    of the loop. An item that finds nothing being sent waits one turn of the loop; if no other
+    came meanwhile it is sent from its caller's task (a worker running one command at a time
+    reports each outcome so: no task per report, no hand-over to another task and back);
+    else the items go together, sent by a sender task that stays (until `close`), which also
+    sends the items that arrive while a batch is being sent, in the next batch. One batch is
+    sent at a time. A caller cancelled while its item waits or is sent leaves the item to the
+    sender (sent, or sent again: its answer is dropped), as KeyedBatcher's task would."""
 
     def __init__(self, handler: Handler[Item, Answer], max_batch: int = 256) -> None:
         self._handler = handler
         self._max = max_batch
         self._queue: list[tuple[Item, asyncio.Future[Answer]]] = []
+        self._busy = False  # a caller or the sender is sending, or about to
         self._wake: asyncio.Future[None] | None = None  # pending while the sender waits
         self._sender: asyncio.Task[None] | None = None
 
-    async def submit(self, item: Item) -> Answer:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Answer] = loop.create_future()
-        self._queue.append((item, future))
-        if self._sender is None or self._sender.done():
-            self._sender = loop.create_task(self._send())
-        elif self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
-        return await future
+    async def submit(self, item: Item, *, alone: bool = False) -> Answer:
+        """`item`'s answer. `alone`: the caller knows that no other item can come meanwhile
+        (a worker running one command): it is sent at once, without the turn of waiting."""
+        if self._busy:  # the batch being sent, or about to be, is not ours: the next one is
+            return await self._queued(item)
+        self._busy = True
+        try:
+            if not alone:
+                await asyncio.sleep(0)  # let the items that arrive together join
+        except asyncio.CancelledError:
+            self._queue.insert(0, (item, asyncio.get_running_loop().create_future()))
+            self._hand_over()
+            raise
+        if self._queue:  # others came: one batch, from the sender
+            future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+            self._queue.insert(0, (item, future))
+            self._hand_over()
+            return await future
+        try:
+            answers = await self._handler([item])
+        except asyncio.CancelledError:
+            self._queue.insert(0, (item, asyncio.get_running_loop().create_future()))
+            raise
+        except Exception as exc:  # the whole batch failed: its caller gets the error
+            answers = [exc]
+        finally:
+            if self._queue:  # arrived while this one was sent: the next batch
+                self._hand_over()
+            else:
+                self._busy = False
+        (answer,) = answers
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     async def close(self) -> None:
         """Stop the sender (items still queued get no answer: close when none is waiting)."""
@@ -89,14 +118,23 @@ class Batcher(Generic[Item, Answer]):
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
+        self._busy = False
+
+    async def _queued(self, item: Item) -> Answer:
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        return await future
+
+    def _hand_over(self) -> None:
+        """The queue is the sender's (the batcher stays busy until it is empty)."""
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send())
+        elif self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
 
     async def _send(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
-                self._wake = loop.create_future()
-                await self._wake
-            await asyncio.sleep(0)  # let the items that arrived together join the first batch
             while self._queue:
                 batch, self._queue = self._queue[: self._max], self._queue[self._max :]
                 try:
@@ -110,3 +148,6 @@ class Batcher(Generic[Item, Answer]):
                         future.set_exception(answer)
                     else:
                         future.set_result(answer)
+            self._busy = False
+            self._wake = loop.create_future()
+            await self._wake

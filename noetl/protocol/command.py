@@ -13,10 +13,6 @@ from typing import Any
 from noetl.protocol.events import CommandStatus
 
 
-def _optional_int(value: Any) -> int | None:
-    return None if value is None else int(value)
-
-
 @dataclass(frozen=True)
 class ClaimedCommand:
     """One attempt of a command, held by `worker_id` until `lease_seconds` pass unrenewed."""
@@ -58,17 +54,18 @@ class ClaimedCommand:
             if not isinstance(tool, Mapping) or not isinstance(tool_input, Mapping):
                 raise TypeError("tool and input must be objects")
             lease = body.get("lease_seconds")
-            return cls(
-                execution_id=int(body["execution_id"]),
-                event_id=int(body["event_id"]),
-                command_id=str(body["command_id"]),
-                step=str(body["step"]),
-                tool=tool,
-                input=tool_input,
-                attempt=int(body["attempt"]),
-                worker_id=str(body["worker_id"]),
-                iteration=_optional_int(body.get("iteration")),
-                lease_seconds=None if lease is None else float(lease),
+            iteration = body.get("iteration")
+            return cls(  # in the fields' order: a worker reads one per step
+                int(body["execution_id"]),
+                int(body["event_id"]),
+                str(body["command_id"]),
+                str(body["step"]),
+                tool,
+                tool_input,
+                int(body["attempt"]),
+                str(body["worker_id"]),
+                None if iteration is None else int(iteration),
+                None if lease is None else float(lease),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"not a claimed command: {exc!r}") from None

@@ -74,7 +74,7 @@ class ServerClient:
         )
 
     async def report_many(self, bodies: list[dict[str, Any]]) -> Response:
-        return await self._post("/api/events/batch", {"events": bodies})
+        return await self._request("POST", "/api/events/batch", {"events": bodies})
 
     async def renew_lease(self, event_id: int, attempt: int) -> Response:
         return await self._post(f"/api/commands/{event_id}/lease", {"attempt": attempt})

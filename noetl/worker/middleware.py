@@ -272,9 +272,10 @@ class LeaseKeepalive(Middleware):
         """The work runs in this task; a timer starts each renewal (most commands end before
         the first: no task, no wait per command). A renewal that says stop cancels this
         task, and a renewal still running when the work ends decides as if it came first."""
-        work = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        work = asyncio.current_task(loop)
         assert work is not None
-        renewals = _Renewals(self, job, work)
+        renewals = _Renewals(self, job, work, loop)
         try:
             outcome = await proceed()
         except asyncio.CancelledError:
@@ -317,11 +318,17 @@ class _Renewals:
     end of the last renewal) tell NATS `in_progress` and renew the lease; a renewal answered
     with stop cancels the work's task (`stopped`)."""
 
-    def __init__(self, keepalive: LeaseKeepalive, job: Job, work: asyncio.Task[Any]) -> None:
+    def __init__(
+        self,
+        keepalive: LeaseKeepalive,
+        job: Job,
+        work: asyncio.Task[Any],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self.keepalive = keepalive
         self.job = job
         self.work = work
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop
         self.running: asyncio.Task[bool] | None = None  # a renewal under way
         self.stopped = False
         self.ended = False

@@ -238,7 +238,8 @@ class ToolRunner:
         # What `asyncio.timeout(limit + grace)` does, at a third of its cost (it is Python: an
         # object, two coroutines, a reschedule): a timer cancels the task, and the
         # cancellation it caused (not another) becomes the timeout.
-        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         assert task is not None
         cancelling = task.cancelling()
         expired = False
@@ -248,7 +249,7 @@ class ToolRunner:
             expired = True
             task.cancel()
 
-        timer = asyncio.get_running_loop().call_later(limit + self.grace, expire)
+        timer = loop.call_later(limit + self.grace, expire)
         try:
             return await tool.run(call)
         except asyncio.CancelledError:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
@@ -341,7 +342,7 @@ class Worker:
         in progress while the server is away, so it is not redelivered and the step is not
         run again meanwhile. A live worker keeps its claim meanwhile (its heartbeats)."""
         if msg is None:  # a continuation: its lease holds it
-            return await self.reports.submit(report)
+            return await self.reports.submit(report, alone=len(self.holding) == 1)
         loop = asyncio.get_running_loop()
         timer: list[asyncio.TimerHandle] = []
 
@@ -353,7 +354,7 @@ class Worker:
 
         timer.append(loop.call_later(self.keepalive, tell))
         try:
-            return await self.reports.submit(report)
+            return await self.reports.submit(report, alone=len(self.holding) == 1)
         finally:
             timer[0].cancel()
 
@@ -362,11 +363,10 @@ class Worker:
         its report retried with backoff while the server is down (up to `REPORT_PATIENCE`
         seconds), until the server records it or answers that it cannot (4xx: superseded,
         already recorded, unknown)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + REPORT_PATIENCE
+        deadline = time.monotonic() + REPORT_PATIENCE  # (the loop's clock costs a getpid)
         delay = 0.2
         bodies = [report.to_json() for report in reports]
-        while loop.time() < deadline:
+        while time.monotonic() < deadline:
             try:
                 response = await self.client.report_many(bodies)
             except ServerUnreachable as exc:

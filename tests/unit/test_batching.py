@@ -92,3 +92,63 @@ async def test_a_failed_batch_answers_its_items_and_the_sender_goes_on() -> None
 async def _recorded(items: Sequence[int], sent: list[int]) -> list[int | Exception]:
     sent.extend(items)
     return list(items)
+
+
+async def test_a_lone_item_is_sent_from_its_callers_task() -> None:
+    senders: list[asyncio.Task[object] | None] = []
+
+    async def handler(items: Sequence[int]) -> list[int | Exception]:
+        senders.append(asyncio.current_task())
+        return list(items)
+
+    batcher: Batcher[int, int] = Batcher(handler)
+
+    async def caller() -> tuple[int, asyncio.Task[object] | None]:
+        return await batcher.submit(1), asyncio.current_task()
+
+    answer, task = await caller()
+    assert answer == 1 and senders == [task]
+    assert batcher._sender is None  # no sender task was needed
+    await batcher.close()
+
+
+async def test_an_item_whose_caller_is_cancelled_while_it_is_sent_is_sent_again() -> None:
+    """As with a task per batch, the item still goes (here again: the first try was cut)."""
+    sent: list[list[int]] = []
+    first = asyncio.Event()
+
+    async def handler(items: Sequence[int]) -> list[int | Exception]:
+        sent.append(list(items))
+        if len(sent) == 1:
+            first.set()
+            await asyncio.Event().wait()
+        return list(items)
+
+    batcher: Batcher[int, int] = Batcher(handler)
+    caller = asyncio.ensure_future(batcher.submit(7))
+    await first.wait()
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert await batcher.submit(8) == 8  # after the sender sent 7 again
+    assert [item for batch in sent for item in batch] == [7, 7, 8]
+    await batcher.close()
+
+
+async def test_an_item_alone_does_not_wait_a_turn_for_others() -> None:
+    batches: list[list[int]] = []
+
+    async def handler(items: Sequence[int]) -> list[int | Exception]:
+        batches.append(list(items))
+        await asyncio.sleep(0.01)
+        return list(items)
+
+    together: Batcher[int, int] = Batcher(handler)
+    await asyncio.gather(together.submit(1), together.submit(2))
+    assert batches == [[1, 2]]
+    batches.clear()
+    alone: Batcher[int, int] = Batcher(handler)
+    await asyncio.gather(alone.submit(1, alone=True), alone.submit(2))
+    assert batches == [[1], [2]]  # sent at once; the other one came after it
+    await together.close()
+    await alone.close()
