@@ -147,8 +147,9 @@ class CodeCache:
 
     def __init__(self, size: int = 256) -> None:
         self.size = size
-        self._entries: dict[tuple[str, tuple[str, ...]], tuple[types.CodeType, list[str] | None]]
-        self._entries = {}
+        self._entries: dict[
+            tuple[str, tuple[str, ...]], tuple[types.CodeType, list[str] | None, bool]
+        ] = {}  # (code, its parameters' names, whether it defines no function or class)
 
     def compiled(
         self, code: str, inputs: Mapping[str, Any], filename: str
@@ -158,16 +159,16 @@ class CodeCache:
         if found is None:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                found = _compile(code, inputs, _CACHED)
+                program, names = _compile(code, inputs, _CACHED)
             if caught:  # compiled again where the warnings show, as without a cache
                 return _compile(code, inputs, filename)
             if len(self._entries) >= self.size:
                 del self._entries[next(iter(self._entries))]
-            self._entries[key] = found
-        program, names = found
-        return program.replace(co_filename=filename) if _flat(program) else _renamed(
-            program, filename
-        ), names
+            found = self._entries[key] = (program, names, _flat(program))
+        program, names, flat = found
+        if flat:
+            return program.replace(co_filename=filename), names
+        return _renamed(program, filename), names
 
 
 class _NoCache(CodeCache):
@@ -399,6 +400,8 @@ class _StreamRouter:
 
 def _install_routers() -> None:
     """Put routers on sys.stdout/sys.stderr (again, if something replaced them)."""
+    if isinstance(sys.stdout, _StreamRouter) and isinstance(sys.stderr, _StreamRouter):
+        return  # (the usual case: no lock)
     with _install_lock:
         if not isinstance(sys.stdout, _StreamRouter):
             sys.stdout = cast(TextIO, _StreamRouter("stdout", sys.stdout))
@@ -511,13 +514,38 @@ def _handle(payload: bytes, cache: CodeCache) -> Reply:
 
 def _encode(reply: Reply) -> bytes:
     try:
-        return json.dumps(reply).encode()
+        return _dumps(reply).encode()
     except MemoryError:
         failure = _failed("MemoryError: the step's result does not fit in the memory limit", {})
-    except (TypeError, ValueError) as exc:  # e.g. an int over the digit limit
+    except (TypeError, ValueError, RecursionError) as exc:  # e.g. an int over the digit limit
         failure = _failed(f"python step result is not JSON-serialisable: {exc}", {})
     failure["details"].update(stdout=reply.get("stdout", ""), stderr=reply.get("stderr", ""))
     return json.dumps(failure).encode()
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_ENCODER = json.encoder.c_make_encoder  # type: ignore[attr-defined]
+
+
+def _dumps(reply: Reply) -> str:
+    """json.dumps of a reply by one C encoder made once: json.dumps makes one per call, and
+    that was most of a small reply's encoding (~27 k instructions, now ~16 k). No check for
+    circular values: `to_json` made the reply's values, and refuses them."""
+    if _REPLY_ENCODER is None:  # a Python without the C encoder
+        return json.dumps(reply)
+    return "".join(_REPLY_ENCODER(reply, 0))
+
+
+_REPLY_ENCODER = (
+    None
+    if _ENCODER is None
+    else _ENCODER(
+        None, _not_json, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+    )
+)
 
 
 def _die_with_parent(parent: int) -> None:

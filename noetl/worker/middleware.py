@@ -46,6 +46,7 @@ class Job:
 
 
 SECRETS = "secrets"  # job.notes key: the credential data resolved for the command
+RESULT_SIZE = "result_size"  # job.notes key: (a result, the length of its JSON), by the runner
 Proceed = Callable[[], Awaitable[Outcome | None]]
 Actor = Callable[[Job], Awaitable[Outcome]]
 
@@ -176,7 +177,11 @@ class SizeLimit(Middleware):
                 " (JSON numbers must be 64-bit integers or finite doubles)"
             )
             return replace(outcome, ok=False, result=None, error=error)
-        size = len(jsonfast.dumps(outcome.result))
+        noted = job.notes.get(RESULT_SIZE)  # the runner measured it (a result is encoded once)
+        if noted is not None and noted[0] is outcome.result:
+            size = noted[1]
+        else:
+            size = len(jsonfast.dumps(outcome.result))
         if size <= self.max_bytes:
             return outcome
         error = f"result is {size} bytes; the limit is {self.max_bytes} (NOETL_MAX_PAYLOAD_BYTES)"

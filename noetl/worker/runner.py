@@ -25,7 +25,7 @@ from noetl.tools.registry import ToolRegistry
 from noetl.tools.result_store import ResultStore, resolve_refs, select
 from noetl.worker.client import ServerClient, ServerUnreachable
 from noetl.worker.keychain import Keychain, referenced, secret_strings, token_calls
-from noetl.worker.middleware import SECRETS, Job
+from noetl.worker.middleware import RESULT_SIZE, SECRETS, Job
 from noetl.worker.pipeline import run_pipeline
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class ToolRunner:
                 result = await self.call(
                     command, kind, spec, await self._loaded(dict(command.input))
                 )
-            result = await self._output(command, result, wanted)
+            result = await self._output(job, result, wanted)
         except ToolError as exc:
             return Outcome.failure(str(exc), problems=problems)
         except Exception as exc:  # a bug in a tool must not take the worker down
@@ -157,9 +157,11 @@ class ToolRunner:
         """`value` with results that travelled by reference loaded (see `result_store`)."""
         return value if self.results is None else await resolve_refs(value, self.results)
 
-    async def _output(self, command: ClaimedCommand, result: Any, wanted: Any) -> Any:
+    async def _output(self, job: Job, result: Any, wanted: Any) -> Any:
         """The result as reported: inline, or stored with a stub (`output` select/store, or
-        larger than the inline limit: `max_inline_bytes`, 64 KiB with an `output` block)."""
+        larger than the inline limit: `max_inline_bytes`, 64 KiB with an `output` block). An
+        inline result's size is noted for the SizeLimit middleware (`RESULT_SIZE`)."""
+        command = job.command
         spec: dict[str, Any] = wanted if isinstance(wanted, dict) else {}
         store = spec.get("store")
         kind = str((store.get("kind") if isinstance(store, dict) else store) or "auto")
@@ -169,8 +171,11 @@ class ToolRunner:
             return result
         default = OUTPUT_INLINE_BYTES if spec else self.max_inline_bytes
         limit = min(int(spec.get("inline_max_bytes", default)), self.max_inline_bytes)
-        if kind == "auto" and len(jsonfast.dumps(result)) <= limit:
-            return result
+        if kind == "auto":
+            size = len(jsonfast.dumps(result))
+            if size <= limit:
+                job.notes[RESULT_SIZE] = (result, size)
+                return result
         stored = await self.results.put(
             result, store=kind, execution_id=command.execution_id, step=command.step
         )

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from noetl.tools import ToolError, python_pool
+from noetl.tools import ToolError, python_exec, python_pool
 from noetl.tools.python_pool import PythonPool
 
 SLEEP_THEN_PID = "import os, time\ntime.sleep(delay)\nreturn os.getpid()"
@@ -252,3 +252,37 @@ def test_a_reply_is_read_as_the_standard_library_reads_it(value: Any) -> None:
     body = json.dumps({"ok": True, "value": value}).encode()
     assert python_pool._decode(body) == json.loads(body)
     assert repr(python_pool._decode(body)) == repr(json.loads(body))  # 10**25, not 1e+25
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"i": 1, "tag": "s"},
+        ["é", "\ud800", None, True, 1.5, -(2**70)],
+        {"nested": [{"a": []}, {}], "text": 'quote " and \\ backslash\n'},
+    ],
+)
+def test_a_child_writes_a_reply_as_json_dumps_would(value: Any) -> None:
+    reply = {"ok": True, "value": value, "stdout": "out", "stderr": ""}
+    written = python_exec._encode(reply)
+    assert json.loads(written) == json.loads(json.dumps(reply))
+
+
+@pytest.mark.timeout(60)
+async def test_a_result_the_child_cannot_write_fails_its_step_with_its_output() -> None:
+    pool = PythonPool(pool_size=1)
+    try:
+        reply = await pool.run(
+            "print('before')\nreturn 10 ** 5000",
+            {},
+            step="step",
+            libs={},
+            context={},
+            limit_seconds=30.0,
+        )
+        assert not reply["ok"]
+        assert reply["message"].startswith("python step result is not JSON-serialisable")
+        assert reply["details"]["stdout"] == "before\n"
+        assert await run(pool, "return 'next'") == "next"
+    finally:
+        await pool.close()

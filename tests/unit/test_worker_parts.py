@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from noetl import jsonfast
 from noetl.protocol.command import ClaimedCommand
 from noetl.protocol.outcome import Outcome, Retry
 from noetl.tools import output
 from noetl.tools.base import ToolCall, ToolError, UnknownToolError
 from noetl.tools.registry import ToolRegistry
+from noetl.tools.result_store import ResultStore
 from noetl.worker.ack import Ack, Nak, Term, for_status
 from noetl.worker.client import Response, ServerClient
 from noetl.worker.middleware import (
@@ -321,3 +324,34 @@ def test_a_timed_outcome_keeps_every_other_field() -> None:
         "masked",
     ]  # a new field must be carried by Outcome.timed too
     assert full.timed(2.5) == dataclasses.replace(full, duration=2.5)
+
+
+class Big:
+    kind = "big"
+    default_timeout = 5.0
+
+    async def run(self, call: ToolCall) -> Any:
+        return {"text": "x" * 100}
+
+
+async def test_a_result_is_encoded_once_for_the_inline_limit_and_the_size_limit(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    encoded: list[object] = []
+    dumps = jsonfast.dumps
+
+    def counted(value: Any) -> bytes:
+        encoded.append(value)
+        return dumps(value)
+
+    monkeypatch.setattr(jsonfast, "dumps", counted)
+    client = ServerClient("http://unused")
+    runner = ToolRunner(
+        ToolRegistry({"big": Big}), Credentials(client), results=ResultStore(None, tmp_path)
+    )
+    outcome = await process([SizeLimit(50)], _job({"kind": "big"}), runner)
+    size = len(dumps({"text": "x" * 100}))
+    assert outcome is not None and outcome.error == (
+        f"result is {size} bytes; the limit is 50 (NOETL_MAX_PAYLOAD_BYTES)"
+    )
+    assert encoded == [{"text": "x" * 100}]  # by the runner; SizeLimit took its size
