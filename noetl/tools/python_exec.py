@@ -454,15 +454,18 @@ def serve(argv: list[str]) -> None:
     if options.get("memory_bytes"):
         _limit_memory(options["memory_bytes"])
     me, cwd, environ, cache = os.getpid(), os.getcwd(), _Environ(), CodeCache()
-    _write_frame(reply_fd, 0, json.dumps({"pid": me}).encode())
-    while (frame := requests.frame()) is not None:
-        request_id, payload = frame
-        reply = _handle(payload, cache)
-        if os.getpid() != me:  # the code forked and this is the copy: it must not reply
-            os._exit(0)
-        _write_frame(reply_fd, request_id, _encode(reply))
-        del reply, payload, frame
-        _restore(cwd, environ)
+    try:
+        _write_frame(reply_fd, 0, json.dumps({"pid": me}).encode())
+        while (frame := requests.frame()) is not None:
+            request_id, payload = frame
+            reply = _handle(payload, cache)
+            if os.getpid() != me:  # the code forked and this is the copy: it must not reply
+                os._exit(0)
+            _write_frame(reply_fd, request_id, _encode(reply))
+            del reply, payload, frame
+            _restore(cwd, environ)
+    except BrokenPipeError:  # the worker closed its end (it stops, or gave up on this child):
+        return  # nobody is left to tell, and a traceback would land in the worker's stderr
 
 
 class _Environ:

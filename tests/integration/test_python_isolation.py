@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from noetl.tools import ToolCall, ToolError, close_tools, get_tool, python_pool
+from noetl.tools import ToolCall, ToolError, close_tools, get_tool, python_exec, python_pool
 from noetl.tools.python import configure
 
 MiB = 1024 * 1024
@@ -181,6 +181,33 @@ async def test_children_die_with_a_killed_worker(tmp_path: Path) -> None:
         worker.kill()
         worker.wait(10)
     await until(lambda: not alive(pid))
+
+
+@pytest.mark.timeout(60)
+def test_a_child_whose_worker_closed_its_pipes_exits_quietly() -> None:
+    """A worker that stops while a child starts closes the pipes before the child says it is
+    ready: the child ends without a traceback in the worker's stderr (CI saw one in a
+    `noetl run` whose failed loop ended the run while a replacement child started)."""
+    import pickle
+
+    request_read, request_write = os.pipe()
+    reply_read, reply_write = os.pipe()
+    argv = [str(request_read), str(reply_write), str(os.getpid())]
+    child = subprocess.Popen(
+        [sys.executable, "-c", python_pool._BOOT, python_pool._EXEC_PATH, *argv],
+        pass_fds=(request_read, reply_write),
+        stderr=subprocess.PIPE,
+    )
+    os.close(request_read)
+    os.close(reply_write)
+    os.close(reply_read)  # nobody reads the reply: the child's first write breaks the pipe
+    setup = pickle.dumps({"sys_path": list(sys.path), "memory_bytes": None})
+    os.write(request_write, python_exec.HEADER.pack(len(setup), 0) + setup)
+    try:
+        _, stderr = child.communicate(timeout=30)
+    finally:
+        os.close(request_write)
+    assert (child.returncode, stderr.decode()) == (0, "")
 
 
 # -- memory ---------------------------------------------------------------------------------
