@@ -18,6 +18,24 @@ Answer = TypeVar("Answer")
 Handler = Callable[[Sequence[Item]], Awaitable[list[Answer | Exception]]]
 
 
+async def _answer(
+    handler: Handler[Item, Answer], batch: Sequence[tuple[Item, asyncio.Future[Answer]]]
+) -> None:
+    """Hand `batch`'s items to `handler` and each answer to its caller's future (a caller
+    that has gone is skipped)."""
+    try:
+        answers = await handler([item for item, _ in batch])
+    except Exception as exc:  # the whole batch failed: every caller gets the error
+        answers = [exc] * len(batch)
+    for (_, future), answer in zip(batch, answers, strict=True):
+        if future.done():
+            continue
+        if isinstance(answer, Exception):
+            future.set_exception(answer)
+        else:
+            future.set_result(answer)
+
+
 class KeyedBatcher(Generic[Item, Answer]):
     def __init__(self, handler: Handler[Item, Answer], max_batch: int = 256) -> None:
         self._handler = handler
@@ -45,17 +63,7 @@ class KeyedBatcher(Generic[Item, Answer]):
                 self._waiting.pop(key, None)
                 return
             batch, self._waiting[key] = queue[: self._max], queue[self._max :]
-            try:
-                answers = await self._handler([item for item, _ in batch])
-            except Exception as exc:  # the whole batch failed: every caller gets the error
-                answers = [exc] * len(batch)
-            for (_, future), answer in zip(batch, answers, strict=True):
-                if future.done():
-                    continue
-                if isinstance(answer, Exception):
-                    future.set_exception(answer)
-                else:
-                    future.set_result(answer)
+            await _answer(self._handler, batch)
 
 
 class Batcher(Generic[Item, Answer]):
@@ -137,17 +145,7 @@ class Batcher(Generic[Item, Answer]):
         while True:
             while self._queue:
                 batch, self._queue = self._queue[: self._max], self._queue[self._max :]
-                try:
-                    answers = await self._handler([item for item, _ in batch])
-                except Exception as exc:  # the whole batch failed: every caller gets the error
-                    answers = [exc] * len(batch)
-                for (_, future), answer in zip(batch, answers, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(answer, Exception):
-                        future.set_exception(answer)
-                    else:
-                        future.set_result(answer)
+                await _answer(self._handler, batch)
             self._busy = False
             self._wake = loop.create_future()
             await self._wake

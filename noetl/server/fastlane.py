@@ -104,9 +104,13 @@ async def _answer(send: Send, handling: Awaitable[dict[str, Any]]) -> None:
 
 
 def _is_json(scope: Scope) -> bool:
+    """A JSON content type as FastAPI takes it (application/json or application/*+json);
+    the others go to the route, which says what is wrong."""
     for name, value in scope["headers"]:
         if name == b"content-type":
-            return b"json" in value
+            media: bytes = value.partition(b";")[0].strip().lower()
+            kind, _, subtype = media.partition(b"/")
+            return kind == b"application" and (subtype == b"json" or subtype.endswith(b"+json"))
     return False
 
 

@@ -4,6 +4,7 @@ would: a valid body through the lane, anything it cannot parse or validate throu
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -94,6 +95,17 @@ async def test_what_the_lane_cannot_validate_gets_the_routes_answer(api: httpx.A
     )
     [result] = unknown.json()["results"]  # valid, but its fields do not make a report
     assert unknown.status_code == 200 and result["status"] == 422
+    # a content type is JSON as FastAPI takes it: the route and the lane answer alike
+    body = json.dumps({"events": [{**bogus, "event_type": "command.failed", "error": "x"}]})
+    for content_type, status in [
+        ("text/plain; note=json", 422),
+        ("application/jsonp", 422),
+        ("Application/vnd.noetl+JSON; charset=utf-8", 200),
+    ]:
+        answer = await api.post(
+            "/api/events/batch", content=body, headers={"content-type": content_type}
+        )
+        assert answer.status_code == status, (content_type, answer.text)
 
 
 async def test_an_execution_read_through_the_lane_is_the_routes_answer(
