@@ -37,6 +37,12 @@ async def _answer(
 
 
 class KeyedBatcher(Generic[Item, Answer]):
+    """Batches per key. An item that finds nothing waiting or being handled for its key waits
+    one turn of the loop for others of the key; if none came it is handled from its caller's
+    task (each step of a sequential chain reports so: no task per report, no hand-over to
+    another task and back), else the batch is handled by a drain task, which no caller's
+    cancellation stops, and so are the items that arrive while a batch is handled."""
+
     def __init__(self, handler: Handler[Item, Answer], max_batch: int = 256) -> None:
         self._handler = handler
         self._max = max_batch
@@ -46,17 +52,35 @@ class KeyedBatcher(Generic[Item, Answer]):
     async def submit(self, key: Hashable, item: Item) -> Answer:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         queue = self._waiting.get(key)
-        if queue is None:
-            self._waiting[key] = [(item, future)]
-            task = asyncio.create_task(self._drain(key))
-            self._draining.add(task)
-            task.add_done_callback(self._draining.discard)
-        else:
+        if queue is not None:  # a batch of this key waits or is handled: the next one
             queue.append((item, future))
-        return await future
+            return await future
+        queue = self._waiting[key] = [(item, future)]
+        try:
+            await asyncio.sleep(0)  # let the items that arrived together join the first batch
+        except asyncio.CancelledError:  # the item stays: handled by the task, answer dropped
+            future.cancel()
+            self._start_drain(key)
+            raise
+        if len(queue) > 1:
+            self._start_drain(key)
+            return await future
+        self._waiting[key] = []  # what arrives while this one is handled: the next batch
+        try:
+            await _answer(self._handler, queue)
+        finally:
+            if self._waiting.get(key):
+                self._start_drain(key)
+            else:
+                self._waiting.pop(key, None)
+        return future.result()
+
+    def _start_drain(self, key: Hashable) -> None:
+        task = asyncio.get_running_loop().create_task(self._drain(key))
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
 
     async def _drain(self, key: Hashable) -> None:
-        await asyncio.sleep(0)  # let the requests that arrived together join the first batch
         while True:
             queue = self._waiting.get(key)
             if not queue:

@@ -152,3 +152,41 @@ async def test_an_item_alone_does_not_wait_a_turn_for_others() -> None:
     assert batches == [[1], [2]]  # sent at once; the other one came after it
     await together.close()
     await alone.close()
+
+
+async def test_a_lone_item_is_handled_in_its_callers_task_and_later_ones_by_a_drain() -> None:
+    """KeyedBatcher: an item alone for its key is handled from the caller's task; the items
+    that arrive meanwhile go together in the next batch, handled by a task; a caller
+    cancelled while its lone item is handled leaves those answered."""
+    batches: list[tuple[list[int], asyncio.Task[object] | None]] = []
+    handling = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def handler(items: Sequence[int]) -> list[int | Exception]:
+        batches.append((list(items), asyncio.current_task()))
+        if items[0] in (0, 10):
+            handling.set()
+            await go_on.wait()
+        return [item * 10 for item in items]
+
+    batcher: KeyedBatcher[int, int] = KeyedBatcher(handler)
+    lone = asyncio.ensure_future(batcher.submit("k", 0))
+    await handling.wait()
+    later = [asyncio.ensure_future(batcher.submit("k", i)) for i in (1, 2)]
+    await asyncio.sleep(0)
+    go_on.set()
+    assert await lone == 0 and await asyncio.gather(*later) == [10, 20]
+    assert [items for items, _ in batches] == [[0], [1, 2]]
+    assert batches[0][1] is lone and batches[1][1] not in (lone, *later)
+
+    batches.clear()
+    handling.clear()
+    go_on.clear()
+    cancelled = asyncio.ensure_future(batcher.submit("k", 10))
+    await handling.wait()
+    waiting = asyncio.ensure_future(batcher.submit("k", 11))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    assert await waiting == 110
+    assert cancelled.cancelled() and [items for items, _ in batches] == [[10], [11]]
+    assert await batcher.submit("k", 12) == 120  # the key works as before
