@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg.errors
-from psycopg import AsyncClientCursor, AsyncConnection
+from psycopg import AsyncConnection
 from psycopg.types.json import Json
 
 from noetl.protocol.events import CommandStatus
@@ -184,7 +184,7 @@ async def commit(conn: AsyncConnection[Any], last: Sequence[tuple[str, list[Any]
         return
     statements = [await prepared.execute_sql(conn, text) for text, _ in last]
     sql = "; ".join([*statements, "COMMIT"])
-    await prepared.run(AsyncClientCursor(conn), sql, [p for _, params in last for p in params])
+    await prepared.write(conn, sql, [p for _, params in last for p in params])
 
 
 _WRITE_HELD = "SELECT noetl.write_held(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -237,8 +237,6 @@ async def commit_held(
         state.error,
     ]
     try:
-        await prepared.run(
-            AsyncClientCursor(conn), sql, [*params, *(p for _, ps in last for p in ps)]
-        )
+        await prepared.write(conn, sql, [*params, *(p for _, ps in last for p in ps)])
     except psycopg.errors.SerializationFailure as exc:
         raise Stale(str(exc)) from None

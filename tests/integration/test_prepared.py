@@ -174,3 +174,38 @@ async def test_a_rollback_leaves_the_prepared_statements_of_a_pool_connection(
             assert row == {"n": 2, "t": "y"}
     finally:
         await pool.close()
+
+
+async def test_write_raises_psycopgs_error_and_a_cancelled_write_closes_its_connection(
+    settings: Settings,
+) -> None:
+    """`prepared.write` (libpq directly): a failing statement raises psycopg's error class
+    with its diagnostics, after every result of the query was read (the connection is usable
+    at once); a write cancelled before its results came closes the connection, so nobody
+    reuses it mid-query; rows written before the failure are rolled back by the caller."""
+    import asyncio
+
+    url = str(settings.database_url)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("CREATE TEMP TABLE w (k int PRIMARY KEY)")
+        await prepared.write(conn, "BEGIN; INSERT INTO w VALUES (%s); COMMIT", [1])
+        with pytest.raises(psycopg.errors.UniqueViolation) as caught:
+            await prepared.write(
+                conn, "BEGIN; INSERT INTO w VALUES (%s); INSERT INTO w VALUES (%s); COMMIT", [2, 1]
+            )
+        assert caught.value.diag.constraint_name == "w_pkey"
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        await conn.execute("ROLLBACK")
+        cur = await conn.execute("SELECT array_agg(k ORDER BY k) FROM w")
+        assert await cur.fetchone() == ([1],)  # 2 went with the failed transaction
+        with pytest.raises(psycopg.errors.DataError):
+            await prepared.write(conn, "SELECT %s::int", ["not a number"])
+        big = "x" * 2_000_000  # larger than a socket buffer: sent in parts
+        await prepared.write(conn, "SELECT length(%s)", [big])
+
+        sleeping = asyncio.ensure_future(prepared.write(conn, "SELECT pg_sleep(%s)", [3]))
+        await asyncio.sleep(0.2)
+        sleeping.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sleeping
+        assert conn.closed
