@@ -104,9 +104,11 @@ class Flow:
         parent_command_id: str | None = None,
         depth: int = 0,
         rerun: tuple[int, RerunPlan] | None = None,
+        timeout_seconds: float | None = None,
     ) -> int:
         """Create an execution and its first decision inside the caller's transaction.
-        `rerun`: the execution this one re-runs and what it reuses of it."""
+        `rerun`: the execution this one re-runs and what it reuses of it; `timeout_seconds`:
+        its time limit (the relay cancels it past its deadline)."""
         playbook = await self.playbooks.playbook(entry["catalog_id"])
         workload = {**playbook.workload, **payload}
         execution_id = self.new_id()
@@ -146,6 +148,7 @@ class Flow:
             parent_execution_id,
             parent_command_id,
             rerun[0] if rerun is not None else None,
+            timeout_seconds,
         )
         await self._write(conn, decision, [initialized], effects, depth)
         metrics.EXECUTIONS_STARTED.inc()
@@ -613,7 +616,9 @@ class Flow:
         depth: int,
     ) -> None:
         """A `kind: playbook` command: the server claims it and starts the child execution in
-        the same transaction; a child that cannot start fails the command after commit."""
+        the same transaction; a child that cannot start fails the command after commit. The
+        tool's `timeout` (alias `timeout_seconds`) is the child's time limit: the relay
+        cancels it past its deadline, which fails the command."""
         await commands.claim_for_server(
             conn, command.execution_id, [command.command_id], SERVER_WORKER
         )
@@ -631,6 +636,7 @@ class Flow:
                 parent_execution_id=command.execution_id,
                 parent_command_id=command.command_id,
                 depth=depth + 1,
+                timeout_seconds=subplaybooks.child_timeout(command),
             )
         except (NoetlError, ValueError) as exc:
             outcome = Outcome.failure(f"sub-playbook: {exc}")

@@ -19,6 +19,9 @@ RELAYED = Counter("noetl_relay_republished_total", "Commands republished by the 
 RELEASED = Counter(
     "noetl_relay_released_total", "Claims released because their worker stopped heartbeating"
 )
+TIMED_OUT = Counter(
+    "noetl_executions_timed_out_total", "Executions cancelled past their deadline (sub-playbooks)"
+)
 REQUEST_SECONDS = Histogram(
     "noetl_request_seconds",
     "HTTP request latency",

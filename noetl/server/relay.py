@@ -2,7 +2,8 @@
 
 One server replica at a time (a lease row in `noetl.lease`) republishes commands still PENDING
 after `relay_after` seconds and commands whose claim lease expired; a command whose every
-attempt was lost fails with `worker_lost`.
+attempt was lost fails with `worker_lost`; an execution past its deadline (a sub-playbook
+whose step set `timeout`) is cancelled.
 
 Dead workers: a worker heartbeats every `NOETL_HEARTBEAT_SECONDS`; when one has been silent
 for `NOETL_WORKER_DEAD_AFTER` seconds its claims are released at once (their leases end), so a
@@ -24,6 +25,7 @@ import logging
 import time
 import uuid
 
+from noetl.errors import ConflictError, NotFoundError
 from noetl.protocol.events import CommandStatus
 from noetl.protocol.message import CommandMessage
 from noetl.server import metrics
@@ -72,6 +74,9 @@ class Relay:
             silent_for = self.settings.worker_dead_after if trusted else None
             rows = await commands.due_for_relay(conn, self.settings.relay_after, silent_for)
             unsettled = await executions.unsettled(conn, self.settings.relay_after)
+            overdue = await executions.overdue(conn)
+        for row in overdue:
+            await self.time_out(row["execution_id"], row["seconds"])
         for execution_id in unsettled:
             try:
                 await self.orchestrator.settle(execution_id)
@@ -109,6 +114,20 @@ class Relay:
             metrics.RELAYED.inc(len(sent))
             log.info("relay republished %d command(s)", len(sent))
         return len(sent)
+
+    async def time_out(self, execution_id: int, seconds: float) -> None:
+        """Cancel an execution past its deadline (a sub-playbook whose step set `timeout`):
+        its parent's step then fails with the reason, as for any cancelled child."""
+        reason = f"timed out: still running after its time limit of {seconds:g} s"
+        try:
+            await self.orchestrator.cancel(execution_id, reason)
+        except (ConflictError, NotFoundError):
+            return  # it ended meanwhile
+        except Exception as exc:
+            await self.quarantine(execution_id, "cancelling it past its deadline", exc)
+            return
+        metrics.TIMED_OUT.inc()
+        log.warning("execution %s %s", execution_id, reason)
 
     def trusts_heartbeats(self) -> bool:
         """Heartbeats mean something only after a failure-free stretch as long as the silence

@@ -18,6 +18,7 @@ from noetl.protocol.events import CommandStatus, EventType, ExecutionStatus
 from noetl.protocol.outcome import Outcome, Report
 from noetl.protocol.records import CommandRecord, EventRecord
 from noetl.server.records import SERVER_WORKER
+from noetl.tools.base import ToolError, timeout_seconds
 
 MAX_DEPTH = 32  # sub-playbooks started within one transaction (a playbook calling itself)
 
@@ -45,6 +46,18 @@ def child_request(command: CommandRecord, depth: int) -> ChildRequest:
         catalog_id=_int(tool.get("catalog_id")),
         version=_int(tool.get("version")),
     )
+
+
+def child_timeout(command: CommandRecord) -> float | None:
+    """The child's time limit: the tool's `timeout_seconds` (alias `timeout`), None when it
+    sets none. NoetlError for a value that is not a positive number (a template may make it:
+    the step then fails before a child starts)."""
+    if command.tool.get("timeout_seconds", command.tool.get("timeout")) is None:
+        return None
+    try:
+        return timeout_seconds(command.tool, 0.0)
+    except ToolError as exc:
+        raise NoetlError(str(exc)) from None
 
 
 def child_input(command: CommandRecord) -> dict[str, Any]:

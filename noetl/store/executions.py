@@ -23,11 +23,14 @@ async def insert_execution(
     parent_execution_id: int | None = None,
     parent_command_id: str | None = None,
     rerun_of: int | None = None,
+    timeout_seconds: float | None = None,
 ) -> None:
+    """`timeout_seconds`: the execution's deadline from now (None: no time limit)."""
     await conn.execute(
         "INSERT INTO noetl.execution (execution_id, catalog_id, path, version,"
-        " parent_execution_id, parent_command_id, status, state, rerun_of)"
-        " VALUES (%s, %s, %s, %s, %s, %s, 'RUNNING', %s, %s)",
+        " parent_execution_id, parent_command_id, status, state, rerun_of, deadline)"
+        " VALUES (%s, %s, %s, %s, %s, %s, 'RUNNING', %s, %s,"
+        " now() + make_interval(secs => %s))",
         (
             execution_id,
             catalog_id,
@@ -37,8 +40,20 @@ async def insert_execution(
             parent_command_id,
             Json(state),
             rerun_of,
+            timeout_seconds,
         ),
     )
+
+
+async def overdue(conn: AsyncConnection[Any], limit: int = 100) -> list[dict[str, Any]]:
+    """Running executions past their deadline, with the time limit they had (seconds)."""
+    cur = await conn.execute(
+        "SELECT execution_id, extract(epoch FROM deadline - created_at)::float8 AS seconds"
+        " FROM noetl.execution WHERE status = 'RUNNING' AND deadline < now()"
+        " ORDER BY deadline LIMIT %s",
+        (limit,),
+    )
+    return await cur.fetchall()
 
 
 async def lock_execution(conn: AsyncConnection[Any], execution_id: int) -> dict[str, Any] | None:

@@ -229,3 +229,25 @@ async def test_a_chain_of_more_than_32_nested_children_is_refused(api: httpx.Asy
     execution = await wait_for_end(api, started.json()["execution_id"])
     assert execution["status"] == "FAILED"
     assert "more than 32 nested sub-playbooks" in execution["error"]
+
+
+async def test_a_child_past_its_steps_timeout_is_cancelled_and_fails_the_step(
+    api: httpx.AsyncClient,
+) -> None:
+    """A step's `kind: playbook` tool with `timeout`: the relay cancels the child past its
+    deadline and the parent's step fails with the reason (it used to wait for ever)."""
+    await _register(api, CHILD)
+    parent = PARENT.replace("return_step: start\n", "return_step: start\n      timeout: 1\n")
+    execution = await run_playbook(api, parent, {"sleep": 60})
+    assert execution["status"] == "FAILED"
+    assert "sub-playbook tests/child" in execution["error"]
+    reason = "cancelled: timed out: still running after its time limit of 1 s"
+    assert reason in execution["error"]
+    items = (await api.get("/api/executions")).json()["items"]
+    [child] = [e for e in items if e["parent_execution_id"] == execution["execution_id"]]
+    assert child["status"] == "CANCELLED" and "timed out" in child["error"]
+    # a timeout that is not a positive number fails the step before a child starts
+    wrong = parent.replace("timeout: 1\n", "timeout: '{{ n }}x'\n")
+    failed = await run_playbook(api, wrong.replace("name: parent", "name: parent2"), {"sleep": 0})
+    assert failed["status"] == "FAILED"
+    assert "timeout_seconds must be a positive number, got '7x'" in failed["error"]
