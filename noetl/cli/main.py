@@ -177,7 +177,17 @@ def run(
     data = _payload(payload, set_)
     console = None if as_json else out
     signal.signal(signal.SIGTERM, _interrupt)  # from here on a signal stops what started
+    from noetl.embedded.runtime import served_at
+
+    embeds = not (settings.database_url and settings.nats_url)
+    serving = served_at(settings.home) if embeds else None
     try:
+        if serving is not None:  # a `noetl ui` serves this home: the run goes there
+            server.kill()
+            execution = _event_loop_run(
+                _run_at(serving, settings, content, data, console, others, keep_up=ui)
+            )
+            _print_outcome(execution, as_json=as_json)
         _note_new_key(settings)
         execution = _event_loop_run(
             _run(settings, content, data, console, others, server=server, keep_up=ui)
@@ -267,14 +277,43 @@ async def _run(
                 return execution
             if keep_up:
                 from noetl.cli.ui import until_stopped
+                from noetl.embedded.runtime import advertised
 
                 err.print(
                     f"{execution['status']}: see {runtime.url}/ui/executions/"
                     f"{execution['execution_id']} (Ctrl-C stops the services)",
                     highlight=False,
                 )
-                await until_stopped()
+                with advertised(settings, runtime.url):  # later runs of this home go here
+                    await until_stopped()
             return execution
+
+
+async def _run_at(
+    url: str,
+    settings: Settings,
+    content: str,
+    payload: dict[str, Any],
+    console: Console | None,
+    register_first: list[str],
+    *,
+    keep_up: bool = False,
+) -> dict[str, Any]:
+    """`_run` through the server of the `noetl ui` that embeds this NOETL_HOME's services
+    (only one process may): the run shows in its web UI, and its worker runs it."""
+    err.print(f"running on the NoETL UI that serves {settings.home}: {url}/", highlight=False)
+    async with async_client(settings.with_(server_url=url)) as api:
+        for text in register_first:
+            _check(await api.post("/api/catalog/register", json={"content": text}))
+        body = {"playbook": content, "payload": payload}
+        started = _check(await api.post("/api/execute", json=body))
+        execution = await _follow_until_interrupted(api, started["execution_id"], console)
+    if keep_up and not execution.get("interrupted"):
+        err.print(
+            f"{execution['status']}: see {url}/ui/executions/{execution['execution_id']}",
+            highlight=False,
+        )
+    return execution
 
 
 async def _follow_until_interrupted(

@@ -37,7 +37,7 @@ def open_browser(url: str) -> bool:
 
 
 async def serve(settings: Settings, port: int, console: Console, *, browse: bool) -> None:
-    from noetl.embedded.runtime import embedded_services, running
+    from noetl.embedded.runtime import advertised, embedded_services, running
 
     async with embedded_services(settings) as live, running(live, port=port or None) as runtime:
         url = f"{runtime.url}/"
@@ -49,4 +49,5 @@ async def serve(settings: Settings, port: int, console: Console, *, browse: bool
         )
         if browse:
             open_browser(url)
-        await until_stopped()
+        with advertised(settings, runtime.url):  # a `noetl run` of this home runs here
+            await until_stopped()

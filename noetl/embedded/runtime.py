@@ -101,10 +101,11 @@ async def embedded_services(
 
 @contextlib.contextmanager
 def _owning(home: Path) -> Iterator[None]:
-    """One process at a time embeds the services of a NOETL_HOME: a second one (`noetl run`
-    while `noetl ui` serves the same home) took the first one's nats-server for a crash's
-    leftover and stopped it. The lock (`NOETL_HOME/owner.lock`, released when the process
-    ends, however it ends) names its holder for the refusal."""
+    """One process at a time embeds the services of a NOETL_HOME: a second one took the first
+    one's nats-server for a crash's leftover and stopped it. The lock (`NOETL_HOME/owner.lock`,
+    released when the process ends, however it ends) names its holder for the refusal. (A
+    `noetl run` beside a `noetl ui` of its home does not get here: it runs through that
+    server, `served_at`.)"""
     import fcntl
     import os
     import sys
@@ -118,15 +119,65 @@ def _owning(home: Path) -> Iterator[None]:
             holder = handle.read().strip() or "another process"
             raise ConfigError(
                 "NOETL_HOME",
-                f"{home} is in use by {holder}; stop it, or set NOETL_HOME to another folder"
-                " (a running `noetl ui` takes runs too: noetl register FILE, then"
-                " noetl --server URL execute PATH --wait)",
+                f"{home} is in use by {holder}; wait for it or stop it, or set NOETL_HOME"
+                " to another folder",
             ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} (noetl {' '.join(sys.argv[1:2])})")
         handle.flush()
         yield
+
+
+SERVING = "serving.json"  # in NOETL_HOME while a `noetl ui` serves it: its pid and URL
+
+
+@contextlib.contextmanager
+def advertised(settings: Settings, url: str) -> Iterator[None]:
+    """While this process embeds NOETL_HOME's services and serves its API (`noetl ui`, `noetl
+    run --ui`), its address, so that a `noetl run` of the same home runs through it
+    (`served_at`) instead of being refused. Nothing when the services are configured."""
+    import json
+    import os
+
+    if settings.database_url and settings.nats_url:
+        yield
+        return
+    path = settings.home / SERVING
+    mine = json.dumps({"pid": os.getpid(), "url": url})
+    path.write_text(mine)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if path.read_text() == mine:
+                path.unlink()
+
+
+def served_at(home: Path) -> str | None:
+    """The URL of a live process that serves NOETL_HOME (`advertised`), or None. A file a
+    killed process left names a process that no longer runs, or one that does not answer."""
+    import json
+    import os
+
+    try:
+        found = json.loads((home / SERVING).read_text())
+        pid, url = int(found["pid"]), str(found["url"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # (no file: every run but one beside a `noetl ui`, which imports nothing)
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=2)
+    try:
+        connection.request("GET", f"{parts.path.rstrip('/')}/health")
+        return url if connection.getresponse().status == 200 else None
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
 
 
 @contextlib.asynccontextmanager
