@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -93,10 +94,14 @@ class ToolRunner:
         grace: float = GRACE,
         results: ResultStore | None = None,
         max_inline_bytes: int = DEFAULT_INLINE_BYTES,
+        lend_slot: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
         """`results`: where results kept by reference go (a step's `output`, or a result over
-        `max_inline_bytes`); without it every result stays inline."""
+        `max_inline_bytes`); without it every result stays inline. `lend_slot`: while a
+        pipeline's item waits for its sub-playbook, the worker's slot it holds is lent (the
+        worker takes other commands meanwhile: the child's among them)."""
         self.tools = tools
+        self.lend_slot = lend_slot or _nothing_lent
         self.credentials = credentials
         self.grace = grace
         self.results = results
@@ -298,6 +303,19 @@ class ToolRunner:
                 retryable=reply.status >= 500,
             )
         child = str(reply.body["execution_id"])
+        async with self.lend_slot():  # else parents waiting in every slot starve their children
+            return await self._child_result(command, name, child, config, limit)
+
+    async def _child_result(
+        self,
+        command: ClaimedCommand,
+        name: str,
+        child: str,
+        config: dict[str, Any],
+        limit: float,
+    ) -> Any:
+        """Wait for the child's end within `limit` seconds (then cancel it)."""
+        client = self.credentials.client
         return_step = config.get("return_step")
         deadline = asyncio.get_running_loop().time() + limit
         pause = 0.05
@@ -350,3 +368,8 @@ def _names_auth(tool: Any, kind: str, config: dict[str, Any]) -> bool:
         return True
     named = config.get("auth") or config.get("credential")
     return not (named is None or named == "")  # as Credentials.resolve reads it
+
+
+@contextlib.asynccontextmanager
+async def _nothing_lent() -> AsyncIterator[None]:
+    yield

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -88,6 +88,7 @@ class Worker:
             Credentials(self.client),
             results=self.results,
             max_inline_bytes=settings.max_payload_bytes,
+            lend_slot=self._lent_slot,
         )
         self.middleware = list(
             middleware
@@ -164,6 +165,20 @@ class Worker:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    @contextlib.asynccontextmanager
+    async def _lent_slot(self) -> AsyncIterator[None]:
+        """A command that waits for a sub-playbook (a pipeline's item) lends its slot: the
+        worker fetches another command meanwhile. Otherwise pipelines waiting in every slot
+        would leave none for their children's steps: a deadlock until the item's timeout.
+        The slot is taken back when the wait ends (the worker may run one over its
+        concurrency until a command ends)."""
+        self.held -= 1
+        self.released.set()
+        try:
+            yield
+        finally:
+            self.held += 1
 
     async def _pull_loop(self) -> None:
         limit = self.settings.worker_concurrency

@@ -6,6 +6,8 @@ import asyncio
 
 import httpx
 
+from noetl.config import Settings
+from noetl.embedded.runtime import running
 from tests.conftest import event_log, eventually, run_playbook, wait_for_end
 
 CHILD = """
@@ -251,3 +253,18 @@ async def test_a_child_past_its_steps_timeout_is_cancelled_and_fails_the_step(
     failed = await run_playbook(api, wrong.replace("name: parent", "name: parent2"), {"sleep": 0})
     assert failed["status"] == "FAILED"
     assert "timeout_seconds must be a positive number, got '7x'" in failed["error"]
+
+
+async def test_a_pipeline_waiting_for_its_child_lends_its_worker_slot(settings: Settings) -> None:
+    """One worker with ONE slot runs a pipeline whose item waits for a sub-playbook: the
+    waiting pipeline lends its slot, so the child's steps run on the same worker (they used to
+    wait for the slot their parent held: a deadlock until the item's timeout)."""
+    one_slot = settings.with_(worker_concurrency=1)
+    async with (
+        running(one_slot, workers=1) as runtime,
+        httpx.AsyncClient(base_url=runtime.url, timeout=30) as api,
+    ):
+        await _register(api, CHILD)
+        execution = await run_playbook(api, PIPELINE, {"timeout": 30})
+        assert execution["status"] == "COMPLETED", execution["error"]
+        assert execution["result"] == {"got": 16, "prev": 16}
