@@ -10,6 +10,7 @@ share its timestamp), outcomes per transaction and milliseconds per transaction.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 
 import httpx
@@ -20,10 +21,10 @@ from benchmarks.common import run_to_end, stack
 from benchmarks.loop import PeakMemory, playbook
 
 
-def transactions(database_url: str, execution_id: str) -> tuple[int, int, float, float]:
-    """(report transactions, outcomes, items/s over the first tenth of the outcomes, items/s
-    over the last tenth) of an execution, from its command.completed events: the two rates
-    of one run compare the start and the end of a loop under the same machine load."""
+def transactions(database_url: str, execution_id: str) -> tuple[int, int, list[float]]:
+    """(report transactions, outcomes, items/s over each tenth of the outcomes in order) of
+    an execution, from its command.completed events: the rates of one run compare the start
+    and the end of a loop under the same machine load."""
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
             "SELECT count(DISTINCT created_at), count(*) FROM noetl.event"
@@ -32,12 +33,12 @@ def transactions(database_url: str, execution_id: str) -> tuple[int, int, float,
         ).fetchone()
         assert row is not None
         count, outcomes = int(row[0]), int(row[1])
-        tenth = max(outcomes // 10, 1)
+        marks = sorted({1, *(max(outcomes * k // 10, 1) for k in range(1, 11))})
         times = conn.execute(
             "SELECT n, created_at FROM (SELECT row_number() OVER (ORDER BY event_id) AS n,"
             " created_at FROM noetl.event WHERE execution_id = %s"
-            " AND event_type = 'command.completed') t WHERE n IN (1, %s, %s, %s)",
-            (int(execution_id), tenth, outcomes - tenth + 1, outcomes),
+            " AND event_type = 'command.completed') t WHERE n = ANY(%s)",
+            (int(execution_id), marks),
         ).fetchall()
     at = {int(n): created for n, created in times}
 
@@ -45,7 +46,7 @@ def transactions(database_url: str, execution_id: str) -> tuple[int, int, float,
         seconds = (at[last] - at[first]).total_seconds()
         return (last - first) / seconds if seconds > 0 else float("nan")
 
-    return count, outcomes, rate(1, tenth), rate(outcomes - tenth + 1, outcomes)
+    return count, outcomes, [rate(a, b) for a, b in itertools.pairwise(marks)]
 
 
 def _cmdline(process: psutil.Process) -> list[str]:
@@ -90,16 +91,15 @@ def main() -> None:
                 assert execution["status"] == "COMPLETED", execution
                 assert execution["result"] == items, execution["result"]
                 seconds = float(str(execution["duration_seconds"]))
-                count, outcomes, early, late = transactions(
-                    database_url, str(execution["execution_id"])
-                )
+                count, outcomes, tenths = transactions(database_url, str(execution["execution_id"]))
                 rates.append(items / seconds)
                 peaks.append(watcher.peak)
                 lines.append(
                     f"{seconds:.2f} s, {count} report transactions,"
                     f" {outcomes / max(count, 1):.1f} outcomes and"
                     f" {1000 * seconds / max(count, 1):.1f} ms each;"
-                    f" first tenth {early:.0f} items/s, last tenth {late:.0f} items/s"
+                    f" items/s per tenth of the outcomes:"
+                    f" {', '.join(f'{r:.0f}' for r in tenths)}"
                 )
             rate = statistics.median(rates)
             first_rate = first_rate or rate
