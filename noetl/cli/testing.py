@@ -1,4 +1,5 @@
-"""`noetl test`: run PlaybookTest files on the embedded (or configured) services."""
+"""`noetl test`: run PlaybookTest files on the embedded (or configured) services, or through
+the `noetl ui` that serves the same NOETL_HOME."""
 
 from __future__ import annotations
 
@@ -31,8 +32,18 @@ class Outcome:
 async def run_all(
     settings: Settings, tests: list[PlaybookTest], *, limit: float = TIMEOUT
 ) -> list[Outcome]:
-    from noetl.embedded.runtime import embedded_services, preload, running
+    from noetl.embedded.runtime import embedded_services, preload, running, served_at
 
+    embeds = not (settings.database_url and settings.nats_url)
+    serving = served_at(settings.home) if embeds else None
+    if serving is not None:  # a `noetl ui` serves this home: the tests run there (`noetl run`)
+        from noetl.cli.connection import async_client, err
+
+        err.print(
+            f"running on the NoETL UI that serves {settings.home}: {serving}/", highlight=False
+        )
+        async with async_client(settings.with_(server_url=serving)) as api:
+            return [await _one(api, test, limit) for test in tests]
     async with (
         embedded_services(settings, meanwhile=preload) as live,
         running(live, ui=False, warm=True) as runtime,

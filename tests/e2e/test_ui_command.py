@@ -119,6 +119,10 @@ def test_noetl_ui_serves_the_runs_that_noetl_run_made(
         assert ran_there["status"] == "COMPLETED"
         listed = client.get("/api/executions").json()["items"]
         assert ran_there["execution_id"] in [x["execution_id"] for x in listed]
+        tested = _noetl(tmp_path, "test", "examples/tests/hello.yaml")  # so do its tests
+        assert tested.returncode == 0, tested.stdout + tested.stderr
+        assert "running on the NoETL UI that serves" in tested.stderr
+        assert tested.stdout.rstrip().endswith("passed, 0 failed")
         started = client.post("/api/execute", json={"path": "examples/fanout", "payload": {}})
         assert started.status_code == 201, started.text
         new_id = started.json()["execution_id"]
