@@ -48,16 +48,22 @@ def child_request(command: CommandRecord, depth: int) -> ChildRequest:
     )
 
 
+MAX_TIMEOUT = 1e9  # seconds (~31 years): the deadline stays a timestamp PostgreSQL can store
+
+
 def child_timeout(command: CommandRecord) -> float | None:
     """The child's time limit: the tool's `timeout_seconds` (alias `timeout`), None when it
-    sets none. NoetlError for a value that is not a positive number (a template may make it:
-    the step then fails before a child starts)."""
+    sets none. NoetlError for a value that is not a positive number, or over MAX_TIMEOUT (a
+    template may make it: the step then fails before a child starts)."""
     if command.tool.get("timeout_seconds", command.tool.get("timeout")) is None:
         return None
     try:
-        return timeout_seconds(command.tool, 0.0)
+        seconds = timeout_seconds(command.tool, 0.0)
     except ToolError as exc:
         raise NoetlError(str(exc)) from None
+    if seconds > MAX_TIMEOUT:
+        raise NoetlError(f"timeout_seconds must be at most {MAX_TIMEOUT:.0f}, got {seconds:g}")
+    return seconds
 
 
 def child_input(command: CommandRecord) -> dict[str, Any]:

@@ -253,6 +253,11 @@ async def test_a_child_past_its_steps_timeout_is_cancelled_and_fails_the_step(
     failed = await run_playbook(api, wrong.replace("name: parent", "name: parent2"), {"sleep": 0})
     assert failed["status"] == "FAILED"
     assert "timeout_seconds must be a positive number, got '7x'" in failed["error"]
+    # one past any storable deadline fails it too, clearly (it was a 422 of the whole start)
+    huge = parent.replace("timeout: 1\n", "timeout: 1.0e+20\n").replace("name: parent", "name: p3")
+    failed = await run_playbook(api, huge, {"sleep": 0})
+    assert failed["status"] == "FAILED"
+    assert "timeout_seconds must be at most 1000000000, got 1e+20" in failed["error"]
 
 
 async def test_a_pipeline_waiting_for_its_child_lends_its_worker_slot(settings: Settings) -> None:
