@@ -60,6 +60,14 @@ PayloadOption = Annotated[
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", help="key=value merged over the workload (repeatable)")
 ]
+TimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        help="Seconds: an execution still running after them is cancelled",
+        show_default=False,
+    ),
+]
 
 
 def _event_loop_run(main: Coroutine[Any, Any, T]) -> T:
@@ -162,6 +170,7 @@ def run(
     ui: Annotated[
         bool, typer.Option("--ui", help="Keep the services up after the run; print the UI's URL")
     ] = False,
+    timeout: TimeoutOption = None,
 ) -> None:
     """Run a playbook to the end on an embedded (or configured) PostgreSQL and NATS."""
     from noetl.embedded.server_process import ServerProcess
@@ -174,7 +183,9 @@ def run(
     for path, text in zip(register_ or [], others, strict=True):
         _validate_or_exit(text, str(path))
     logs.setup("INFO" if verbose else "WARNING")
-    data = _payload(payload, set_)
+    body: dict[str, Any] = {"playbook": content, "payload": _payload(payload, set_)}
+    if timeout is not None:
+        body["timeout_seconds"] = timeout
     console = None if as_json else out
     signal.signal(signal.SIGTERM, _interrupt)  # from here on a signal stops what started
     from noetl.embedded.runtime import served_at
@@ -185,12 +196,12 @@ def run(
         if serving is not None:  # a `noetl ui` serves this home: the run goes there
             server.kill()
             execution = _event_loop_run(
-                _run_at(serving, settings, content, data, console, others, keep_up=ui)
+                _run_at(serving, settings, body, console, others, keep_up=ui)
             )
             _print_outcome(execution, as_json=as_json)
         _note_new_key(settings)
         execution = _event_loop_run(
-            _run(settings, content, data, console, others, server=server, keep_up=ui)
+            _run(settings, body, console, others, server=server, keep_up=ui)
         )
     except KeyboardInterrupt:  # while the services started or stopped: they are stopped
         err.print("interrupted: the embedded services are stopped", highlight=False)
@@ -245,8 +256,7 @@ def _note_new_key(settings: Settings) -> None:
 
 async def _run(
     settings: Settings,
-    content: str,
-    payload: dict[str, Any],
+    body: dict[str, Any],
     console: Console | None,
     register_first: list[str],
     *,
@@ -263,7 +273,6 @@ async def _run(
         ):
             for text in register_first:
                 _check(await client.post("/api/catalog/register", json={"content": text}))
-            body = {"playbook": content, "payload": payload}
             started = _check(await client.post("/api/execute", json=body))
             ended = runtime.workers[0].ended if runtime.workers else None
             execution = await _follow_until_interrupted(
@@ -292,8 +301,7 @@ async def _run(
 async def _run_at(
     url: str,
     settings: Settings,
-    content: str,
-    payload: dict[str, Any],
+    body: dict[str, Any],
     console: Console | None,
     register_first: list[str],
     *,
@@ -305,7 +313,6 @@ async def _run_at(
     async with async_client(settings.with_(server_url=url)) as api:
         for text in register_first:
             _check(await api.post("/api/catalog/register", json={"content": text}))
-        body = {"playbook": content, "payload": payload}
         started = _check(await api.post("/api/execute", json=body))
         execution = await _follow_until_interrupted(api, started["execution_id"], console)
     if keep_up and not execution.get("interrupted"):
@@ -603,9 +610,12 @@ def execute(
     set_: SetOption = None,
     version: Annotated[int | None, typer.Option(help="Catalog version (default: latest)")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow until the execution ends")] = False,
+    timeout: TimeoutOption = None,
 ) -> None:
     """Start an execution of a registered playbook."""
-    body = {"path": path, "payload": _payload(payload, set_), "version": version}
+    body: dict[str, Any] = {"path": path, "payload": _payload(payload, set_), "version": version}
+    if timeout is not None:
+        body["timeout_seconds"] = timeout
     with _client() as client:
         started = _check(client.post("/api/execute", json=body))
     execution_id = started["execution_id"]

@@ -84,11 +84,19 @@ class Flow:
         payload: dict[str, Any] | None = None,
         *,
         parent_execution_id: int | None = None,
+        timeout_seconds: float | None = None,
     ) -> int:
+        """Start an execution; `timeout_seconds`: still running after it, the relay cancels
+        it."""
         effects = Effects()
         async with self.transaction() as conn:
             execution_id = await self.start(
-                conn, entry, payload or {}, effects, parent_execution_id=parent_execution_id
+                conn,
+                entry,
+                payload or {},
+                effects,
+                parent_execution_id=parent_execution_id,
+                timeout_seconds=timeout_seconds,
             )
         await self.after_commit(effects)
         return execution_id

@@ -20,7 +20,7 @@ RELEASED = Counter(
     "noetl_relay_released_total", "Claims released because their worker stopped heartbeating"
 )
 TIMED_OUT = Counter(
-    "noetl_executions_timed_out_total", "Executions cancelled past their deadline (sub-playbooks)"
+    "noetl_executions_timed_out_total", "Executions cancelled past their deadline (timeout)"
 )
 REQUEST_SECONDS = Histogram(
     "noetl_request_seconds",

@@ -2,8 +2,8 @@
 
 One server replica at a time (a lease row in `noetl.lease`) republishes commands still PENDING
 after `relay_after` seconds and commands whose claim lease expired; a command whose every
-attempt was lost fails with `worker_lost`; an execution past its deadline (a sub-playbook
-whose step set `timeout`) is cancelled.
+attempt was lost fails with `worker_lost`; an execution past its deadline (started with
+`timeout_seconds`, or a sub-playbook whose step set `timeout`) is cancelled.
 
 Dead workers: a worker heartbeats every `NOETL_HEARTBEAT_SECONDS`; when one has been silent
 for `NOETL_WORKER_DEAD_AFTER` seconds its claims are released at once (their leases end), so a
@@ -116,8 +116,9 @@ class Relay:
         return len(sent)
 
     async def time_out(self, execution_id: int, seconds: float) -> None:
-        """Cancel an execution past its deadline (a sub-playbook whose step set `timeout`):
-        its parent's step then fails with the reason, as for any cancelled child."""
+        """Cancel an execution past its deadline (started with `timeout_seconds`, or a
+        sub-playbook whose step set `timeout`: its parent's step then fails with the reason,
+        as for any cancelled child)."""
         reason = f"timed out: still running after its time limit of {seconds:g} s"
         try:
             await self.orchestrator.cancel(execution_id, reason)

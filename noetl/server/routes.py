@@ -101,7 +101,10 @@ async def execute(request: Request, body: ExecuteRequest) -> dict[str, Any]:
         path=body.path, catalog_id=body.catalog_id, content=body.playbook, version=body.version
     )
     execution_id = await orchestrator.execute(
-        entry, body.payload, parent_execution_id=body.parent_execution_id
+        entry,
+        body.payload,
+        parent_execution_id=body.parent_execution_id,
+        timeout_seconds=body.timeout_seconds,
     )
     return {
         "execution_id": str(execution_id),

@@ -44,6 +44,12 @@ class ExecuteRequest(Body):
     version: int | None = None
     payload: PortableObject = Field(default_factory=dict)
     parent_execution_id: Id | None = None
+    timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e9,
+        description="Time limit: still running after it, the execution is cancelled",
+    )
 
 
 class ChildRequest(Body):

@@ -72,8 +72,14 @@ class Orchestrator:
         payload: dict[str, Any] | None = None,
         *,
         parent_execution_id: int | None = None,
+        timeout_seconds: float | None = None,
     ) -> int:
-        return await self.flow.execute(entry, payload, parent_execution_id=parent_execution_id)
+        return await self.flow.execute(
+            entry,
+            payload,
+            parent_execution_id=parent_execution_id,
+            timeout_seconds=timeout_seconds,
+        )
 
     async def cancel(self, execution_id: int, reason: str) -> str:
         return await self.flow.cancel(execution_id, reason)

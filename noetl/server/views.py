@@ -30,6 +30,7 @@ def execution_summary(row: dict[str, Any]) -> dict[str, Any]:
         "error": row["error"],
         "rerun_of": _id(row.get("rerun_of")),
         "schedule_id": _id(row.get("schedule_id")),
+        "deadline": _iso(row.get("deadline")),  # its time limit's end; None: no limit
     }
 
 

@@ -9,7 +9,7 @@ from psycopg.types.json import Json
 
 _SUMMARY = (
     "execution_id, catalog_id, path, version, parent_execution_id, parent_command_id, status,"
-    " result, error, created_at, updated_at, ended_at, rerun_of, schedule_id"
+    " result, error, created_at, updated_at, ended_at, rerun_of, schedule_id, deadline"
 )
 
 

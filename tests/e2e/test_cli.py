@@ -114,3 +114,19 @@ def test_noetl_run_shows_a_retry_and_a_failed_loop_without_warnings(tmp_path: Pa
     assert failed.stdout.count("bad item") == 2  # the step's line, then the error in full
     assert "WARNING" not in failed.stderr and "Traceback" not in failed.stderr, failed.stderr
     assert "HTTP 409" not in failed.stdout + failed.stderr  # (an execution id may hold 409)
+
+
+@pytest.mark.timeout(300)
+def test_noetl_run_with_a_timeout_cancels_a_run_still_going_after_it(tmp_path: Path) -> None:
+    playbook = tmp_path / "slow.yaml"
+    playbook.write_text(
+        "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: slow}\nworkflow:\n"
+        '  - step: start\n    tool: {kind: python, code: "import time\\ntime.sleep(30)"}\n'
+    )
+    ran = _noetl("run", str(playbook), "--timeout", "1", home=tmp_path)
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    assert "CANCELLED execution" in ran.stdout
+    assert "timed out: still running after its time limit of 1 s" in ran.stdout
+    refused = _noetl("run", str(playbook), "--timeout", "0", home=tmp_path)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "timeout_seconds" in refused.stderr and "Traceback" not in refused.stderr
