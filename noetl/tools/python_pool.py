@@ -478,6 +478,7 @@ class _Exchange:
             except BlockingIOError:
                 if not self.writing:
                     self.writing = True
+                    _unheard(self.loop, self.child.requests)
                     self.loop.add_writer(self.child.requests, self._write)
                 return
             except BrokenPipeError:
@@ -603,6 +604,16 @@ def _settle_threadsafe(
     return True
 
 
+def _unheard(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """Drop what `loop` holds for `fd` before watching it. A callback some code left on an fd
+    it closed stays in asyncio's selector map under that number (the kernel forgot it with the
+    fd): once a child's new pipe gets the number, `add_reader` only swapped the callback and the
+    pipe was never watched; the call hung until its time limit (seen once in CI). Any entry
+    for an fd this pool just opened is such a leftover."""
+    loop.remove_reader(fd)
+    loop.remove_writer(fd)
+
+
 def _in_background(func: Callable[..., Any], *args: Any) -> None:
     """Run func on a daemon thread (starting or stopping a child blocks)."""
     threading.Thread(target=func, args=args, name="noetl-python-process", daemon=True).start()
@@ -722,8 +733,10 @@ class _Child:
         (uvloop starts a poll handle with three system calls)."""
         if self.watched is not loop:
             self.unwatch()
+            _unheard(loop, self.replies)
             loop.add_reader(self.replies, self._replies_ready)
             if self.pidfd is not None:
+                _unheard(loop, self.pidfd)
                 loop.add_reader(self.pidfd, self._exit_ready)
             self.watched, self.watched_from = loop, threading.get_ident()
         self.exchange = exchange

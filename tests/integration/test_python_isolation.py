@@ -328,3 +328,28 @@ async def test_isolated_false_still_runs_in_the_worker_process() -> None:
 async def test_code_can_import_what_the_worker_can() -> None:
     code = "import noetl.tools.python_exec as m\nreturn m.STEP_MODULE"
     assert await run_python(code) == "noetl_step"
+
+
+@pytest.mark.timeout(60)
+async def test_a_reader_left_on_a_closed_fd_does_not_deafen_a_new_childs_pipes() -> None:
+    """Readers other code left in the event loop on fds it closed: a new child's pipes get
+    those numbers, and its replies are still heard (the call hung until its time limit)."""
+    await close_tools()
+    loop = asyncio.get_running_loop()
+    leaked: list[int] = []
+    for _ in range(4):
+        read, write = os.pipe()
+        loop.add_reader(read, lambda: None)
+        loop.add_writer(write, lambda: None)
+        leaked += [read, write]
+    for fd in leaked:
+        os.close(fd)
+    try:
+        assert isinstance(await run_python("import os\nreturn os.getpid()", timeout_seconds=5), int)
+        big = "x" * (1 << 20)  # a request larger than the pipe: written as it drains
+        assert await run_python("return len(s)", {"s": big}, timeout_seconds=5) == 1 << 20
+    finally:
+        for fd in leaked:
+            loop.remove_reader(fd)
+            loop.remove_writer(fd)
+        await close_tools()
