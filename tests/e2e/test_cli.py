@@ -27,6 +27,15 @@ def _noetl(*args: str, home: Path, timeout: float = 120) -> subprocess.Completed
     )
 
 
+def _playbook(folder: Path, name: str, workflow: str) -> Path:
+    """`name`.yaml in `folder`: a playbook named `name` whose workflow is `workflow` (its
+    list, as YAML text)."""
+    path = folder / f"{name}.yaml"
+    head = f"apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {{name: {name}}}\nworkflow:\n"
+    path.write_text(head + workflow)
+    return path
+
+
 @pytest.mark.timeout(300)
 def test_noetl_run_embedded_prints_the_result_and_exits_0(tmp_path: Path) -> None:
     done = _noetl("run", "examples/hello.yaml", "--json", home=tmp_path)
@@ -43,10 +52,10 @@ def test_noetl_run_embedded_prints_the_result_and_exits_0(tmp_path: Path) -> Non
 
 @pytest.mark.timeout(300)
 def test_noetl_run_of_a_failing_playbook_exits_1_with_the_error(tmp_path: Path) -> None:
-    playbook = tmp_path / "fail.yaml"
-    playbook.write_text(
-        "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: fail}\nworkflow:\n"
-        "  - step: start\n    tool: {kind: python, code: 'assert 1 == 2, \"numbers differ\"'}\n"
+    playbook = _playbook(
+        tmp_path,
+        "fail",
+        "  - step: start\n    tool: {kind: python, code: 'assert 1 == 2, \"numbers differ\"'}\n",
     )
     done = _noetl("run", str(playbook), "--json", home=tmp_path)
     assert done.returncode == 1
@@ -56,11 +65,11 @@ def test_noetl_run_of_a_failing_playbook_exits_1_with_the_error(tmp_path: Path) 
 
 
 def test_noetl_validate_lists_every_problem_with_its_line(tmp_path: Path) -> None:
-    playbook = tmp_path / "broken.yaml"
-    playbook.write_text(
-        "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: b}\nworkflow:\n"
+    playbook = _playbook(
+        tmp_path,
+        "broken",
         "  - step: start\n    tool: {kind: python, code: x}\n    colour: red\n"
-        "    next: [nowhere]\n"
+        "    next: [nowhere]\n",
     )
     done = _noetl("validate", str(playbook), home=tmp_path)
     assert done.returncode == 2
@@ -97,14 +106,14 @@ def test_noetl_run_shows_a_retry_and_a_failed_loop_without_warnings(tmp_path: Pa
     assert lines.index("▶ start") < lines.index(retry) < lines.index("▶ end")
 
     # one iteration fails at once while the others still run: they are cancelled quietly
-    playbook = tmp_path / "loop.yaml"
-    playbook.write_text(
-        "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: loop}\nworkflow:\n"
+    playbook = _playbook(
+        tmp_path,
+        "loop",
         "  - step: start\n"
         "    loop: {in: '{{ range(6) | list }}', iterator: i, spec: {mode: parallel}}\n"
         "    tool:\n      kind: python\n      input: {i: '{{ i }}'}\n      code: |\n"
         "        import time\n        if i == 3:\n            raise ValueError('bad item')\n"
-        "        time.sleep(15)\n        result = i\n"
+        "        time.sleep(15)\n        result = i\n",
     )
     failed = _noetl("run", str(playbook), home=tmp_path)
     assert failed.returncode == 1, failed.stdout + failed.stderr
@@ -118,10 +127,10 @@ def test_noetl_run_shows_a_retry_and_a_failed_loop_without_warnings(tmp_path: Pa
 
 @pytest.mark.timeout(300)
 def test_noetl_run_with_a_timeout_cancels_a_run_still_going_after_it(tmp_path: Path) -> None:
-    playbook = tmp_path / "slow.yaml"
-    playbook.write_text(
-        "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: slow}\nworkflow:\n"
-        '  - step: start\n    tool: {kind: python, code: "import time\\ntime.sleep(30)"}\n'
+    playbook = _playbook(
+        tmp_path,
+        "slow",
+        '  - step: start\n    tool: {kind: python, code: "import time\\ntime.sleep(30)"}\n',
     )
     ran = _noetl("run", str(playbook), "--timeout", "1", home=tmp_path)
     assert ran.returncode == 1, ran.stdout + ran.stderr
