@@ -265,6 +265,12 @@ class Settings:
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
+    @property
+    def embeds(self) -> bool:
+        """PostgreSQL or NATS is not configured: `noetl run`, `test` and `ui` start them (in
+        NOETL_HOME)."""
+        return not (self.database_url and self.nats_url)
+
     def require_database_url(self) -> str:
         if not self.database_url:
             raise ConfigError("NOETL_DATABASE_URL", "is required (a postgresql:// URL)")

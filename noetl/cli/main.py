@@ -188,10 +188,9 @@ def run(
         body["timeout_seconds"] = timeout
     console = None if as_json else out
     signal.signal(signal.SIGTERM, _interrupt)  # from here on a signal stops what started
-    from noetl.embedded.runtime import served_at
+    from noetl.cli.ui import serving_ui
 
-    embeds = not (settings.database_url and settings.nats_url)
-    serving = served_at(settings.home) if embeds else None
+    serving = serving_ui(settings)
     try:
         if serving is not None:  # a `noetl ui` serves this home: the run goes there
             server.kill()
@@ -309,7 +308,6 @@ async def _run_at(
 ) -> dict[str, Any]:
     """`_run` through the server of the `noetl ui` that embeds this NOETL_HOME's services
     (only one process may): the run shows in its web UI, and its worker runs it."""
-    err.print(f"running on the NoETL UI that serves {settings.home}: {url}/", highlight=False)
     async with async_client(settings.with_(server_url=url)) as api:
         for text in register_first:
             _check(await api.post("/api/catalog/register", json={"content": text}))

@@ -32,16 +32,13 @@ class Outcome:
 async def run_all(
     settings: Settings, tests: list[PlaybookTest], *, limit: float = TIMEOUT
 ) -> list[Outcome]:
-    from noetl.embedded.runtime import embedded_services, preload, running, served_at
+    from noetl.cli.ui import serving_ui
+    from noetl.embedded.runtime import embedded_services, preload, running
 
-    embeds = not (settings.database_url and settings.nats_url)
-    serving = served_at(settings.home) if embeds else None
+    serving = serving_ui(settings)
     if serving is not None:  # a `noetl ui` serves this home: the tests run there (`noetl run`)
-        from noetl.cli.connection import async_client, err
+        from noetl.cli.connection import async_client
 
-        err.print(
-            f"running on the NoETL UI that serves {settings.home}: {serving}/", highlight=False
-        )
         async with async_client(settings.with_(server_url=serving)) as api:
             return [await _one(api, test, limit) for test in tests]
     async with (

@@ -1,11 +1,11 @@
 """`noetl ui` and `noetl run --ui`: keep a server and a worker up on the embedded (or
-configured) PostgreSQL and NATS, print the web UI's address and wait for Ctrl-C."""
+configured) PostgreSQL and NATS, print the web UI's address and wait for Ctrl-C; and whether
+one serves a NOETL_HOME (`noetl run` and `noetl test` of it then go there)."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-import webbrowser
 
 from rich.console import Console
 
@@ -28,8 +28,22 @@ async def until_stopped() -> None:
             signal.signal(signal.SIGTERM, previous)
 
 
+def serving_ui(settings: Settings) -> str | None:
+    """The URL of the `noetl ui` that serves this NOETL_HOME's embedded services, saying on
+    stderr that the run (or the tests) go there; None when none does, or nothing is embedded."""
+    from noetl.cli.connection import err
+    from noetl.embedded.runtime import served_at
+
+    url = served_at(settings.home) if settings.embeds else None
+    if url is not None:
+        err.print(f"running on the NoETL UI that serves {settings.home}: {url}/", highlight=False)
+    return url
+
+
 def open_browser(url: str) -> bool:
     """Open `url` in the desktop's browser when there is one; False on a headless machine."""
+    import webbrowser  # (this module is on every `noetl run`'s path: `serving_ui`)
+
     try:
         return webbrowser.get().open(url)
     except webbrowser.Error:

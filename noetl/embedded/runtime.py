@@ -93,8 +93,7 @@ async def embedded_services(
     point at both. Stops what it started, both at once. `meanwhile` runs in a thread once both
     are set going (e.g. `preload`): the processes start while this one imports. One process
     at a time embeds the services of a NOETL_HOME (a ConfigError names the other one)."""
-    embeds = not (settings.database_url and settings.nats_url)
-    with _owning(settings.home) if embeds else contextlib.nullcontext():
+    with _owning(settings.home) if settings.embeds else contextlib.nullcontext():
         async with _embedded(settings, meanwhile) as live:
             yield live
 
@@ -140,7 +139,7 @@ def advertised(settings: Settings, url: str) -> Iterator[None]:
     import json
     import os
 
-    if settings.database_url and settings.nats_url:
+    if not settings.embeds:
         yield
         return
     path = settings.home / SERVING

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -234,7 +234,8 @@ class ToolRunner:
             return await self.sub_playbook(command, config, tool_input)
         tool = self.tools.get(kind)
         limit = self.tools.time_limit(kind, config)
-        auth = await self._auth(tool, kind, config) if _names_auth(tool, kind, config) else None
+        resolving = self._auth(tool, kind, config)
+        auth = await resolving if resolving is not None else None
         call = ToolCall(
             kind,
             config,
@@ -346,28 +347,25 @@ class ToolRunner:
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 2, 1.0)
 
-    async def _auth(self, tool: Any, kind: str, config: dict[str, Any]) -> dict[str, Any] | None:
-        """The credential data a call needs: `auth` (upstream also says `credential`); each
-        side's own `auth` for a transfer; none for a kind that cannot run here."""
+    def _auth(
+        self, tool: Any, kind: str, config: dict[str, Any]
+    ) -> Awaitable[dict[str, Any] | None] | None:
+        """What resolves the credential data a call needs: `auth` (upstream also says
+        `credential`); each side's own `auth` for a transfer. None when there is nothing to
+        resolve (most calls: no await), or for a kind that cannot run here."""
         if not getattr(tool, "uses_auth", True):
             return None
         if kind == "transfer":
-            return {
-                side: await self.credentials.resolve(end.get("auth"))
-                for side in ("source", "target")
-                if isinstance(end := config.get(side), dict)
-            }
-        return await self.credentials.resolve(config.get("auth") or config.get("credential"))
+            return self._sides_auth(config)
+        named = config.get("auth") or config.get("credential")
+        return None if named is None or named == "" else self.credentials.resolve(named)
 
-
-def _names_auth(tool: Any, kind: str, config: dict[str, Any]) -> bool:
-    """Whether `_auth` has anything to resolve (most calls name no credential: no await)."""
-    if not getattr(tool, "uses_auth", True):
-        return False
-    if kind == "transfer":
-        return True
-    named = config.get("auth") or config.get("credential")
-    return not (named is None or named == "")  # as Credentials.resolve reads it
+    async def _sides_auth(self, config: dict[str, Any]) -> dict[str, Any]:
+        return {
+            side: await self.credentials.resolve(end.get("auth"))
+            for side in ("source", "target")
+            if isinstance(end := config.get(side), dict)
+        }
 
 
 @contextlib.asynccontextmanager

@@ -17,17 +17,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# runs `noetl ARGS...` in-process and, from an exit handler (they run before os._exit),
-# reports which of the watched modules were loaded and the garbage collector's state
-PROBE = """
-import atexit, gc, json, sys
+# prints on stderr which of the watched modules are loaded and the garbage collector's state
+_REPORT = """
+import gc, json, sys
 
 WATCHED = {watched!r}
 
 def report():
     loaded = [name for name in WATCHED if sys.modules.get(name) is not None]
-    state = {{"loaded": loaded, "gc_enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}}
-    print("PROBE " + json.dumps(state), file=sys.stderr)
+    found = {{"loaded": loaded, "gc_enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}}
+    print("PROBE " + json.dumps(found), file=sys.stderr)
+"""
+
+# runs `noetl ARGS...` in-process and reports from an exit handler (they run before os._exit)
+PROBE = (
+    _REPORT
+    + """
+import atexit
 
 atexit.register(report)
 from noetl.cli import main
@@ -35,24 +41,22 @@ from noetl.cli import main
 sys.argv = ["noetl", *sys.argv[1:]]
 main()
 """
+)
 
 # the server process up to its orders (stdin ends at once: it then exits)
-SERVER_PROBE = """
-import gc, json, sys
-
+SERVER_PROBE = (
+    _REPORT
+    + """
 from noetl.embedded import server_main
 
-WATCHED = {watched!r}
-
 def orders():
-    loaded = [name for name in WATCHED if sys.modules.get(name) is not None]
-    state = {{"loaded": loaded, "gc_enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}}
-    print("PROBE " + json.dumps(state), file=sys.stderr)
+    report()
     return None
 
 server_main._orders = orders
 server_main.main()
 """
+)
 
 UNUSED = [
     "httpx._main",  # httpx's own command-line client (click, pygments, rich's tables)
@@ -156,9 +160,10 @@ print(json.dumps(sorted(set(sys.modules) - loaded)))
 """
 
 
-def test_the_runs_client_loads_nothing_once_the_worker_is_loaded() -> None:
+def _printed(script: str, *args: str) -> Any:
+    """What `python -c SCRIPT ARGS...` printed, as JSON (it must succeed)."""
     done = subprocess.run(
-        [sys.executable, "-c", CLIENT_PROBE],
+        [sys.executable, "-c", script, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -166,7 +171,11 @@ def test_the_runs_client_loads_nothing_once_the_worker_is_loaded() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == []
+    return json.loads(done.stdout)
+
+
+def test_the_runs_client_loads_nothing_once_the_worker_is_loaded() -> None:
+    assert _printed(CLIENT_PROBE) == []
 
 
 # the server's imports with (argv[1] == "lighter") or without the server process's savings
@@ -195,18 +204,7 @@ print(json.dumps(state))
 
 
 def test_the_server_process_builds_the_openapi_models_when_used_and_skips_pydantic_v1() -> None:
-    states = {}
-    for mode in ("lighter", "as is"):
-        done = subprocess.run(
-            [sys.executable, "-c", OPENAPI_PROBE, mode],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        states[mode] = json.loads(done.stdout)
+    states = {mode: _printed(OPENAPI_PROBE, mode) for mode in ("lighter", "as is")}
     assert (states["lighter"]["v1"], states["lighter"]["deferred"]) == (False, True)
     assert (states["as is"]["v1"], states["as is"]["deferred"]) == (True, False)
     assert states["lighter"]["openapi"] == states["as is"]["openapi"]  # the same document

@@ -75,6 +75,19 @@ def _processes_under(home: Path) -> list[str]:
     return found
 
 
+def _run(home: Path, playbook: Path, module: str) -> subprocess.CompletedProcess[str]:
+    """`python -m MODULE run PLAYBOOK` to its end (`noetl.cli`: the `noetl` command's entry)."""
+    return subprocess.run(
+        [sys.executable, "-m", module, "run", str(playbook)],
+        env=_env(home),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
 def _start_run(home: Path, playbook: Path, *, own_group: bool = False) -> subprocess.Popen[str]:
     """`noetl run PLAYBOOK` in `home`, its output (stdout and stderr) read line by line."""
     return subprocess.Popen(
@@ -121,15 +134,7 @@ def test_an_interrupted_run_cancels_and_stops_everything(tmp_path: Path, sig: in
     assert _processes_under(home) == []
     assert _processes_of(home) == []
 
-    again = subprocess.run(
-        [sys.executable, "-m", "noetl.cli.main", "run", str(quick)],
-        env=_env(home),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    again = _run(home, quick, "noetl.cli.main")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "▶ start" not in again.stdout  # the cancelled run's step is not run again
     assert "COMPLETED" in again.stdout
@@ -221,15 +226,7 @@ def test_a_killed_run_leaves_its_server_process_to_end_by_itself(tmp_path: Path)
     while Path(f"/proc/{server}").exists() and "Z (zombie)" not in _status(server):
         assert time.monotonic() < deadline, _processes_of(home)
         time.sleep(0.05)
-    again = subprocess.run(  # joins and stops what else the killed run left (postgres, nats)
-        [sys.executable, "-m", "noetl.cli", "run", str(quick)],
-        env=_env(home),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    again = _run(home, quick, "noetl.cli")  # joins and stops what the killed run left
     assert again.returncode == 0, again.stdout + again.stderr
     assert _processes_of(home) == []
 
