@@ -1,4 +1,5 @@
 """Steps/s of a 100-step sequential playbook of trivial python steps, full path.
+`--result-bytes N`: the first step returns N bytes (what the steps after a large result pay).
 
 Server process + one worker process + PostgreSQL + NATS JetStream (embedded, real).
 Prints steps/s per run and where the milliseconds of one step go, from the event log.
@@ -16,7 +17,7 @@ import httpx
 from benchmarks.common import cluster, run_to_end
 
 
-def playbook(steps: int, isolated: bool = True) -> str:
+def playbook(steps: int, isolated: bool = True, result_bytes: int = 0) -> str:
     lines = [
         "apiVersion: noetl.io/v2",
         "kind: Playbook",
@@ -27,7 +28,12 @@ def playbook(steps: int, isolated: bool = True) -> str:
         name = "start" if i == 0 else f"s{i}"
         lines.append(f"  - step: {name}")
         flag = "true" if isolated else "false"
-        lines.append(f"    tool: {{kind: python, isolated: {flag}, code: 'result = 1'}}")
+        code = (
+            f'result = {{"blob": "x" * {result_bytes}}}'
+            if i == 0 and result_bytes
+            else "result = 1"
+        )
+        lines.append(f"    tool: {{kind: python, isolated: {flag}, code: '{code}'}}")
         if i < steps - 1:
             lines.append(f"    next: [s{i + 1}]")
     return "\n".join(lines) + "\n"
@@ -66,11 +72,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--result-bytes", type=int, default=0, help="the first step's result size")
     parser.add_argument(
         "--in-process", action="store_true", help="python steps with isolated: false (threads)"
     )
     args = parser.parse_args()
-    text = playbook(args.steps, isolated=not args.in_process)
+    text = playbook(args.steps, isolated=not args.in_process, result_bytes=args.result_bytes)
     with cluster(workers=1) as url, httpx.Client(base_url=url, timeout=60) as client:
         entry = client.post("/api/catalog/register", content=text).json()
         run_to_end(client, {"catalog_id": entry["catalog_id"]})  # warm-up

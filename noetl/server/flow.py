@@ -48,10 +48,11 @@ from noetl.protocol.events import CommandStatus, EventType, ExecutionStatus
 from noetl.protocol.message import CommandMessage
 from noetl.protocol.outcome import Outcome, Report, ReportReply, Retry
 from noetl.protocol.records import CommandRecord, EventRecord
-from noetl.server import metrics, subplaybooks
+from noetl.server import metrics, snapshots, subplaybooks
 from noetl.server.loop_data import LoopDataLoader
 from noetl.server.playbooks import Playbooks
 from noetl.server.records import SERVER_WORKER, Effects
+from noetl.server.snapshots import Snapshots
 from noetl.server.states import Held, States
 from noetl.store import commands, decisions, events, executions
 
@@ -74,6 +75,7 @@ class Flow:
         self.playbooks = playbooks
         self.loop_data = LoopDataLoader()
         self.states = States()  # the snapshots this process wrote last
+        self.snapshots = Snapshots()  # which large results they keep in the log
         self._reports: KeyedBatcher[Report, ReportReply] = KeyedBatcher(self._report_batch)
 
     # -- the operations ---------------------------------------------------------------------
@@ -152,7 +154,7 @@ class Flow:
             entry["catalog_id"],
             entry["path"],
             entry["version"],
-            decision.state.to_json(),
+            self.snapshots.snapshot(decision),
             parent_execution_id,
             parent_command_id,
             rerun[0] if rerun is not None else None,
@@ -357,7 +359,9 @@ class Flow:
                     state.execution_id,
                     held.version,
                     reported,
-                    decisions.State(new.to_json(), new.status, new.result, new.error),
+                    decisions.State(
+                        self.snapshots.snapshot(decision), new.status, new.result, new.error
+                    ),
                     [writes] if writes else [],
                 )
         except decisions.Stale as exc:
@@ -505,7 +509,7 @@ class Flow:
             return None
         playbook = await self.playbooks.playbook(execution["catalog_id"])
         if execution["state"] is not None:
-            state = ExecutionState.from_json(execution["state"])
+            state = await self.snapshots.load(conn, execution["state"])
         elif held is not None and held.version == execution["state_version"]:
             state = held.state
         else:  # begin_locked leaves `state` out only for the version it was given
@@ -612,7 +616,9 @@ class Flow:
             claims=[claim for _, claim in claims],
             state=None
             if held
-            else decisions.State(state.to_json(), state.status, state.result, state.error),
+            else decisions.State(
+                self.snapshots.snapshot(decision), state.status, state.result, state.error
+            ),
         )
         return writes, children
 
@@ -684,6 +690,8 @@ class Flow:
                 parent_command = await commands.get_by_command_id(
                     conn, row["parent_execution_id"], row["parent_command_id"]
                 )
+                if row["state"] is not None:  # the step results it returns
+                    row["state"] = await snapshots.resolved(conn, row["state"])
             children = await executions.running_children(conn, execution_id)
         report = subplaybooks.parent_report(row, parent_command)
         if report is not None:

@@ -13,6 +13,7 @@ from noetl.engine import ExecutionState
 from noetl.engine.rerun import Recorded, plan
 from noetl.errors import ConflictError, NotFoundError
 from noetl.protocol.events import ExecutionStatus
+from noetl.server import snapshots
 from noetl.server.records import Effects
 from noetl.store import catalog, events, executions, loops
 
@@ -43,7 +44,7 @@ async def rerun(
             if entry is None:
                 raise NotFoundError(f"playbook {row['path']!r} version {version} is not registered")
         completed = await events.completed_commands(conn, execution_id)
-        original = ExecutionState.from_json(row["state"])
+        original = ExecutionState.from_json(await snapshots.resolved(conn, row["state"]))
         items: dict[tuple[str, int], list[Any]] = {}
         for name, step in original.steps.items():
             if step.loop is not None and step.loop.stored:

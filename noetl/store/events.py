@@ -59,6 +59,17 @@ async def list_events(
     return await cur.fetchall()
 
 
+async def results_by_id(
+    conn: AsyncConnection[Any], execution_id: int, event_ids: Sequence[int]
+) -> dict[int, Any]:
+    """The results the given events of an execution hold, by event id (found by their key)."""
+    cur = await conn.execute(
+        "SELECT event_id, result FROM noetl.event WHERE execution_id = %s AND event_id = ANY(%s)",
+        (execution_id, list(event_ids)),
+    )
+    return {int(row["event_id"]): row["result"] for row in await cur.fetchall()}
+
+
 async def completed_commands(conn: AsyncConnection[Any], execution_id: int) -> list[dict[str, Any]]:
     """The `command.completed` events of an execution (what a re-run may reuse), in order."""
     cur = await conn.execute(

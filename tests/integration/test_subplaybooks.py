@@ -72,6 +72,24 @@ async def test_the_parent_step_completes_with_the_child_result(api: httpx.AsyncC
     assert claim["worker_id"] == "noetl-server"
 
 
+async def test_a_large_return_step_result_reaches_the_parent(api: httpx.AsyncClient) -> None:
+    """The child's snapshot keeps a large result in its log (server.snapshots): the parent
+    gets it from there."""
+    child = CHILD.replace("tests/child}", "tests/child_large}").replace(
+        'result = {"squared": n * n}', 'result = {"squared": n * n, "pad": "x" * 5000}'
+    )
+    await _register(api, child)
+    parent = PARENT.replace("path: tests/child\n", "path: tests/child_large\n")
+    parent = parent.replace("{'got': sq}", "{'got': sq, 'pad': len(pad)}").replace(
+        'input: {sq: "{{ start.squared }}"}',
+        'input: {sq: "{{ start.squared }}", pad: "{{ start.pad }}"}',
+    )
+    parent = parent.replace("path: tests/parent}", "path: tests/parent_large}")
+    execution = await run_playbook(api, parent)
+    assert execution["status"] == "COMPLETED", execution["error"]
+    assert execution["result"] == {"got": 49, "pad": 5000}
+
+
 async def test_a_child_failure_fails_the_parent_step(api: httpx.AsyncClient) -> None:
     await _register(api, CHILD)
     execution = await run_playbook(api, PARENT, {"fail": True})
