@@ -1,5 +1,6 @@
 """Steps/s of a 100-step sequential playbook of trivial python steps, full path.
-`--result-bytes N`: the first step returns N bytes (what the steps after a large result pay).
+`--result-bytes N`: the first step returns N bytes (what the steps after a large result pay);
+`--payload-bytes N`: the execution's payload is a list of ~N bytes.
 
 Server process + one worker process + PostgreSQL + NATS JetStream (embedded, real).
 Prints steps/s per run and where the milliseconds of one step go, from the event log.
@@ -73,6 +74,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--result-bytes", type=int, default=0, help="the first step's result size")
+    parser.add_argument("--payload-bytes", type=int, default=0, help="the payload's size (about)")
     parser.add_argument(
         "--in-process", action="store_true", help="python steps with isolated: false (threads)"
     )
@@ -80,11 +82,14 @@ def main() -> None:
     text = playbook(args.steps, isolated=not args.in_process, result_bytes=args.result_bytes)
     with cluster(workers=1) as url, httpx.Client(base_url=url, timeout=60) as client:
         entry = client.post("/api/catalog/register", content=text).json()
-        run_to_end(client, {"catalog_id": entry["catalog_id"]})  # warm-up
+        # ~8 bytes per id as JSON
+        payload = {"ids": list(range(args.payload_bytes // 8))} if args.payload_bytes else {}
+        body = {"catalog_id": entry["catalog_id"], "payload": payload}
+        run_to_end(client, body)  # warm-up
         rates = []
         for run in range(args.runs):
             started = time.perf_counter()
-            execution = run_to_end(client, {"catalog_id": entry["catalog_id"]})
+            execution = run_to_end(client, body)
             wall = time.perf_counter() - started
             assert execution["status"] == "COMPLETED", execution
             server_seconds = float(str(execution["duration_seconds"]))

@@ -154,7 +154,7 @@ class Flow:
             entry["catalog_id"],
             entry["path"],
             entry["version"],
-            self.snapshots.snapshot(decision),
+            self.snapshots.snapshot(decision, [initialized]),
             parent_execution_id,
             parent_command_id,
             rerun[0] if rerun is not None else None,
@@ -617,7 +617,7 @@ class Flow:
             state=None
             if held
             else decisions.State(
-                self.snapshots.snapshot(decision), state.status, state.result, state.error
+                self.snapshots.snapshot(decision, recorded), state.status, state.result, state.error
             ),
         )
         return writes, children

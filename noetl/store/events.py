@@ -70,6 +70,16 @@ async def results_by_id(
     return {int(row["event_id"]): row["result"] for row in await cur.fetchall()}
 
 
+async def payload_of(conn: AsyncConnection[Any], execution_id: int, event_id: int) -> Any:
+    """The payload of one event of an execution (None when there is no such event)."""
+    cur = await conn.execute(
+        "SELECT payload FROM noetl.event WHERE execution_id = %s AND event_id = %s",
+        (execution_id, event_id),
+    )
+    row = await cur.fetchone()
+    return None if row is None else row["payload"]
+
+
 async def completed_commands(conn: AsyncConnection[Any], execution_id: int) -> list[dict[str, Any]]:
     """The `command.completed` events of an execution (what a re-run may reuse), in order."""
     cur = await conn.execute(

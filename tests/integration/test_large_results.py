@@ -1,5 +1,5 @@
-"""A large step result is written once, in the log: the snapshots after it name its event,
-and a state loaded from the row (the locked path, another server) reads it back from there."""
+"""A large step result or workload is written once, in the log: the snapshots after it name
+its event, and a state loaded from the row (the locked path, another server) reads it back."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ from noetl.config import Settings
 from noetl.dsl import parse_playbook
 from noetl.embedded.runtime import running
 from noetl.engine.replay import fold
-from noetl.server.snapshots import LOGGED, Snapshots, resolved
-from tests.conftest import event_log, eventually, wait_for_end
+from noetl.server.snapshots import LOGGED, LOGGED_WORKLOAD, Snapshots, resolved
+from tests.conftest import event_log, eventually, run_playbook, wait_for_end
 from tests.integration.test_schedules import orchestrator_of
 
 CHAIN = """
 apiVersion: noetl.io/v2
 kind: Playbook
 metadata: {name: large, path: tests/large}
+workload: {ids: [], tag: "t{{ 40 + 2 }}"}
 workflow:
   - step: start
     tool: {kind: python, code: "result = {'blob': 'x' * 20000, 'n': 1}"}
@@ -35,8 +36,8 @@ workflow:
   - step: end
     tool:
       kind: python
-      input: {blob: "{{ start.blob }}", w: "{{ wait }}"}
-      code: "result = {'length': len(blob), 'w': w}"
+      input: {blob: "{{ start.blob }}", w: "{{ wait }}", ids: "{{ ids }}", tag: "{{ tag }}"}
+      code: "result = {'length': len(blob), 'w': w, 'ids': len(ids), 'tag': tag}"
 """
 
 
@@ -67,7 +68,8 @@ async def test_a_large_result_is_named_by_its_event_and_read_back(
 ) -> None:
     async with running(settings, workers=1) as rt, httpx.AsyncClient(base_url=rt.url) as api:
         flow = orchestrator_of(rt).flow
-        started = await api.post("/api/execute", json={"playbook": CHAIN})
+        payload = {"ids": list(range(2000))}  # ~10 KB
+        started = await api.post("/api/execute", json={"playbook": CHAIN, "payload": payload})
         assert started.status_code == 201, started.text
         execution_id = int(started.json()["execution_id"])
 
@@ -83,16 +85,38 @@ async def test_a_large_result_is_named_by_its_event_and_read_back(
         execution = await wait_for_end(api, str(execution_id), timeout=60)
         events = await event_log(api, str(execution_id))
     assert execution["status"] == "COMPLETED", execution
-    assert execution["result"] == {"length": 20000, "w": 2}
+    assert execution["result"] == {"length": 20000, "w": 2, "ids": 2000, "tag": "t42"}
     # while `wait` ran: the snapshot named start's step.exit, which holds the result
     state, start_exit = during["state"], during["start_exit"]
     assert state["results"]["start"] is None and during["size"] < 4096
     assert state[LOGGED] == {"start": start_exit["event_id"]}
     assert start_exit["result"] == {"blob": "x" * 20000, "n": 1}
     assert during["resolved"]["results"]["start"] == start_exit["result"]
+    # the workload: in the playbook.initialized event, the rendered default in the snapshot
+    assert state["workload"] == {"tag": "t42"} and LOGGED_WORKLOAD in state
+    assert during["resolved"]["workload"] == {"ids": list(range(2000)), "tag": "t42"}
     # the last snapshot still names it (the state read from the row remembered it), and the
     # fold of the log is that snapshot with the result read back
     after = await _row(settings, execution_id)
     assert after["state"][LOGGED] == {"start": start_exit["event_id"]}
+    assert after["state"][LOGGED_WORKLOAD] == state[LOGGED_WORKLOAD]
     replayed = fold(parse_playbook(CHAIN), execution_id, events)
     assert replayed.to_json() == after["resolved"]
+
+
+async def test_a_rerun_gets_the_large_workload_and_results_from_the_log(
+    api: httpx.AsyncClient,
+) -> None:
+    payload = {"ids": list(range(2000))}
+    quick = CHAIN.replace("time.sleep(1.5); ", "")
+    first = await run_playbook(api, quick, payload)
+    assert first["status"] == "COMPLETED", first
+    response = await api.post(
+        f"/api/executions/{first['execution_id']}/rerun", json={"from_step": "end"}
+    )
+    assert response.status_code == 201, response.text
+    again = await wait_for_end(api, response.json()["execution_id"])
+    assert again["status"] == "COMPLETED", again
+    assert (
+        again["result"] == first["result"] == {"length": 20000, "w": 2, "ids": 2000, "tag": "t42"}
+    )

@@ -8,7 +8,7 @@ from typing import Any
 from noetl.engine import Decision, ExecutionState
 from noetl.protocol.events import EventType, StepStatus
 from noetl.protocol.records import EventRecord
-from noetl.server.snapshots import INLINE_RESULT_BYTES, LOGGED, Snapshots, large
+from noetl.server.snapshots import INLINE_RESULT_BYTES, LOGGED, LOGGED_WORKLOAD, Snapshots, large
 
 BIG = {"blob": "x" * (INLINE_RESULT_BYTES + 1)}
 
@@ -94,3 +94,31 @@ def test_an_ended_execution_is_forgotten_and_the_oldest_beyond_the_bound() -> No
         snapshots.snapshot(decision(execution_id, exit_))
     assert snapshots.snapshot(decision(2))["results"] == {"big": BIG}  # the oldest: forgotten
     assert snapshots.snapshot(decision(4))[LOGGED] == {"big": 14}
+
+
+def _initialized(workload: dict[str, Any], event_id: int = 5) -> EventRecord:
+    return EventRecord(
+        1, event_id, EventType.PLAYBOOK_INITIALIZED, payload={"workload": workload, "path": "p"}
+    )
+
+
+def test_a_large_workload_is_named_by_the_initialized_event_with_its_rendered_keys() -> None:
+    given = {"ids": list(range(2000)), "tag": "{{ 1 }}"}
+    workload = {**given, "tag": "1"}  # as the engine rendered it
+    snapshots = Snapshots()
+    state = ExecutionState(1, workload=workload)
+    data = snapshots.snapshot(Decision(state), [_initialized(given)])
+    assert data["workload"] == {"tag": "1"} and data[LOGGED_WORKLOAD] == 5
+    later = snapshots.snapshot(Decision(ExecutionState(1, workload=workload)))
+    assert later["workload"] == {"tag": "1"} and later[LOGGED_WORKLOAD] == 5
+
+
+def test_a_small_workload_or_one_rendering_dropped_keys_from_is_written_inline() -> None:
+    snapshots = Snapshots()
+    small = {"n": 1}
+    data = snapshots.snapshot(Decision(ExecutionState(1, workload=small)), [_initialized(small)])
+    assert data["workload"] == small and LOGGED_WORKLOAD not in data
+    given = {"ids": list(range(2000)), "gone": 1}
+    fewer = {"ids": given["ids"]}
+    data = snapshots.snapshot(Decision(ExecutionState(1, workload=fewer)), [_initialized(given)])
+    assert data["workload"] == fewer and LOGGED_WORKLOAD not in data
