@@ -37,7 +37,9 @@ from noetl.protocol.records import EventRecord
 from noetl.store import events
 
 INLINE_RESULT_BYTES = 4096  # a larger step result is kept out of the snapshot
-EXECUTIONS = 4096  # running executions whose logged results a server process remembers
+# running executions whose logged values a server process remembers: what it remembers
+# serves the states it holds (server.states, as many), a state read from a row is new anyway
+EXECUTIONS = 1024
 LOGGED = "results_in_log"
 LOGGED_WORKLOAD = "workload_in_log"
 
@@ -79,10 +81,10 @@ class Snapshots:
             if event.event_type is EventType.PLAYBOOK_INITIALIZED and large(state.workload):
                 given = event.payload["workload"]
                 if given.keys() <= state.workload.keys():
-                    rendered = {
+                    rendered = {  # as JSON: 1 == 1.0 == True in Python
                         key: value
                         for key, value in state.workload.items()
-                        if key not in given or given[key] != value
+                        if key not in given or jsonfast.dumps(given[key]) != jsonfast.dumps(value)
                     }
                     self._remember(execution_id).workload = (
                         state.workload,

@@ -122,3 +122,12 @@ def test_a_small_workload_or_one_rendering_dropped_keys_from_is_written_inline()
     fewer = {"ids": given["ids"]}
     data = snapshots.snapshot(Decision(ExecutionState(1, workload=fewer)), [_initialized(given)])
     assert data["workload"] == fewer and LOGGED_WORKLOAD not in data
+
+
+def test_a_workload_value_rendered_to_an_equal_value_of_another_json_type_stays_inline() -> None:
+    given = {"ids": list(range(2000)), "flag": 1}
+    workload = {**given, "flag": True}  # equal in Python, not as JSON
+    snapshots = Snapshots()
+    data = snapshots.snapshot(Decision(ExecutionState(1, workload=workload)), [_initialized(given)])
+    assert data["workload"] == {"flag": True} and data[LOGGED_WORKLOAD] == 5
+    assert data["workload"]["flag"] is True
