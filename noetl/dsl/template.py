@@ -241,6 +241,35 @@ def _read(source: str, context: Mapping[str, Any]) -> dict[str, Any]:
     return {name: context[name] for name in _names(source) if name in context}
 
 
+def names_read_beyond(source: str, fields: frozenset[str]) -> frozenset[str]:
+    """`referenced_names` less those the template reads only through one of `fields`
+    (`name.field`, `name['field']`): a finished loop's `count` needs its summary, not its
+    results."""
+    return _whole(source, fields)
+
+
+@lru_cache(maxsize=4096)
+def _whole(source: str, fields: frozenset[str]) -> frozenset[str]:
+    try:
+        tree = _ENV.parse(source)
+    except jinja2.TemplateSyntaxError:
+        return frozenset()
+    through: set[int] = set()  # the Name nodes read through a field
+    for node in tree.find_all(nodes.Getattr):
+        if isinstance(node.node, nodes.Name) and node.attr in fields:
+            through.add(id(node.node))
+    for item in tree.find_all(nodes.Getitem):
+        key = item.arg.value if isinstance(item.arg, nodes.Const) else None
+        if isinstance(item.node, nodes.Name) and key in fields:
+            through.add(id(item.node))
+    whole = {
+        name.name
+        for name in tree.find_all(nodes.Name)
+        if name.ctx == "load" and id(name) not in through
+    }
+    return frozenset(whole) & frozenset(meta.find_undeclared_variables(tree))
+
+
 def attributes_read(source: str) -> frozenset[tuple[str, str]]:
     """`(name, field)` for each `name.field` / `name['field']` a template reads."""
     return _attributes(source)

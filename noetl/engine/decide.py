@@ -42,7 +42,9 @@ from noetl.engine.steps import (
     cursor_frame,
     loop_summary,
     names_in,
+    names_in_whole,
     names_read,
+    names_read_whole,
     reads_item_results,
     runs_on_worker,
 )
@@ -310,7 +312,7 @@ class _Run:
 
     def admitted(self, step: Step) -> tuple[bool, str | None]:
         """Step `spec.policy.admit.rules`: the first rule whose `when` holds decides."""
-        self.need(names_in(self.playbook, step.name, "admit"))
+        self.need(names_in_whole(self.playbook, step.name, "admit"))
         ctx = self.context()
         for rule in step.admit:
             ok, problem = semantics.fires(rule["when"], ctx)
@@ -353,7 +355,7 @@ class _Run:
             return
         problem, items = None, None
         try:
-            self.need(names_in(self.playbook, name, "collection"))
+            self.need(names_in_whole(self.playbook, name, "collection"))
             items = collection(render(step.loop.collection, self.context()))
         except (TemplateError, TypeError) as exc:
             problem = f"loop collection: {exc}"
@@ -412,7 +414,7 @@ class _Run:
             )
             return
         try:
-            self.need(names_in(self.playbook, step.name, "cursor"))
+            self.need(names_in_whole(self.playbook, step.name, "cursor"))
             policy = plain(render(dict(spec.frame), self.context()))
             frame = cursor_frame(policy)
             names = {"__frame_max_rows": frame.max_rows, "__frame_policy": policy}
@@ -456,7 +458,7 @@ class _Run:
         cap: Any = step.loop.max_in_flight
         if isinstance(cap, str):
             try:
-                self.need(names_in(self.playbook, step.name, "cap"))
+                self.need(names_in_whole(self.playbook, step.name, "cap"))
                 cap = render(cap, self.context())
                 cap = int(cap)
             except (TemplateError, TypeError, ValueError) as exc:
@@ -471,7 +473,7 @@ class _Run:
         st = self.step_state(step.name)
         extra: dict[str, Any] = {}
         names = names_read(self.playbook, step.name)
-        self.need(names)
+        self.need(names_read_whole(self.playbook, step.name))
         if st.came_from and self.has_no_result_name():
             if "result" in names:
                 self.need({st.came_from})
@@ -659,8 +661,9 @@ class _Run:
         st.status = COMPLETED
         self.state.results[name] = result
         item_set = {} if runs_on_worker(step) else step.tool.set
-        names = names_in(self.playbook, name, "completion")
-        self.need(names | {name} if names & {"output", "result"} else names)
+        whole = names_in_whole(self.playbook, name, "completion")
+        own = names_in(self.playbook, name, "completion") & {"output", "result"}
+        self.need(whole | {name} if own else whole)
         kind = None if step.loop or len(step.tools) > 1 else step.tool.kind
         output = semantics.succeeded(self.result_of(name), kind)
         extra: dict[str, Any] = {"output": output, "event": {"name": event_name}}
@@ -747,7 +750,7 @@ class _Run:
         self.finish(ExecutionStatus.FAILED, error=f"step '{name}' failed: {error}")
 
     def failure_arcs(self, step: Step, error: str) -> list[str]:
-        self.need(names_in(self.playbook, step.name, "arcs"))
+        self.need(names_in_whole(self.playbook, step.name, "arcs"))
         ctx = self.context(output=semantics.failed(error), event={"name": semantics.CALL_ERROR})
         fired: list[str] = []
         for arc in step.next.arcs if step.next else ():

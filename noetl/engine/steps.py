@@ -10,7 +10,13 @@ from typing import Any, Literal
 from noetl.dsl import semantics
 from noetl.dsl.model import Playbook, Step
 from noetl.dsl.parse import UNRENDERED
-from noetl.dsl.template import attributes_read, is_template, plain, referenced_names
+from noetl.dsl.template import (
+    attributes_read,
+    is_template,
+    names_read_beyond,
+    plain,
+    referenced_names,
+)
 from noetl.engine.state import LoopState
 
 
@@ -22,6 +28,22 @@ def runs_on_worker(step: Step) -> bool:
 @lru_cache(maxsize=1024)
 def names_read(playbook: Playbook, step_name: str) -> frozenset[str]:
     """Every top-level name the templates of a step's tools (and workbook targets) read."""
+    sources, code_read = _tool_sources(playbook, step_name)
+    return code_read | template_names(sources)
+
+
+@lru_cache(maxsize=1024)
+def names_read_whole(playbook: Playbook, step_name: str) -> frozenset[str]:
+    """`names_read` less the names its templates read only through a finished loop's
+    summary fields (`loop_step.count`): what the step needs in full. Its code reads names
+    whole."""
+    sources, code_read = _tool_sources(playbook, step_name)
+    return code_read | whole_names(sources)
+
+
+def _tool_sources(playbook: Playbook, step_name: str) -> tuple[list[Any], frozenset[str]]:
+    """The templated parts of a step's tools (and workbook targets), and the names their
+    code reads (with the keychain's entries when they are read)."""
     step = playbook.step(step_name)
     sources: list[Any] = [step.input]
     code_read: frozenset[str] = frozenset()
@@ -36,15 +58,9 @@ def names_read(playbook: Playbook, step_name: str) -> frozenset[str]:
                 list(item.policy),
             ]
             code_read |= semantics.code_names(item.config.get("code"))
-    names: set[str] = set(code_read)
-    for source in sources:
-        for text in template_strings(source):
-            names |= referenced_names(text)
-    if "keychain" in names:  # the worker renders the entries too, with the same context
-        for entry in playbook.keychain:
-            for text in template_strings(dict(entry)):
-                names |= referenced_names(text)
-    return frozenset(names)
+    if "keychain" in code_read | template_names(sources):  # the worker renders the entries
+        sources += [dict(entry) for entry in playbook.keychain]  # too, with the same context
+    return sources, code_read
 
 
 @lru_cache(maxsize=1024)
@@ -102,6 +118,17 @@ def template_names(value: Any) -> frozenset[str]:
     return frozenset(names)
 
 
+SUMMARY_FIELDS = frozenset({"count", "succeeded", "failed"})  # `loop_summary`'s
+
+
+def whole_names(value: Any) -> frozenset[str]:
+    """`template_names` less the names read only through `SUMMARY_FIELDS`."""
+    names: set[str] = set()
+    for text in template_strings(value):
+        names |= names_read_beyond(text, SUMMARY_FIELDS)
+    return frozenset(names)
+
+
 Part = Literal["admit", "collection", "cursor", "cap", "completion", "arcs"]
 
 
@@ -112,25 +139,33 @@ def names_in(playbook: Playbook, step_name: str, part: Part) -> frozenset[str]:
     (max_in_flight), `arcs` (their `when` and `set`), and `completion` (what a finished
     step's templates read: the item's `set` unless the worker applied it, the step's `set`,
     the arcs)."""
+    return template_names(_part_sources(playbook, step_name, part))
+
+
+@lru_cache(maxsize=4096)
+def names_in_whole(playbook: Playbook, step_name: str, part: Part) -> frozenset[str]:
+    """`names_in` less the names read only through a finished loop's summary fields."""
+    return whole_names(_part_sources(playbook, step_name, part))
+
+
+def _part_sources(playbook: Playbook, step_name: str, part: Part) -> Any:
     step = playbook.step(step_name)
     arcs = [[arc.when, arc.set] for arc in step.next.arcs] if step.next else []
     match part:
         case "admit":
-            return template_names(list(step.admit))
+            return list(step.admit)
         case "collection":
-            return template_names(step.loop.collection if step.loop else None)
+            return step.loop.collection if step.loop else None
         case "cursor":
             spec = step.loop
-            return template_names(
-                [dict(spec.cursor or {}), dict(spec.frame)] if spec is not None else None
-            )
+            return [dict(spec.cursor or {}), dict(spec.frame)] if spec is not None else None
         case "cap":
-            return template_names(step.loop.max_in_flight if step.loop else None)
+            return step.loop.max_in_flight if step.loop else None
         case "arcs":
-            return template_names(arcs)
+            return arcs
         case "completion":
             item_set = {} if runs_on_worker(step) else step.tool.set
-            return template_names([item_set, step.set, *arcs])
+            return [item_set, step.set, *arcs]
 
 
 # -- cursor loops ------------------------------------------------------------------------

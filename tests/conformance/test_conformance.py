@@ -16,8 +16,8 @@ workload of prerequisites.py (why and how much, per parent, with evidence from t
 playbooks). External cases are run offline: they must register and end within `timeout_s`,
 FAILED with an error naming the missing service (`offline.error_any`).
 `destructive` cases are registered only. `upstream-internals` cases must register and reach a
-terminal status; the rest of their expect is reported, not enforced. `flaky` cases get up to 3
-attempts.
+terminal status; the rest of their expect is reported, not enforced. `flaky` cases get up to 4
+attempts (a run and three retries).
 
 Cases that do not pass yet are listed in known_failures.py (strict xfail).
 """

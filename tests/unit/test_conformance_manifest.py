@@ -47,7 +47,7 @@ def test_ids_default_to_the_file_and_must_be_unique() -> None:
     }
     a, b1, b2 = mf.cases(manifest)
     assert (a.id, b1.id, b2.id) == ("a.yaml", "b1", "b2")
-    assert a.full_tier and not b1.full_tier and b1.external and b1.attempts == 3
+    assert a.full_tier and not b1.full_tier and b1.external and b1.attempts == 4
     assert b2.destructive and b2.attempts == 1
     manifest["cases"].append({"file": "a.yaml"})
     with pytest.raises(ValueError, match="not unique"):

@@ -100,6 +100,32 @@ def test_a_later_step_reading_a_finished_loop_gets_its_results_from_the_caller()
     assert "results" not in decision.state.results["a"]  # still only the summary
 
 
+def test_a_step_reading_only_a_finished_loops_counts_does_not_ask_for_its_results() -> None:
+    """`{{ a.count }}` (succeeded, failed) is in the summary the state holds: a million
+    results are not read from the log for it (they were, before)."""
+    text = LIST_LOOP.replace(
+        'input: {all: "{{ a.results }}", n: "{{ a.count }}"}',
+        'input: {n: "{{ a.count }}", ok: "{{ a[\'succeeded\'] == a.count }}"}',
+    ).replace(
+        "tool: {kind: noop}\n    next: [c]",
+        "tool: {kind: noop}\n    set: {ctx.f: '{{ a.failed }}'}\n    next: [c]",
+    )
+    h = Harness(text)
+    h.start({"names": ["ann", "bob", "cy"]})
+    for value in ("A", "B", "C"):
+        command = h.pending.pop(0)
+        h.apply(CommandCompleted(command.command_id, value))
+    b = h.pending.pop(0)
+    ids = itertools.count(9000)
+    decision = decide_all(
+        h.playbook, h.state, [CommandCompleted(b.command_id, None)], new_id=lambda: next(ids)
+    )
+    assert decision.needs == ()
+    (c,) = decision.commands
+    assert c.input == {"n": 3, "ok": True}
+    assert decision.state.variables["f"] == 0
+
+
 def test_an_integer_loop_iterates_its_range_and_stores_no_items() -> None:
     h = Harness(_loop(3))
     h.start()

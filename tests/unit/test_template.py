@@ -87,6 +87,18 @@ def test_dict_methods_still_work_on_mappings_without_such_keys() -> None:
     assert render("{{ d.items() | list }}", {"d": {"a": 1}}) == [("a", 1)]
 
 
+def test_names_read_beyond_leaves_out_names_read_only_through_the_given_fields() -> None:
+    from noetl.dsl.template import names_read_beyond
+
+    fields = frozenset({"count", "failed"})
+    assert names_read_beyond("{{ a.count + a['failed'] }} {{ x }}", fields) == {"x"}
+    assert names_read_beyond("{{ a.count }} {{ a.results | length }}", fields) == {"a"}
+    assert names_read_beyond("{{ a | tojson }}", fields) == {"a"}
+    assert names_read_beyond("{{ a.data.count }}", fields) == {"a"}  # `data`: not a field
+    assert names_read_beyond("{% for a in xs %}{{ a }}{% endfor %}", fields) == {"xs"}
+    assert names_read_beyond("{{ broken", fields) == frozenset()
+
+
 def test_attributes_read_lists_name_field_pairs_by_dot_and_by_subscript() -> None:
     from noetl.dsl.template import attributes_read
 
