@@ -15,8 +15,9 @@ from noetl.dsl import parse_playbook
 from noetl.embedded.runtime import running
 from noetl.engine.replay import fold
 from noetl.server.snapshots import LOGGED, LOGGED_WORKLOAD, Snapshots, resolved
-from tests.conftest import event_log, eventually, run_playbook, wait_for_end
+from tests.conftest import event_log, run_playbook, wait_for_end
 from tests.integration.test_schedules import orchestrator_of
+from tests.integration.test_state_cache import while_waiting
 
 CHAIN = """
 apiVersion: noetl.io/v2
@@ -69,15 +70,7 @@ async def test_a_large_result_is_named_by_its_event_and_read_back(
     async with running(settings, workers=1) as rt, httpx.AsyncClient(base_url=rt.url) as api:
         flow = orchestrator_of(rt).flow
         payload = {"ids": list(range(2000))}  # ~10 KB
-        started = await api.post("/api/execute", json={"playbook": CHAIN, "payload": payload})
-        assert started.status_code == 201, started.text
-        execution_id = int(started.json()["execution_id"])
-
-        async def waiting() -> bool:
-            held = flow.states.get(execution_id)
-            return held is not None and any(r.step == "wait" for r in held.state.commands.values())
-
-        await eventually(waiting, timeout=30)
+        execution_id, _ = await while_waiting(api, flow, CHAIN, payload)
         during = await _row(settings, execution_id)
         if from_row:  # as another server process would: nothing held, nothing remembered
             flow.states.drop(execution_id)

@@ -40,9 +40,12 @@ workflow:
 """
 
 
-async def _while_waiting(api: httpx.AsyncClient, flow: Flow) -> tuple[int, Held]:
+async def while_waiting(
+    api: httpx.AsyncClient, flow: Flow, playbook: str = CHAIN, payload: dict[str, Any] | None = None
+) -> tuple[int, Held]:
     """Start the chain; once `wait` runs, the execution's id and the snapshot held for it."""
-    started = await api.post("/api/execute", json={"playbook": CHAIN})
+    body = {"playbook": playbook, "payload": payload or {}}
+    started = await api.post("/api/execute", json=body)
     assert started.status_code == 201, started.text
     execution_id = int(started.json()["execution_id"])
 
@@ -74,7 +77,7 @@ async def test_the_held_snapshot_is_used_only_at_the_rows_version(
 ) -> None:
     async with running(settings, workers=1) as rt, httpx.AsyncClient(base_url=rt.url) as api:
         flow = orchestrator_of(rt).flow
-        execution_id, held = await _while_waiting(api, flow)
+        execution_id, held = await while_waiting(api, flow)
         flow.states.drop(execution_id)
         version = held.version if current else held.version - 1
         flow.states.put(execution_id, Held(version, _marked(held.state), held.catalog_id))
@@ -155,7 +158,7 @@ async def test_the_polled_detail_of_a_held_snapshot_is_the_rows(settings: Settin
     the answer is the same as from the row."""
     async with running(settings, workers=1) as rt, httpx.AsyncClient(base_url=rt.url) as api:
         flow = orchestrator_of(rt).flow
-        execution_id, held = await _while_waiting(api, flow)
+        execution_id, held = await while_waiting(api, flow)
         from_held = (await api.get(f"/api/executions/{execution_id}")).json()
         flow.states.drop(execution_id)
         from_row = (await api.get(f"/api/executions/{execution_id}")).json()
