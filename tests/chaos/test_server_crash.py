@@ -10,11 +10,14 @@ import sys
 from pathlib import Path
 
 import httpx
+import psycopg
 
 from noetl.config import Settings
 from noetl.embedded.services import free_port
+from noetl.server.snapshots import LOGGED, LOGGED_WORKLOAD
 from noetl.worker.worker import Worker
 from tests.conftest import event_log, eventually, slow_chain, wait_for_end, wait_healthy
+from tests.integration.test_large_results import CHAIN as LARGE_CHAIN
 
 
 def _server(settings: Settings, port: int) -> subprocess.Popen[bytes]:
@@ -64,6 +67,48 @@ async def test_a_killed_server_restarted_continues_the_execution(
             assert execution["result"] == 3
             kinds = [e["event_type"] for e in await event_log(api, execution_id)]
             assert kinds.count("command.completed") == 3
+    finally:
+        worker.stop()
+        await working
+        server.terminate()
+        server.wait(15)
+
+
+async def test_a_restarted_server_reads_large_values_back_from_the_log(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A large step result and payload are in the log, named by the snapshot
+    (server.snapshots): the server started again reads them back for the next steps."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _server(settings, port)
+    worker = Worker(settings.with_(server_url=url, worker_id="survivor"))
+    working = asyncio.create_task(worker.run())
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as api:
+            await wait_healthy(api)
+            body = {"playbook": LARGE_CHAIN, "payload": {"ids": list(range(2000))}}
+            execution_id = (await api.post("/api/execute", json=body)).json()["execution_id"]
+
+            async def waiting() -> bool:
+                events = await event_log(api, execution_id)
+                return any(
+                    e["event_type"] == "command.claimed" and e["step"] == "wait" for e in events
+                )
+
+            await eventually(waiting)
+            server.send_signal(signal.SIGKILL)  # `wait` runs; the snapshot names start's result
+            server.wait(10)
+            server = _server(settings, port)
+            await wait_healthy(api)
+            execution = await wait_for_end(api, execution_id, timeout=90)
+            assert execution["status"] == "COMPLETED", execution["error"]
+            assert execution["result"] == {"length": 20000, "w": 2, "ids": 2000, "tag": "t42"}
+        with psycopg.connect(settings.require_database_url()) as db:
+            row = db.execute(
+                "SELECT state FROM noetl.execution WHERE execution_id = %s", (int(execution_id),)
+            ).fetchone()
+        assert row is not None and set(row[0][LOGGED]) == {"start"} and LOGGED_WORKLOAD in row[0]
     finally:
         worker.stop()
         await working
