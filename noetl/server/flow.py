@@ -682,7 +682,7 @@ class Flow:
         """Tell the parent of an ended child; cancel the running children of an ended parent.
         The relay calls it again for anything a crash left between two transactions."""
         async with self.pool.connection() as conn:
-            row = await executions.get_execution(conn, execution_id)
+            row = await executions.ended_view(conn, execution_id)  # without its snapshot
             if row is None or row["status"] == ExecutionStatus.RUNNING:
                 return
             parent_command = None
@@ -690,9 +690,13 @@ class Flow:
                 parent_command = await commands.get_by_command_id(
                     conn, row["parent_execution_id"], row["parent_command_id"]
                 )
-                if row["state"] is not None:  # the step results it returns
-                    row["state"] = await snapshots.resolved(conn, row["state"])
-            children = await executions.running_children(conn, execution_id)
+                step = subplaybooks.returned_step(row, parent_command)
+                if step is not None:  # the parent takes one of its step results
+                    full = await executions.get_execution(conn, execution_id)
+                    row["state"] = await snapshots.resolved(conn, full["state"]) if full else {}
+            children = []
+            if row["children_running"]:
+                children = await executions.running_children(conn, execution_id)
         report = subplaybooks.parent_report(row, parent_command)
         if report is not None:
             try:

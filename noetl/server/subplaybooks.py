@@ -86,18 +86,37 @@ def claimed(command: CommandRecord, event_id: int) -> EventRecord:
     )
 
 
+def _waiting(parent_command: dict[str, Any] | None) -> bool:
+    """The parent's command still waits for its child (the server holds it)."""
+    return (
+        parent_command is not None
+        and parent_command["status"] == CommandStatus.CLAIMED
+        and parent_command["worker_id"] == SERVER_WORKER
+    )
+
+
+def returned_step(child: dict[str, Any], parent_command: dict[str, Any] | None) -> str | None:
+    """The step whose result an ended child returns to its waiting parent (`return_step`),
+    or None (it returns its own result, or tells nothing): only then is its snapshot read."""
+    if not _waiting(parent_command) or child["status"] != ExecutionStatus.COMPLETED:
+        return None
+    assert parent_command is not None
+    step = parent_command["tool"].get("return_step")
+    return str(step) if step else None
+
+
 def parent_report(child: dict[str, Any], parent_command: dict[str, Any] | None) -> Report | None:
-    """The outcome an ended child gives its parent's command (None: nothing to tell)."""
-    if (
-        parent_command is None
-        or parent_command["status"] != CommandStatus.CLAIMED
-        or parent_command["worker_id"] != SERVER_WORKER
-    ):
+    """The outcome an ended child gives its parent's command (None: nothing to tell). With a
+    `returned_step`, `child` has its resolved `state`."""
+    if not _waiting(parent_command):
         return None
     if child["status"] == ExecutionStatus.COMPLETED:
-        return_step = parent_command["tool"].get("return_step")
-        results = child["state"].get("results") or {}
-        outcome = Outcome.success(results.get(return_step) if return_step else child["result"])
+        step = returned_step(child, parent_command)
+        if step is None:
+            outcome = Outcome.success(child["result"])
+        else:
+            results = (child.get("state") or {}).get("results") or {}
+            outcome = Outcome.success(results.get(step))
     else:
         outcome = Outcome.failure(
             f"sub-playbook {child['path']} (execution {child['execution_id']}) "

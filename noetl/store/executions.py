@@ -95,6 +95,18 @@ async def get_summary(conn: AsyncConnection[Any], execution_id: int) -> dict[str
     return await cur.fetchone()
 
 
+async def ended_view(conn: AsyncConnection[Any], execution_id: int) -> dict[str, Any] | None:
+    """`get_summary` with whether children of it still run (`children_running`): what
+    settling an ended execution starts from, in one round trip."""
+    cur = await conn.execute(
+        f"SELECT {_SUMMARY}, EXISTS (SELECT 1 FROM noetl.execution c"
+        "  WHERE c.parent_execution_id = e.execution_id AND c.status = 'RUNNING')"
+        " AS children_running FROM noetl.execution e WHERE e.execution_id = %s",
+        (execution_id,),
+    )
+    return await cur.fetchone()
+
+
 async def nesting(conn: AsyncConnection[Any], execution_id: int, limit: int) -> int:
     """How many executions the chain from this one up through its parents holds (at most
     `limit` + 1 are counted)."""
