@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -38,9 +39,11 @@ def _server(settings: Settings, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "noetl.cli.main", "server", "start"], env=env)
 
 
-async def test_a_killed_server_restarted_continues_the_execution(
-    settings: Settings, tmp_path: Path
-) -> None:
+async def _killed_while(
+    settings: Settings, body: dict[str, Any], step: str | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Start an execution, SIGKILL the server once a command (of `step`) is claimed, start
+    it again; the execution as it ended, and its events."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = _server(settings, port)
@@ -49,24 +52,22 @@ async def test_a_killed_server_restarted_continues_the_execution(
     try:
         async with httpx.AsyncClient(base_url=url, timeout=10) as api:
             await wait_healthy(api)
-            started = (await api.post("/api/execute", json={"playbook": slow_chain(1.0)})).json()
-            execution_id = started["execution_id"]
+            execution_id = (await api.post("/api/execute", json=body)).json()["execution_id"]
 
             async def claimed() -> bool:
-                events = await event_log(api, execution_id)
-                return any(e["event_type"] == "command.claimed" for e in events)
+                return any(
+                    e["event_type"] == "command.claimed" and step in (None, e["step"])
+                    for e in await event_log(api, execution_id)
+                )
 
             await eventually(claimed)
-            server.send_signal(signal.SIGKILL)  # the first step is running on the worker
+            server.send_signal(signal.SIGKILL)  # the step is running on the worker
             server.wait(10)
             await asyncio.sleep(0.5)
             server = _server(settings, port)
             await wait_healthy(api)
             execution = await wait_for_end(api, execution_id, timeout=90)
-            assert execution["status"] == "COMPLETED", execution["error"]
-            assert execution["result"] == 3
-            kinds = [e["event_type"] for e in await event_log(api, execution_id)]
-            assert kinds.count("command.completed") == 3
+            return execution, await event_log(api, execution_id)
     finally:
         worker.stop()
         await working
@@ -74,46 +75,27 @@ async def test_a_killed_server_restarted_continues_the_execution(
         server.wait(15)
 
 
-async def test_a_restarted_server_reads_large_values_back_from_the_log(
-    settings: Settings, tmp_path: Path
-) -> None:
+async def test_a_killed_server_restarted_continues_the_execution(settings: Settings) -> None:
+    execution, events = await _killed_while(settings, {"playbook": slow_chain(1.0)})
+    assert execution["status"] == "COMPLETED", execution["error"]
+    assert execution["result"] == 3
+    kinds = [e["event_type"] for e in events]
+    assert kinds.count("command.completed") == 3
+
+
+async def test_a_restarted_server_reads_large_values_back_from_the_log(settings: Settings) -> None:
     """A large step result and payload are in the log, named by the snapshot
     (server.snapshots): the server started again reads them back for the next steps."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = _server(settings, port)
-    worker = Worker(settings.with_(server_url=url, worker_id="survivor"))
-    working = asyncio.create_task(worker.run())
-    try:
-        async with httpx.AsyncClient(base_url=url, timeout=10) as api:
-            await wait_healthy(api)
-            body = {"playbook": LARGE_CHAIN, "payload": {"ids": list(range(2000))}}
-            execution_id = (await api.post("/api/execute", json=body)).json()["execution_id"]
-
-            async def waiting() -> bool:
-                events = await event_log(api, execution_id)
-                return any(
-                    e["event_type"] == "command.claimed" and e["step"] == "wait" for e in events
-                )
-
-            await eventually(waiting)
-            server.send_signal(signal.SIGKILL)  # `wait` runs; the snapshot names start's result
-            server.wait(10)
-            server = _server(settings, port)
-            await wait_healthy(api)
-            execution = await wait_for_end(api, execution_id, timeout=90)
-            assert execution["status"] == "COMPLETED", execution["error"]
-            assert execution["result"] == {"length": 20000, "w": 2, "ids": 2000, "tag": "t42"}
-        with psycopg.connect(settings.require_database_url()) as db:
-            row = db.execute(
-                "SELECT state FROM noetl.execution WHERE execution_id = %s", (int(execution_id),)
-            ).fetchone()
-        assert row is not None and set(row[0][LOGGED]) == {"start"} and LOGGED_WORKLOAD in row[0]
-    finally:
-        worker.stop()
-        await working
-        server.terminate()
-        server.wait(15)
+    body = {"playbook": LARGE_CHAIN, "payload": {"ids": list(range(2000))}}
+    execution, _ = await _killed_while(settings, body, step="wait")  # after start's result
+    assert execution["status"] == "COMPLETED", execution["error"]
+    assert execution["result"] == {"length": 20000, "w": 2, "ids": 2000, "tag": "t42"}
+    with psycopg.connect(settings.require_database_url()) as db:
+        row = db.execute(
+            "SELECT state FROM noetl.execution WHERE execution_id = %s",
+            (int(execution["execution_id"]),),
+        ).fetchone()
+    assert row is not None and set(row[0][LOGGED]) == {"start"} and LOGGED_WORKLOAD in row[0]
 
 
 async def test_a_step_that_finishes_while_the_server_is_down_for_20_s_runs_once(
