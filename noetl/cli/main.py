@@ -197,11 +197,11 @@ def run(
             execution = _event_loop_run(
                 _run_at(serving, settings, body, console, others, keep_up=ui)
             )
-            _print_outcome(execution, as_json=as_json)
-        _note_new_key(settings)
-        execution = _event_loop_run(
-            _run(settings, body, console, others, server=server, keep_up=ui)
-        )
+        else:
+            _note_new_key(settings)
+            execution = _event_loop_run(
+                _run(settings, body, console, others, server=server, keep_up=ui)
+            )
     except KeyboardInterrupt:  # while the services started or stopped: they are stopped
         err.print("interrupted: the embedded services are stopped", highlight=False)
         raise typer.Exit(130) from None
