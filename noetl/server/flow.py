@@ -77,6 +77,7 @@ class Flow:
         self.states = States()  # the snapshots this process wrote last
         self.snapshots = Snapshots()  # which large results they keep in the log
         self._reports: KeyedBatcher[Report, ReportReply] = KeyedBatcher(self._report_batch)
+        self._starts: KeyedBatcher[_First, int] = KeyedBatcher(self._start_batch)
 
     # -- the operations ---------------------------------------------------------------------
 
@@ -89,19 +90,21 @@ class Flow:
         timeout_seconds: float | None = None,
     ) -> int:
         """Start an execution; `timeout_seconds`: still running after it, the relay cancels
-        it."""
+        it. Executions started at the same time are written together (`_start_batch`); one
+        whose first step starts a sub-playbook has a transaction of its own."""
+        first = await self._first(
+            entry,
+            payload or {},
+            parent_execution_id=parent_execution_id,
+            timeout_seconds=timeout_seconds,
+        )
+        if not _starts_child(first.decision):
+            return await self._starts.submit(None, first)
         effects = Effects()
         async with self.transaction() as conn:
-            execution_id = await self.start(
-                conn,
-                entry,
-                payload or {},
-                effects,
-                parent_execution_id=parent_execution_id,
-                timeout_seconds=timeout_seconds,
-            )
+            await self._insert(conn, first, effects, 0)
         await self.after_commit(effects)
-        return execution_id
+        return first.execution_id
 
     async def start(
         self,
@@ -119,6 +122,29 @@ class Flow:
         """Create an execution and its first decision inside the caller's transaction.
         `rerun`: the execution this one re-runs and what it reuses of it; `timeout_seconds`:
         its time limit (the relay cancels it past its deadline)."""
+        first = await self._first(
+            entry,
+            payload,
+            parent_execution_id=parent_execution_id,
+            parent_command_id=parent_command_id,
+            rerun=rerun,
+            timeout_seconds=timeout_seconds,
+        )
+        await self._insert(conn, first, effects, depth)
+        return first.execution_id
+
+    async def _first(
+        self,
+        entry: dict[str, Any],
+        payload: dict[str, Any],
+        *,
+        parent_execution_id: int | None = None,
+        parent_command_id: str | None = None,
+        rerun: tuple[int, RerunPlan] | None = None,
+        timeout_seconds: float | None = None,
+    ) -> _First:
+        """A new execution's `playbook.initialized` event, first decision and snapshot,
+        before anything is written."""
         playbook = await self.playbooks.playbook(entry["catalog_id"])
         workload = {**playbook.workload, **payload}
         execution_id = self.new_id()
@@ -148,21 +174,85 @@ class Flow:
         )
         if decision.needs:  # a first decision has all its loop data in hand
             raise ConflictError(f"execution {execution_id} cannot start: {decision.needs}")
-        await executions.insert_execution(
-            conn,
-            execution_id,
-            entry["catalog_id"],
-            entry["path"],
-            entry["version"],
+        return _First(
+            entry,
+            initialized,
+            decision,
             self.snapshots.snapshot(decision, [initialized]),
             parent_execution_id,
             parent_command_id,
             rerun[0] if rerun is not None else None,
             timeout_seconds,
         )
-        await self._write(conn, decision, [initialized], effects, depth)
+
+    async def _insert(
+        self, conn: psycopg.AsyncConnection[Any], first: _First, effects: Effects, depth: int
+    ) -> None:
+        """`first`'s row and writes inside the caller's transaction (its sub-playbooks start
+        in it too)."""
+        entry = first.entry
+        await executions.insert_execution(
+            conn,
+            first.execution_id,
+            entry["catalog_id"],
+            entry["path"],
+            entry["version"],
+            first.snapshot,
+            first.parent_execution_id,
+            first.parent_command_id,
+            first.rerun_of,
+            first.timeout_seconds,
+        )
+        await self._write(conn, first.decision, [first.initialized], effects, depth)
         metrics.EXECUTIONS_STARTED.inc()
-        return execution_id
+
+    async def _start_batch(self, firsts: Sequence[_First]) -> list[int | Exception]:
+        """Top-level executions started at the same time, written in ONE transaction and
+        round trip (`decisions.commit_started`): one commit for all, and each row inserted
+        once with its first snapshot. The server holds each snapshot (`self.states`), so the
+        first outcome of each is decided from it. A batch that fails is written again one
+        execution at a time, so one bad start answers for itself only."""
+        effects = Effects()
+        rows, last = [], []
+        for first in firsts:
+            state = first.decision.state
+            # the snapshot goes with the row, not with the writes
+            writes, _ = self._stage(
+                first.decision, [first.initialized], effects, None, (), held=True
+            )
+            if writes is not None:
+                last.append(writes)
+            rows.append(
+                {
+                    "execution_id": first.execution_id,
+                    "catalog_id": first.entry["catalog_id"],
+                    "path": first.entry["path"],
+                    "version": first.entry["version"],
+                    "parent_execution_id": first.parent_execution_id,
+                    "status": state.status,
+                    "state": first.snapshot,
+                    "result": state.result,
+                    "error": state.error,
+                    "timeout": first.timeout_seconds,
+                }
+            )
+        try:
+            async with self.pool.connection() as conn, _rolled_back_on_error(conn):
+                await decisions.commit_started(conn, rows, last)
+        except (psycopg.Error, NoetlError) as exc:
+            if len(firsts) == 1:
+                return [exc]
+            answers: list[int | Exception] = []
+            for first in firsts:
+                answers += await self._start_batch([first])
+            return answers
+        metrics.EXECUTIONS_STARTED.inc(len(firsts))
+        for first in firsts:
+            state = first.decision.state
+            if state.status == ExecutionStatus.RUNNING:  # its row is at version 1
+                self.states.put(state.execution_id, Held(1, state, first.entry["catalog_id"]))
+        await self.after_commit(effects)
+        return [first.execution_id for first in firsts]
 
     async def cancel(self, execution_id: int, reason: str) -> str:
         effects = Effects()
@@ -335,11 +425,7 @@ class Flow:
         outcomes = self._outcomes(reports, steps)
         playbook = await self.playbooks.playbook(held.catalog_id)
         decision = self.loop_data.decide_held(playbook, state, outcomes.incoming, self.new_id)
-        if decision is None or any(
-            command.tool.get("kind") == "playbook"
-            for command in decision.commands
-            if command.command_id not in decision.cancelled
-        ):
+        if decision is None or _starts_child(decision):
             return None
         effects = Effects()
         # the snapshot and the reported commands' outcomes are written by commit_held's
@@ -564,7 +650,7 @@ class Flow:
         """The decision's writes as one statement, and the sub-playbook commands it issues
         (their children start in the transaction: `_write`). What happens after commit goes to
         `effects`. `held`: the statement leaves out the snapshot and the `settled` commands
-        (`decisions.commit_held` writes them)."""
+        (`decisions.commit_held` writes them, or a start's row holds its snapshot)."""
         state = decision.state
         cancelled = set(decision.cancelled)
         issued = [c for c in decision.commands if c.command_id not in cancelled]
@@ -732,6 +818,36 @@ class Flow:
             log.warning("%d publish(es) deferred to the relay: %s", len(failed), failed[0])
             metrics.PUBLISH_FAILURES.inc(len(failed))
         return len(outcomes) - len(failed)
+
+
+@dataclass(frozen=True)
+class _First:
+    """A new execution before it is written: its catalog entry, `playbook.initialized`
+    event, first decision and snapshot, and where it comes from."""
+
+    entry: dict[str, Any]
+    initialized: EventRecord
+    decision: Decision
+    snapshot: dict[str, Any]
+    parent_execution_id: int | None
+    parent_command_id: str | None
+    rerun_of: int | None
+    timeout_seconds: float | None
+
+    @property
+    def execution_id(self) -> int:
+        return self.initialized.execution_id
+
+
+def _starts_child(decision: Decision) -> bool:
+    """Whether a decision issues a sub-playbook command (its child starts in the same
+    transaction: `Flow._start_child`)."""
+    cancelled = set(decision.cancelled)
+    return any(
+        command.tool.get("kind") == "playbook"
+        for command in decision.commands
+        if command.command_id not in cancelled
+    )
 
 
 @dataclass

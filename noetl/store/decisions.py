@@ -23,7 +23,7 @@ from psycopg.types.json import Json
 
 from noetl.protocol.events import CommandStatus
 from noetl.protocol.records import CommandRecord, EventRecord
-from noetl.store import prepared
+from noetl.store import executions, prepared
 from noetl.store.events import COLUMNS
 
 # The rows go as one JSON document (`json_to_recordset`): one parameter, dumped by orjson, and
@@ -185,6 +185,21 @@ async def commit(conn: AsyncConnection[Any], last: Sequence[tuple[str, list[Any]
     statements = [await prepared.execute_sql(conn, text) for text, _ in last]
     sql = "; ".join([*statements, "COMMIT"])
     await prepared.write(conn, sql, [p for _, params in last for p in params])
+
+
+async def commit_started(
+    conn: AsyncConnection[Any],
+    rows: Sequence[Mapping[str, Any]],
+    last: Sequence[tuple[str, list[Any]]],
+) -> None:
+    """Executions started together, as one transaction in one round trip: BEGIN; their rows
+    (`executions.INSERT_STARTED`: `rows` as its columns, `timeout` in seconds); each first
+    decision's writes (`statement`s without the snapshot); COMMIT. A failure leaves the
+    transaction failed: roll it back."""
+    insert = await prepared.execute_sql(conn, executions.INSERT_STARTED)
+    statements = [await prepared.execute_sql(conn, text) for text, _ in last]
+    sql = "; ".join(["BEGIN", insert, *statements, "COMMIT"])
+    await prepared.write(conn, sql, [Json(list(rows)), *(p for _, ps in last for p in ps)])
 
 
 _WRITE_HELD = "SELECT noetl.write_held(%s, %s, %s, %s, %s, %s, %s, %s, %s)"

@@ -45,6 +45,22 @@ async def insert_execution(
     )
 
 
+# The rows of top-level executions started together (`Flow.execute`), each with its first
+# snapshot, status and result, and `state_version` 1 (the version a start in a transaction of
+# its own leaves: its insert, then its decision's write). One statement for all of them: its
+# text does not grow with the rows (`json_to_recordset`), so it stays prepared.
+INSERT_STARTED = (
+    "INSERT INTO noetl.execution (execution_id, catalog_id, path, version, parent_execution_id,"
+    " status, state, state_version, result, error, deadline, ended_at)"
+    " SELECT execution_id, catalog_id, path, version, parent_execution_id, status, state, 1,"
+    "  result, error, now() + make_interval(secs => timeout),"
+    "  CASE WHEN status <> 'RUNNING' THEN now() END"
+    " FROM json_to_recordset(%s) AS r(execution_id bigint, catalog_id bigint, path text,"
+    " version int, parent_execution_id bigint, status text, state json, result json,"
+    " error text, timeout float8)"
+)
+
+
 async def overdue(conn: AsyncConnection[Any], limit: int = 100) -> list[dict[str, Any]]:
     """Running executions past their deadline, with the time limit they had (seconds)."""
     cur = await conn.execute(
