@@ -68,8 +68,12 @@ class Topology:
         )
 
 
-async def connect(url: str, name: str) -> Client:
-    """Connect, reconnecting forever after the first success."""
+async def connect(url: str, name: str, *, first_timeout: float = 5.0) -> Client:
+    """Connect, reconnecting forever after the first success. The first connection is
+    given up after `first_timeout` s (raises ConnectionError): nats-py, told to reconnect
+    forever, also retries a first connection forever, and its caller would never get to
+    fall back (the server serves and connects in the background) or to see that it was
+    told to stop (a worker's SIGTERM)."""
     nc = Client()
 
     async def on_error(exc: Exception) -> None:
@@ -82,17 +86,32 @@ async def connect(url: str, name: str) -> Client:
     async def on_reconnected() -> None:
         log.info("NATS reconnected (%s)", name)
 
-    await nc.connect(
-        [server.strip() for server in url.split(",") if server.strip()],  # a cluster: several
-        name=name,
-        connect_timeout=2,
-        reconnect_time_wait=0.5,  # type: ignore[arg-type]  # seconds, floats work
-        max_reconnect_attempts=-1,
-        allow_reconnect=True,
-        error_cb=on_error,
-        disconnected_cb=on_disconnected,
-        reconnected_cb=on_reconnected,
-    )
+    try:
+        await asyncio.wait_for(
+            nc.connect(
+                [server.strip() for server in url.split(",") if server.strip()],  # a cluster
+                name=name,
+                connect_timeout=2,
+                reconnect_time_wait=0.5,  # type: ignore[arg-type]  # seconds, floats work
+                max_reconnect_attempts=-1,
+                allow_reconnect=True,
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+            ),
+            first_timeout,
+        )
+    except TimeoutError:
+        last = nc.last_error
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise ConnectionError(
+            f"no NATS server answered within {first_timeout:g} s (last error: {last})"
+        ) from None
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise
     return nc
 
 

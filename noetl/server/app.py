@@ -6,16 +6,19 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from noetl import jsonfast
@@ -39,6 +42,8 @@ from noetl.server.service import Orchestrator
 from noetl.store.database import migrate, open_pool
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class FastJSON(JSONResponse):
@@ -105,13 +110,11 @@ class BodyLimit:
         ).observe(time.perf_counter() - started)
 
 
-def create_app(settings: Settings, *, ui: bool = True) -> FastAPI:
-    """The server's application; `ui=False` leaves out the web UI (`noetl run` without
-    `--ui`, where nobody browses it: its import is a fifth of the command's start-up)."""
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await open_pool(settings.require_database_url(), max_size=20)
+async def _connected(settings: Settings) -> tuple[AsyncConnectionPool, NATSCommandPublisher]:
+    """The database (waited for: a busy or restarting one) and NATS (in the background
+    when it does not answer at once)."""
+    pool = await open_pool(settings.require_database_url(), max_size=20)
+    try:
         async with pool.connection() as conn:
             await migrate(conn)
         publisher = NATSCommandPublisher(
@@ -122,6 +125,56 @@ def create_app(settings: Settings, *, ui: bool = True) -> FastAPI:
         except Exception as exc:
             log.warning("NATS unavailable at start (%s); connecting in the background", exc)
             await publisher.start(wait=False)
+    except BaseException:
+        await pool.close()
+        raise
+    return pool, publisher
+
+
+class StartupStopped(Exception):
+    """SIGTERM or SIGINT came while the server was starting."""
+
+
+async def _stoppable(work: Coroutine[Any, Any, T]) -> T:
+    """`work`, stopped by SIGTERM or SIGINT (raising `StartupStopped`). uvicorn looks at
+    those signals only once the application has started (Kludex/uvicorn#2751): a start that
+    waits for PostgreSQL would let a stop request wait as long. The handlers installed
+    before are still called, and are put back after."""
+    task = asyncio.ensure_future(work)
+    if threading.current_thread() is not threading.main_thread():  # no signals here
+        return await task
+    loop = asyncio.get_running_loop()
+    stopped = False
+    before: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        nonlocal stopped
+        stopped = True
+        loop.call_soon_threadsafe(task.cancel)
+        if callable(before[signum]):
+            before[signum](signum, frame)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        before[signum] = signal.getsignal(signum)
+        signal.signal(signum, handler)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not stopped or not task.cancelled():
+            raise
+        raise StartupStopped("stopped while starting") from None
+    finally:
+        for number, previous in before.items():
+            signal.signal(number, previous)
+
+
+def create_app(settings: Settings, *, ui: bool = True) -> FastAPI:
+    """The server's application; `ui=False` leaves out the web UI (`noetl run` without
+    `--ui`, where nobody browses it: its import is a fifth of the command's start-up)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool, publisher = await _stoppable(_connected(settings))
         orchestrator = Orchestrator(pool, publisher, settings, SnowflakeGenerator(settings.node_id))
         app.state.orchestrator = orchestrator
         app.state.cipher = Cipher.from_settings(settings.encryption_key, settings.home)

@@ -96,7 +96,11 @@ async def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> Async
         kwargs={"row_factory": dict_row, "autocommit": True, "prepare_threshold": None},
         open=False,
     )
-    await pool.open(wait=True, timeout=120)  # a busy or restarting database: wait
+    try:
+        await pool.open(wait=True, timeout=120)  # a busy or restarting database: wait
+    except BaseException:  # given up, or stopped meanwhile: no connection attempts left
+        await pool.close()
+        raise
     return pool
 
 
