@@ -106,8 +106,16 @@ def collection(value: Any) -> list[Any] | range:
 
 
 def loop_summary(loop: LoopState) -> dict[str, Any]:
-    """A finished loop's result without its `results` (those are read from the event log)."""
-    return {"count": loop.count, "succeeded": loop.succeeded, "failed": loop.failed}
+    """A finished loop's result without its `results` (those are read from the event log).
+    `stats` is the same counts as upstream's engine names them (`total`: the iterations
+    that finished), which upstream playbooks read."""
+    finished = loop.succeeded + loop.failed
+    return {
+        "count": loop.count,
+        "succeeded": loop.succeeded,
+        "failed": loop.failed,
+        "stats": {"total": finished, "success": loop.succeeded, "failed": loop.failed},
+    }
 
 
 def template_names(value: Any) -> frozenset[str]:
@@ -118,7 +126,7 @@ def template_names(value: Any) -> frozenset[str]:
     return frozenset(names)
 
 
-SUMMARY_FIELDS = frozenset({"count", "succeeded", "failed"})  # `loop_summary`'s
+SUMMARY_FIELDS = frozenset({"count", "succeeded", "failed", "stats"})  # `loop_summary`'s
 
 
 def whole_names(value: Any) -> frozenset[str]:

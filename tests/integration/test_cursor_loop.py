@@ -80,7 +80,12 @@ async def test_a_cursor_loop_drains_a_postgres_work_table(
     assert execution["result"]["rows"] == [{"status": "done", "n": 11}]
     events = await event_log(api, execution["execution_id"])
     exit_ = next(e for e in events if e["event_type"] == "step.exit" and e["step"] == "drain")
-    assert exit_["result"] == {"count": 11, "succeeded": 11, "failed": 0}
+    assert exit_["result"] == {
+        "count": 11,
+        "succeeded": 11,
+        "failed": 0,
+        "stats": {"total": 11, "success": 11, "failed": 0},
+    }
     claims = [
         e for e in events if e["event_type"] == "command.issued" and "/claim" in e["command_id"]
     ]

@@ -75,4 +75,5 @@ async def test_a_loop_that_ends_the_playbook_gives_its_results_as_the_result(
         "count": 5,
         "succeeded": 5,
         "failed": 0,
+        "stats": {"total": 5, "success": 5, "failed": 0},
     }

@@ -103,12 +103,22 @@ def test_a_cursor_loop_claims_frames_until_the_claim_returns_no_rows() -> None:
     assert sorted(queue.done) == [0, 1, 2, 3, 4]
     assert len(queue.claims) == 4  # 2 + 2 + 1 rows, then none
     assert all(claim.endswith("LIMIT 2") for claim in queue.claims)  # __frame_max_rows
-    assert state.results["drain"] == {"count": 5, "succeeded": 5, "failed": 0}
+    assert state.results["drain"] == {
+        "count": 5,
+        "succeeded": 5,
+        "failed": 0,
+        "stats": {"total": 5, "success": 5, "failed": 0},
+    }
     assert state.steps["drain"].loop is not None and state.steps["drain"].loop.rows == []
     assert state.result == "5/-"
     exit_ = next(e for e in h.events if e.step == "drain" and e.event_type == "step.exit")
     assert exit_.payload["next"] == ["end"]  # `loop.done`
-    assert exit_.result == {"count": 5, "succeeded": 5, "failed": 0}
+    assert exit_.result == {
+        "count": 5,
+        "succeeded": 5,
+        "failed": 0,
+        "stats": {"total": 5, "success": 5, "failed": 0},
+    }
 
 
 def test_an_empty_queue_completes_the_step_after_one_claim() -> None:

@@ -180,7 +180,13 @@ workflow:
     h.apply(CommandCompleted(third.command_id, third.input["x"] * 10))
     h.apply(CommandCompleted(first.command_id, first.input["x"] * 10))
     assert h.state.status == "COMPLETED"
-    assert h.state.result == {"results": [30, 10, 20], "count": 3, "succeeded": 3, "failed": 0}
+    assert h.state.result == {
+        "results": [30, 10, 20],
+        "count": 3,
+        "succeeded": 3,
+        "failed": 0,
+        "stats": {"total": 3, "success": 3, "failed": 0},
+    }
     assert [c.input["i"] for c in (first, second, third)] == [0, 1, 2]
 
 

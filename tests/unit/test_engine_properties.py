@@ -48,7 +48,12 @@ def test_completion_order_and_duplicates_do_not_change_the_outcome(data: st.Data
     enters = [str(e.step) for e in h.events if e.event_type == "step.enter"]
     assert sorted(enters) == ["a", "b", "join", "start"]  # every step at most once; c skipped
     assert h.kinds("c") == ["step.skipped"]
-    assert h.state.results["a"] == {"count": 4, "succeeded": 4, "failed": 0}
+    assert h.state.results["a"] == {
+        "count": 4,
+        "succeeded": 4,
+        "failed": 0,
+        "stats": {"total": 4, "success": 4, "failed": 0},
+    }
     assert h.replayer.ledger.results[("a", 1)] == [0, 1, 2, 3]
     assert h.state.result == "join"
     completed = [e.command_id for e in h.events if e.event_type == "command.issued"]

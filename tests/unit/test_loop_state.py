@@ -86,7 +86,12 @@ def test_a_later_step_reading_a_finished_loop_gets_its_results_from_the_caller()
     for value in ("A", "B", "C"):
         command = h.pending.pop(0)
         h.apply(CommandCompleted(command.command_id, value))
-    assert h.state.results["a"] == {"count": 3, "succeeded": 3, "failed": 0}
+    assert h.state.results["a"] == {
+        "count": 3,
+        "succeeded": 3,
+        "failed": 0,
+        "stats": {"total": 3, "success": 3, "failed": 0},
+    }
     b = h.pending.pop(0)
     assert b.step == "b"
     done = CommandCompleted(b.command_id, None)
@@ -101,11 +106,12 @@ def test_a_later_step_reading_a_finished_loop_gets_its_results_from_the_caller()
 
 
 def test_a_step_reading_only_a_finished_loops_counts_does_not_ask_for_its_results() -> None:
-    """`{{ a.count }}` (succeeded, failed) is in the summary the state holds: a million
-    results are not read from the log for it (they were, before)."""
+    """`{{ a.count }}` (succeeded, failed, stats) is in the summary the state holds: a
+    million results are not read from the log for it (they were, before)."""
     text = LIST_LOOP.replace(
         'input: {all: "{{ a.results }}", n: "{{ a.count }}"}',
-        'input: {n: "{{ a.count }}", ok: "{{ a[\'succeeded\'] == a.count }}"}',
+        'input: {n: "{{ a.count }}", ok: "{{ a[\'succeeded\'] == a.count }}",'
+        ' stats: "{{ a.stats }}"}',
     ).replace(
         "tool: {kind: noop}\n    next: [c]",
         "tool: {kind: noop}\n    set: {ctx.f: '{{ a.failed }}'}\n    next: [c]",
@@ -122,7 +128,7 @@ def test_a_step_reading_only_a_finished_loops_counts_does_not_ask_for_its_result
     )
     assert decision.needs == ()
     (c,) = decision.commands
-    assert c.input == {"n": 3, "ok": True}
+    assert c.input == {"n": 3, "ok": True, "stats": {"total": 3, "success": 3, "failed": 0}}
     assert decision.state.variables["f"] == 0
 
 
