@@ -77,15 +77,16 @@ class Playbooks:
         content: str | None = None,
         version: int | None = None,
     ) -> dict[str, Any]:
-        """The catalog entry a request names (inline content is registered first)."""
+        """The catalog entry a request names (inline content is registered first), without
+        its text."""
         if content is not None:
             return await self.register(content)
         async with self.pool.connection() as conn:
             if catalog_id is not None:
-                entry = await catalog.get_entry(conn, catalog_id=catalog_id)
+                entry = await catalog.get_entry(conn, catalog_id=catalog_id, content=False)
                 what = f"catalog entry {catalog_id}"
             elif path is not None:
-                entry = await catalog.get_entry(conn, path=path, version=version)
+                entry = await catalog.get_entry(conn, path=path, version=version, content=False)
                 what = f"playbook {path!r}" + (f" version {version}" if version else "")
             else:
                 raise RequestError("give one of `path`, `catalog_id` or `playbook`")

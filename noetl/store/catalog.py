@@ -39,14 +39,19 @@ async def get_entry(
     catalog_id: int | None = None,
     path: str | None = None,
     version: int | None = None,
+    content: bool = True,
 ) -> dict[str, Any] | None:
+    """An entry by id, or by path (its newest version unless `version`); `content=False`
+    leaves out the playbook's text (starting an execution needs only which entry it is: its
+    parsed form is cached by id)."""
+    columns = f"{_COLUMNS}, content" if content else _COLUMNS
     if catalog_id is not None:
         cur = await conn.execute(
-            f"SELECT {_COLUMNS}, content FROM noetl.catalog WHERE catalog_id = %s", (catalog_id,)
+            f"SELECT {columns} FROM noetl.catalog WHERE catalog_id = %s", (catalog_id,)
         )
     else:
         cur = await conn.execute(
-            f"SELECT {_COLUMNS}, content FROM noetl.catalog WHERE path = %s"
+            f"SELECT {columns} FROM noetl.catalog WHERE path = %s"
             " AND (%s::int IS NULL OR version = %s) ORDER BY version DESC LIMIT 1",
             (path, version, version),
         )
