@@ -26,6 +26,7 @@ import asyncio
 import importlib
 import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -218,9 +219,15 @@ async def _bucket(client: Client, config: Mapping[str, Any], operation: str) -> 
     return await js.create_key_value(bucket=name)
 
 
+# the keys JetStream K/V takes (nats-py checks the same on put, after the bucket exists)
+_KEY = re.compile(r"[-/_=.a-zA-Z0-9]+")
+
+
 async def _kv_put(client: Client, config: Mapping[str, Any], limit: float) -> Any:
+    key = _required(config, "key", "kv_put")  # a call refused creates no bucket
+    if not isinstance(key, str) or not _KEY.fullmatch(key) or key[0] == "." or key[-1] == ".":
+        raise ToolError(f"nats kv_put: invalid key {key!r}")
     kv = await _bucket(client, config, "kv_put")
-    key = _required(config, "key", "kv_put")
     try:
         revision = await kv.put(key, encode(config.get("value")))
     except js_errors.InvalidKeyError:

@@ -113,6 +113,10 @@ async def test_missing_bucket_and_missing_fields(tool: NatsTool, services: Servi
         await tool.run(_call(auth, operation="kv_get", bucket=missing, key="k"))
     with pytest.raises(ToolError, match="needs `key`"):
         await tool.run(_call(auth, operation="kv_put", bucket=missing))
+    with pytest.raises(ToolError, match="invalid key"):
+        await tool.run(_call(auth, operation="kv_put", bucket=missing, key="a b", value=1))
+    with pytest.raises(ToolError, match=f"bucket '{missing}' does not exist"):  # none created
+        await tool.run(_call(auth, operation="kv_get", bucket=missing, key="k"))
     with pytest.raises(ToolError, match="no responders"):
         await tool.run(_call(auth, operation="request", subject=f"nobody.{missing}", data="x"))
 
