@@ -37,10 +37,10 @@ async def rerun(
         if row["status"] == ExecutionStatus.RUNNING:
             raise ConflictError(f"execution {execution_id} is still running; cancel it first")
         if version is None:
-            entry = await catalog.get_entry(conn, catalog_id=row["catalog_id"])
+            entry = await catalog.get_entry(conn, catalog_id=row["catalog_id"], content=False)
         else:
             wanted = None if version == "latest" else int(version)
-            entry = await catalog.get_entry(conn, path=row["path"], version=wanted)
+            entry = await catalog.get_entry(conn, path=row["path"], version=wanted, content=False)
             if entry is None:
                 raise NotFoundError(f"playbook {row['path']!r} version {version} is not registered")
         completed = await events.completed_commands(conn, execution_id)

@@ -75,7 +75,10 @@ async def create(request: Request, body: ScheduleRequest) -> dict[str, Any]:
     when = timing(body.cron, body.every, body.timezone)
     orchestrator = _orchestrator(request)
     async with orchestrator.pool.connection() as conn:
-        if await catalog.get_entry(conn, path=body.path, version=body.version) is None:
+        if (
+            await catalog.get_entry(conn, path=body.path, version=body.version, content=False)
+            is None
+        ):
             version = f" version {body.version}" if body.version else ""
             raise NotFoundError(f"playbook {body.path!r}{version} is not registered")
         row = await schedules.insert(

@@ -84,7 +84,9 @@ class Scheduler:
             if row["overlap"] == "skip" and await schedules.still_running(conn, last):
                 await schedules.claim_tick(conn, schedule_id, tick, OVERLAP)
                 continue
-            entry = await catalog.get_entry(conn, path=row["path"], version=row["version"])
+            entry = await catalog.get_entry(
+                conn, path=row["path"], version=row["version"], content=False
+            )
             if entry is None:
                 what = f"version {row['version']} of " if row["version"] else ""
                 outcome = f"skipped: {what}{row['path']} is not registered"
