@@ -188,22 +188,10 @@ class Flow:
     async def _insert(
         self, conn: psycopg.AsyncConnection[Any], first: _First, effects: Effects, depth: int
     ) -> None:
-        """`first`'s row and writes inside the caller's transaction (its sub-playbooks start
-        in it too)."""
-        entry = first.entry
-        await executions.insert_execution(
-            conn,
-            first.execution_id,
-            entry["catalog_id"],
-            entry["path"],
-            entry["version"],
-            first.snapshot,
-            first.parent_execution_id,
-            first.parent_command_id,
-            first.rerun_of,
-            first.timeout_seconds,
-        )
-        await self._write(conn, first.decision, [first.initialized], effects, depth)
+        """`first`'s row (once, with its first snapshot) and writes inside the caller's
+        transaction (its sub-playbooks start in it too)."""
+        await executions.insert_started(conn, [first.row()])
+        await self._write(conn, first.decision, [first.initialized], effects, depth, held=True)
         metrics.EXECUTIONS_STARTED.inc()
 
     async def _start_batch(self, firsts: Sequence[_First]) -> list[int | Exception]:
@@ -214,28 +202,13 @@ class Flow:
         execution at a time, so one bad start answers for itself only."""
         effects = Effects()
         rows, last = [], []
-        for first in firsts:
-            state = first.decision.state
-            # the snapshot goes with the row, not with the writes
+        for first in firsts:  # the snapshot goes with the row, not with the writes
             writes, _ = self._stage(
                 first.decision, [first.initialized], effects, None, (), held=True
             )
             if writes is not None:
                 last.append(writes)
-            rows.append(
-                {
-                    "execution_id": first.execution_id,
-                    "catalog_id": first.entry["catalog_id"],
-                    "path": first.entry["path"],
-                    "version": first.entry["version"],
-                    "parent_execution_id": first.parent_execution_id,
-                    "status": state.status,
-                    "state": first.snapshot,
-                    "result": state.result,
-                    "error": state.error,
-                    "timeout": first.timeout_seconds,
-                }
-            )
+            rows.append(first.row())
         try:
             async with self.pool.connection() as conn, _rolled_back_on_error(conn):
                 await decisions.commit_started(conn, rows, last)
@@ -625,11 +598,12 @@ class Flow:
         settled: Mapping[str, Sequence[str]] | None = None,
         hand_to: Sequence[tuple[int, str]] = (),
         last: list[tuple[str, list[Any]]] | None = None,
+        held: bool = False,
     ) -> None:
         """The decision's writes in one statement (`store.decisions`), then the sub-playbooks
         it starts; what to publish after commit goes to `effects`. `last`: see `_decide`
-        (used only when no sub-playbook starts after the writes)."""
-        writes, children = self._stage(decision, recorded, effects, settled, hand_to)
+        (used only when no sub-playbook starts after the writes); `held`: see `_stage`."""
+        writes, children = self._stage(decision, recorded, effects, settled, hand_to, held=held)
         if writes is not None and last is not None and not children:
             last.append(writes)
         elif writes is not None:
@@ -837,6 +811,24 @@ class _First:
     @property
     def execution_id(self) -> int:
         return self.initialized.execution_id
+
+    def row(self) -> dict[str, Any]:
+        """Its `noetl.execution` row, as `executions.INSERT_STARTED` takes it."""
+        state = self.decision.state
+        return {
+            "execution_id": self.execution_id,
+            "catalog_id": self.entry["catalog_id"],
+            "path": self.entry["path"],
+            "version": self.entry["version"],
+            "parent_execution_id": self.parent_execution_id,
+            "parent_command_id": self.parent_command_id,
+            "status": state.status,
+            "state": self.snapshot,
+            "result": state.result,
+            "error": state.error,
+            "rerun_of": self.rerun_of,
+            "timeout": self.timeout_seconds,
+        }
 
 
 def _starts_child(decision: Decision) -> bool:

@@ -77,10 +77,7 @@ class Snapshots:
         `playbook.initialized` event of a start among them)."""
         state = decision.state
         execution_id = state.execution_id
-        logged = self._logged.get(execution_id)
         for event in recorded:
-            if logged is not None and logged.workload and logged.workload[1] == event.event_id:
-                continue  # a start writes its snapshot twice: the workload is sized once
             if event.event_type is EventType.PLAYBOOK_INITIALIZED and large(state.workload):
                 given = event.payload["workload"]
                 if given.keys() <= state.workload.keys():

@@ -13,52 +13,27 @@ _SUMMARY = (
 )
 
 
-async def insert_execution(
-    conn: AsyncConnection[Any],
-    execution_id: int,
-    catalog_id: int,
-    path: str,
-    version: int,
-    state: dict[str, Any],
-    parent_execution_id: int | None = None,
-    parent_command_id: str | None = None,
-    rerun_of: int | None = None,
-    timeout_seconds: float | None = None,
-) -> None:
-    """`timeout_seconds`: the execution's deadline from now (None: no time limit)."""
-    await conn.execute(
-        "INSERT INTO noetl.execution (execution_id, catalog_id, path, version,"
-        " parent_execution_id, parent_command_id, status, state, rerun_of, deadline)"
-        " VALUES (%s, %s, %s, %s, %s, %s, 'RUNNING', %s, %s,"
-        " now() + make_interval(secs => %s))",
-        (
-            execution_id,
-            catalog_id,
-            path,
-            version,
-            parent_execution_id,
-            parent_command_id,
-            Json(state),
-            rerun_of,
-            timeout_seconds,
-        ),
-    )
-
-
-# The rows of top-level executions started together (`Flow.execute`), each with its first
-# snapshot, status and result, and `state_version` 1 (the version a start in a transaction of
-# its own leaves: its insert, then its decision's write). One statement for all of them: its
-# text does not grow with the rows (`json_to_recordset`), so it stays prepared.
+# New executions' rows, each with its first snapshot, status and result, at `state_version` 1:
+# a start writes its row once, its first decision's other writes go beside it. One statement
+# for any number of rows (the starts written together by `Flow._start_batch`): its text does
+# not grow with them (`json_to_recordset`), so it stays prepared. `timeout`: seconds until
+# the execution's deadline (null: no time limit).
 INSERT_STARTED = (
     "INSERT INTO noetl.execution (execution_id, catalog_id, path, version, parent_execution_id,"
-    " status, state, state_version, result, error, deadline, ended_at)"
-    " SELECT execution_id, catalog_id, path, version, parent_execution_id, status, state, 1,"
-    "  result, error, now() + make_interval(secs => timeout),"
+    " parent_command_id, status, state, state_version, result, error, rerun_of, deadline,"
+    " ended_at)"
+    " SELECT execution_id, catalog_id, path, version, parent_execution_id, parent_command_id,"
+    "  status, state, 1, result, error, rerun_of, now() + make_interval(secs => timeout),"
     "  CASE WHEN status <> 'RUNNING' THEN now() END"
     " FROM json_to_recordset(%s) AS r(execution_id bigint, catalog_id bigint, path text,"
-    " version int, parent_execution_id bigint, status text, state json, result json,"
-    " error text, timeout float8)"
+    " version int, parent_execution_id bigint, parent_command_id text, status text,"
+    " state json, result json, error text, rerun_of bigint, timeout float8)"
 )
+
+
+async def insert_started(conn: AsyncConnection[Any], rows: list[dict[str, Any]]) -> None:
+    """`INSERT_STARTED` inside the caller's transaction."""
+    await conn.execute(INSERT_STARTED, (Json(rows),))
 
 
 async def overdue(conn: AsyncConnection[Any], limit: int = 100) -> list[dict[str, Any]]:
