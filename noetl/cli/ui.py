@@ -11,6 +11,11 @@ from rich.console import Console
 
 from noetl.config import Settings
 
+# Seconds a step still running when `noetl ui` is asked to stop gets to finish. Past it the
+# step is cancelled, its claim lapses and it runs again when the home's services next start:
+# a stop never waits for a step of an hour.
+STOP_GRACE = 5.0
+
 
 async def until_stopped() -> None:
     """Until SIGINT (Ctrl-C) or SIGTERM."""
@@ -65,3 +70,11 @@ async def serve(settings: Settings, port: int, console: Console, *, browse: bool
             open_browser(url)
         with advertised(settings, runtime.url):  # a `noetl run` of this home runs here
             await until_stopped()
+        runtime.grace = STOP_GRACE
+        busy = sum(len(worker.running) for worker in runtime.workers)
+        if busy:
+            console.print(
+                f"stopping: {busy} running step(s) get {STOP_GRACE:g} s to finish, then"
+                " they are stopped (they run again when the services next start)",
+                highlight=False,
+            )

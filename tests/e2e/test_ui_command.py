@@ -184,3 +184,44 @@ def test_a_home_held_by_a_process_that_serves_nothing_is_refused(tmp_path: Path)
     finally:
         holder.kill()
         holder.wait(10)
+
+
+SLEEPER = """apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: sleeper, path: tests/sleeper}
+workflow:
+  - step: start
+    tool: {kind: shell, command: "sleep 3600"}
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_signal_stops_noetl_ui_while_a_step_runs(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    """Ctrl-C (or SIGTERM) stops `noetl ui` after a short grace for running steps, not when
+    they end: the step is stopped and runs again when the services next start."""
+    ui = Process(tmp_path, "ui", "--port", "0", "--no-browser")
+    processes.append(ui)
+    base = ui.url()
+    with httpx.Client(base_url=base, timeout=30) as client:
+        assert client.post("/api/catalog/register", json={"content": SLEEPER}).status_code < 300
+        started = client.post("/api/execute", json={"path": "tests/sleeper", "payload": {}})
+        execution_id = started.json()["execution_id"]
+
+        def claimed() -> bool:
+            events = client.get(f"/api/executions/{execution_id}/events").json()["items"]
+            return any(e["event_type"] == "command.claimed" for e in events)
+
+        while not claimed():
+            time.sleep(0.1)
+    ui.popen.send_signal(signal.SIGTERM)
+    assert ui.popen.wait(120) == 0  # a hang guard: the step alone would take an hour
+    output = "".join(ui.seen)
+    while True:  # the rest of its output (the reader stops at its end)
+        try:
+            output += ui.lines.get(timeout=5)
+        except Empty:
+            break
+    assert "1 running step(s)" in output, output
+    assert "Traceback" not in output
