@@ -1,8 +1,10 @@
 """Sandboxed Jinja2 templates.
 
 - A value that is exactly one `{{ expr }}` keeps its native type; anything else renders to text.
-- Undefined names raise `TemplateError` naming the expression (tool input), except in
-  conditions, where `evaluate_condition` reports them and the condition is false.
+- An undefined name is falsy where it is only tested (`x or y`, `x if x else y`, `{% if x %}`,
+  `not x`); any other use (rendered, iterated, compared, an attribute read) raises
+  `TemplateError` naming it, except in conditions, where `evaluate_condition` reports it and
+  the condition is false (DSL.md §2).
 - Compiled templates are cached: a playbook's templates are compiled once per process.
 """
 
@@ -140,12 +142,24 @@ class _Environment(ImmutableSandboxedEnvironment):
         return tree
 
 
+class _Undefined(jinja2.StrictUndefined):
+    """Strict, except that a truth test is false: a step that did not run on this path is
+    undefined, and playbooks test for it (`a or b`, `{% if a %}`, DSL.md §2). Rendering,
+    iterating, comparing it or reading an attribute of it still raises, naming it, so a
+    typo in a tool's input fails the step instead of sending an empty value."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:  # type: ignore[override]  # the parent's raises (Never)
+        return False
+
+
 def _finalize(value: Any) -> Any:
     return bounds.check_result(value)
 
 
 def _environment(
-    undefined: type[jinja2.Undefined] = jinja2.StrictUndefined,
+    undefined: type[jinja2.Undefined] = _Undefined,
 ) -> ImmutableSandboxedEnvironment:
     env = _Environment(undefined=undefined, autoescape=False, finalize=_finalize)
     env.filters.update(

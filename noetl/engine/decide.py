@@ -734,31 +734,42 @@ class _Run:
         """A failed step fails the execution, unless one of its arcs routes the failure: an
         arc whose `when` reads the outcome (`event`, `output`) and holds with
         `event.name == 'call.error'` and `output.status == 'error'` (upstream's convention).
-        A loop step with iterations still in flight is not routed (it fails)."""
+        A loop step with iterations still in flight is not routed (it fails). The template
+        problems met on the way are recorded in its `step.exit`, as for a completed step, so
+        the author can see why a failure arc did not fire."""
         st = self.step_state(name)
         st.status = FAILED
         step = self.playbook.step(name)
         fired: list[str] = []
+        problems = list(self.problems.pop(name, ()))
         if not (st.loop and st.loop.in_flight):
-            fired = self.failure_arcs(step, error)
+            fired = self.failure_arcs(step, error, problems)
+        payload: dict[str, Any] = {"next": fired, "handled": True} if fired else {}
+        if problems:
+            payload["problems"] = problems
+        self.emit(
+            EventType.STEP_EXIT, step=name, status=FAILED, error=error, payload=payload or None
+        )
         if fired:
-            payload = {"next": fired, "handled": True}
-            self.emit(EventType.STEP_EXIT, step=name, status=FAILED, error=error, payload=payload)
             self.route(name, fired)
             return
-        self.emit(EventType.STEP_EXIT, step=name, status=FAILED, error=error)
         self.finish(ExecutionStatus.FAILED, error=f"step '{name}' failed: {error}")
 
-    def failure_arcs(self, step: Step, error: str) -> list[str]:
+    def failure_arcs(self, step: Step, error: str, problems: list[str]) -> list[str]:
+        """The arcs that route the failure; the template problems met go into `problems`."""
         self.need(names_in_whole(self.playbook, step.name, "arcs"))
         ctx = self.context(output=semantics.failed(error), event={"name": semantics.CALL_ERROR})
         fired: list[str] = []
         for arc in step.next.arcs if step.next else ():
             if arc.when is None or not reads_outcome(arc.when):
                 continue
-            ok, _ = semantics.fires(arc.when, ctx)
+            ok, problem = semantics.fires(arc.when, ctx)
+            if problem:
+                problems.append(f"arc to {arc.step}: {problem}")
             if ok:
-                if not self.apply_set(arc.set, ctx):
+                failed_set = self.apply_set(arc.set, ctx)
+                problems += failed_set
+                if not failed_set:
                     fired.append(arc.step)
                 if step.next and step.next.mode == "exclusive":
                     break
