@@ -150,12 +150,41 @@ class _Undefined(jinja2.StrictUndefined):
 
     __slots__ = ()
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _MET_UNDEFINED.set(True)
+
     def __bool__(self) -> bool:  # type: ignore[override]  # the parent's raises (Never)
         return False
 
 
+# Set when a render meets an undefined name: only then can one hide in what it built
+_MET_UNDEFINED: ContextVar[bool] = ContextVar("noetl_template_met_undefined", default=False)
+
+
+def _defined(value: Any) -> Any:
+    """`value`, refused if an undefined is in it, within the lists and mappings a template
+    built too (`{{ [a and 1] }}`): one there reaches the output, so it is used, not tested.
+    Walked only in renders that met an undefined name, each container once. (The lenient
+    environment's undefined is another class: it renders empty, as upstream's.)"""
+    if isinstance(value, _Undefined):
+        value._fail_with_undefined_error()
+    if not _MET_UNDEFINED.get():
+        return value
+    seen: set[int] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Undefined):
+            item._fail_with_undefined_error()
+        if isinstance(item, Mapping | list | tuple | set | frozenset) and id(item) not in seen:
+            seen.add(id(item))
+            stack.extend(item.values() if isinstance(item, Mapping) else item)
+    return value
+
+
 def _finalize(value: Any) -> Any:
-    return bounds.check_result(value)
+    return bounds.check_result(_defined(value))
 
 
 def _environment(
@@ -322,6 +351,7 @@ def _shown(source: str) -> str:
 
 def render_string(source: str, context: Mapping[str, Any]) -> Any:
     """Render one template within the bounds of `noetl.dsl.bounds`."""
+    met = _MET_UNDEFINED.set(False)
     try:
         native, compiled, path = _compile(source)
         with bounds.budget():
@@ -330,9 +360,7 @@ def render_string(source: str, context: Mapping[str, Any]) -> Any:
                 if value is not _MISSING:
                     return bounds.check_result(value)
             if native:
-                value = compiled(**_read(source, context))
-                if isinstance(value, jinja2.Undefined):
-                    value._fail_with_undefined_error()
+                value = _defined(compiled(**_read(source, context)))
                 return bounds.check_result(value)
             return _streamed(compiled.generate(**_read(source, context)))
     except bounds.TemplateLimitError as exc:
@@ -343,6 +371,8 @@ def render_string(source: str, context: Mapping[str, Any]) -> Any:
         raise TemplateError(f"{exc} in {_shown(source)}") from None
     except Exception as exc:  # a filter or operator raised (e.g. 1/0, fromjson on text)
         raise TemplateError(f"{type(exc).__name__}: {exc} in {_shown(source)}") from None
+    finally:
+        _MET_UNDEFINED.reset(met)
 
 
 def _streamed(chunks: Any) -> str:

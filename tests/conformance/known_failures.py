@@ -21,7 +21,8 @@ KNOWN_FAILURES: dict[str, str] = {
     # The reduced parent (prerequisites.py) leaves the tables; standalone (parent_execution_id '')
     # no row is selected, so normalize_batch's default arc goes straight to summarize, whose input
     # `transformed: '{{ transform_http_results }}'` names a step that did not run. Here that is an
-    # undefined name in a tool input, which fails the step (DSL.md §2, a decision). Upstream's
+    # undefined name in a tool input, which fails the step (DSL.md §2, a decision; it is rendered,
+    # not only tested, so §2's falsy-when-tested rule does not cover it). Upstream's
     # render_template (noetl/noetl noetl/core/dsl/render.py, strict_keys=False) returns the
     # unrendered text on an undefined name, and the code's isinstance(transformed, dict) check
     # then counts 0: that leniency is what the fixture relies on.

@@ -33,6 +33,7 @@ CTX: dict[str, Any] = {"start": {"x": 1}, "ctx": {}, "b": {"who": "b"}, "n": 0}
         ("{{ nosuch | default(2) }}", 2),
         ("{{ (nosuch or []) | length }}", 0),
         ("{% for i in nosuch or [] %}{{ i }}{% endfor %}-", "-"),
+        ("{{ [nosuch or 1, {'k': start.nokey or 2}] }}", [1, {"k": 2}]),
     ],
 )
 def test_an_undefined_name_that_is_only_tested_is_falsy(source: str, expected: Any) -> None:
@@ -58,6 +59,10 @@ def test_an_undefined_name_that_is_only_tested_is_falsy(source: str, expected: A
         ("{{ start.nokey }}", "nokey"),
         ("{{ start.nokey.deeper }}", "nokey"),
         ("{{ (nosuch or other).x }}", "other"),
+        ("{{ [nosuch] }}", "nosuch"),  # inside a list or mapping it still reaches the output
+        ("{{ {'k': nosuch and 1} }}", "nosuch"),
+        ("list {{ [1, nosuch] }}", "nosuch"),
+        ("{{ [1, [start.nokey]] }}", "nokey"),
     ],
 )
 def test_an_undefined_value_that_is_used_is_an_error_naming_it(source: str, name: str) -> None:
