@@ -40,11 +40,25 @@ GRACE = 2.0  # seconds a tool gets past its limit to stop itself before the runn
 _JOB: ContextVar[Job | None] = ContextVar("noetl_worker_job", default=None)
 
 
+def learned(secrets: Any) -> None:
+    """Secret values the worker now knows (credential data, resolved keychain values and
+    tokens): the one way they are registered, so that each is masked everywhere it could
+    leave the worker: the command's printed output, its outcome (`job.notes[SECRETS]`, the
+    Masking middleware), what it stores by reference, and every log record of this process
+    (noetl.masking)."""
+    if not secrets:
+        return
+    output.remember_secret(secrets)
+    job = _JOB.get()
+    if job is not None:
+        job.notes.setdefault(SECRETS, []).append(secrets)
+    RECENT_SECRETS.remember(Mask([secrets]))
+
+
 class Credentials:
     """The data of a credential a tool names in `auth`, fetched from the server for the command
-    being run (`&command=<event_id>`: the server checks this worker holds it). Each value
-    fetched goes to the command's `job.notes[SECRETS]` (the Masking middleware hides it in the
-    outcome) and to the process's log masking (noetl.masking)."""
+    being run (`&command=<event_id>`: the server checks this worker holds it and that the
+    command names that credential). Each value fetched is `learned`."""
 
     def __init__(self, client: ServerClient) -> None:
         self.client = client
@@ -78,10 +92,7 @@ class Credentials:
         if reply.status != 200:
             raise ToolError(f"credential {auth!r}: HTTP {reply.status} {reply.message}")
         data: dict[str, Any] = reply.body["data"]
-        output.remember_secret(data)  # masked out of what the tools print
-        if job is not None:
-            job.notes.setdefault(SECRETS, []).append(data)
-        RECENT_SECRETS.remember(Mask([data]))
+        learned(data)
         return data
 
 
@@ -121,7 +132,6 @@ class ToolRunner:
         spec = dict(command.tool)
         kind = str(spec.pop("kind", ""))
         wanted = spec.pop("output", None)  # step (or tool) `output`: select / store
-        secrets: list[str] = []  # resolved keychain values: the Masking middleware hides them
 
         async def call(
             kind: str, config: dict[str, Any], tool_input: dict[str, Any], item: str
@@ -136,9 +146,7 @@ class ToolRunner:
                 payload["context"] = await self._loaded(payload.get("context"))
                 keychain = await self._keychain(command, spec, payload)
                 tokens = await self._tokens(command, spec, payload)
-                secrets = secret_strings({**keychain, "token()": tokens})
-                output.remember_secret(secrets)  # masked in the step's printed output too
-                job.notes.setdefault(SECRETS, []).append(secrets)  # and in the outcome
+                learned(secret_strings({**keychain, "token()": tokens}))
                 run = await run_pipeline(
                     spec["items"], payload, call, keychain, bool(spec.get("results"))
                 )

@@ -16,6 +16,7 @@ import pytest
 
 from noetl.config import Settings
 from tests.conftest import event_log, run_playbook
+from tests.token_server import token_server
 
 
 async def test_secrets_in_errors_outputs_and_logs_are_masked(
@@ -100,3 +101,36 @@ workflow:
     encoded = base64.b64encode(token.encode()).decode()
     for text in seen:
         assert token not in text and encoded not in text and user not in text
+
+
+async def test_keychain_tokens_and_env_secrets_are_masked_in_the_worker_log(
+    api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every secret the worker learns reaches its log filter, not only stored credentials: an
+    oauth2 token and a `secrets provider: env` value printed by a step (logged at DEBUG)."""
+    caplog.set_level(logging.DEBUG)
+    env_secret = f"EnvSecret{uuid.uuid4().hex}"
+    monkeypatch.setenv("NOETL_TEST_ENV_SECRET", env_secret)
+    with token_server() as server:
+        playbook = f"""apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {{name: learned, path: tests/learned}}
+keychain:
+  - name: oauth
+    kind: oauth2
+    endpoint: {server.token_url}
+    data: {{grant_type: client_credentials, client_id: cid, client_secret: csecret}}
+  - {{name: env, kind: secrets, provider: env, map: {{value: NOETL_TEST_ENV_SECRET}}}}
+workflow:
+  - step: start
+    tool:
+      kind: python
+      input: {{oauth: "{{{{ keychain.oauth.access_token }}}}", env: "{{{{ keychain.env.value }}}}"}}
+      code: |
+        print("oauth", oauth, "env", env)
+        result = {{"n": len(oauth) + len(env)}}
+"""
+        execution = await run_playbook(api, playbook)
+    assert execution["status"] == "COMPLETED", execution["error"]
+    assert "python step start stdout:\noauth *** env ***" in caplog.text
+    assert "access-1-cid" not in caplog.text and env_secret not in caplog.text
