@@ -2,7 +2,8 @@
 
 The worker opens a `CommandOutput` around each command (`capturing()`); a tool calls
 `record(stream, text)` and knows nothing else of it; the credentials the command is given are
-`remember_secret`ed, so the worker can mask them out. Each stream keeps its last
+`remember_secret`ed, so the worker can mask them out (and `concealed` masks them in a value a
+tool sends out of the worker itself: the result store). Each stream keeps its last
 `LIMIT` characters; when more was written, the text starts with a note saying how much was cut.
 Outside `capturing()` a record goes nowhere.
 
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from contextvars import ContextVar, Token
 from typing import Any
 
+from noetl.masking import Mask
 from noetl.protocol.outcome import Retry
 
 LIMIT = 64 * 1024
@@ -33,6 +35,7 @@ class CommandOutput:
         self._size: dict[str, int] = {}
         self._cut: dict[str, int] = {}
         self.secrets: list[Any] = []  # credential data the command was given: masked out
+        self.masked = False  # `concealed` replaced a secret: the outcome says so
         self.on_retry: Callable[[Retry], None] | None = None  # the worker tells the server
 
     def write(self, stream: str, text: str) -> None:
@@ -93,6 +96,18 @@ def remember_secret(value: Any) -> None:
     output = _current.get()
     if output is not None and value:
         output.secrets.append(value)
+
+
+def concealed(value: Any) -> Any:
+    """`value` with the secrets of the command being run masked (noetl.masking). For what a
+    tool sends out of the worker before the outcome's masking runs: a result kept in the
+    result store is written there (and read by later steps) as it is given."""
+    output = _current.get()
+    if output is None or not output.secrets:
+        return value
+    value, hit = Mask(output.secrets).value(value)
+    output.masked = output.masked or hit
+    return value
 
 
 def capturing(limit: int = LIMIT) -> _Capturing:

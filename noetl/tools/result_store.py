@@ -29,6 +29,7 @@ import nats
 from nats.aio.client import Client
 from nats.js import errors as js_errors
 
+from noetl.tools import output
 from noetl.tools.base import ToolError
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,9 @@ class ResultStore:
             return self._client
 
     async def put(self, value: Any, *, store: str, execution_id: int, step: str) -> dict[str, Any]:
-        """Store `value`; return its reference."""
-        data = json.dumps(value, separators=(",", ":"), default=str).encode()
+        """Store `value`, the command's secrets masked (`output.concealed`: the store is outside
+        the worker, and the outcome's masking comes too late for it); return its reference."""
+        data = json.dumps(output.concealed(value), separators=(",", ":"), default=str).encode()
         kind = store
         if kind in {"auto", "memory"}:
             kind = "kv" if len(data) <= KV_MAX_BYTES else "object"

@@ -127,10 +127,14 @@ class Masking(Middleware):
     """Every secret value resolved for the command (`job.notes[SECRETS]`, filled by the
     runner's credentials) becomes `***` in the outcome's result, error, variables, problems and
     captured output (its base64 and URL-encoded forms too, noetl.masking) before anything
-    leaves the worker; the outcome says so (`masked`). First in the list, so
+    leaves the worker; the outcome says so (`masked`), also when a result the command kept in
+    the result store had a secret masked (`output.concealed`). First in the list, so
     its `after` sees the final outcome."""
 
     async def after(self, job: Job, outcome: Outcome) -> Outcome:
+        captured: output.CommandOutput | None = job.notes.get("output")
+        if captured is not None and captured.masked:  # in a result it stored (concealed)
+            outcome = replace(outcome, masked=True)
         secrets = job.notes.get(SECRETS)
         if not secrets:  # most commands resolve no credential
             return outcome
@@ -149,7 +153,8 @@ class Masking(Middleware):
             variables=variables,
             problems=tuple(text for text, _ in problems),
             log={stream: text for stream, (text, _) in printed.items()},
-            masked=in_result
+            masked=outcome.masked
+            or in_result
             or in_error
             or in_variables
             or any(hit for _, hit in problems)

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from noetl.config import Settings
+from noetl.tools.result_store import ResultStore
 from tests.conftest import event_log, run_playbook
 from tests.token_server import token_server
 
@@ -134,3 +135,62 @@ workflow:
     assert execution["status"] == "COMPLETED", execution["error"]
     assert "python step start stdout:\noauth *** env ***" in caplog.text
     assert "access-1-cid" not in caplog.text and env_secret not in caplog.text
+
+
+LAUNDER = """apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: launder, path: tests/launder}
+keychain: [{name: api, kind: credential, credential: plain}]
+workflow:
+  - step: start
+    tool:
+      kind: python
+      input: {token: "{{ keychain.api.token }}"}
+      code: 'result = {"plain": token, "n": 1}'
+    output: OUTPUT
+    next: [{step: launder}]
+  - step: launder
+    tool:
+      kind: python
+      input: {v: "{{ start.plain }}"}
+      code: 'print("laundered:", v); result = {"got": v}'
+    next: [{step: end}]
+  - step: end
+"""
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "{select: [n], store: {kind: kv}}",
+        "{select: [n], store: {kind: object}}",
+        "{select: [n], store: {kind: disk}}",
+        "{store: {kind: auto}, inline_max_bytes: 8}",  # auto, over the inline limit
+    ],
+)
+async def test_a_result_kept_by_reference_is_masked_before_it_is_stored(
+    api: httpx.AsyncClient, settings: Settings, kept: str
+) -> None:
+    """The result store is outside the worker: a secret in a result kept there is masked
+    before it is written, so neither the store nor a later step that reads it sees it."""
+    secret = f"Sup3rS3cr3t{uuid.uuid4().hex}"
+    await api.post(
+        "/api/credentials", json={"name": "plain", "type": "generic", "data": {"token": secret}}
+    )
+    execution = await run_playbook(api, LAUNDER.replace("OUTPUT", kept))
+    assert execution["status"] == "COMPLETED", execution["error"]
+    events = await event_log(api, execution["execution_id"])
+    completed = {e["step"]: e for e in events if e["event_type"] == "command.completed"}
+    assert (completed["start"]["payload"] or {}).get("masked") is True
+    stored = await ResultStore(settings.nats_url, settings.home).get(
+        completed["start"]["result"]["_ref"]
+    )
+    assert stored == {"plain": "***", "n": 1}
+    assert completed["launder"]["result"] == {"got": "***"}
+    logs = (await api.get(f"/api/executions/{execution['execution_id']}/logs")).text
+    assert "laundered: ***" in logs
+    seen = [json.dumps(events), logs, json.dumps(stored)]
+    with psycopg.connect(settings.require_database_url()) as conn:
+        seen += [r[0] for r in conn.execute("SELECT row_to_json(e)::text FROM noetl.event e")]
+        seen += [r[0] for r in conn.execute("SELECT row_to_json(c)::text FROM noetl.command c")]
+    assert all(secret not in text for text in seen)
