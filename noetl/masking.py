@@ -2,9 +2,11 @@
 
 `Mask(secrets)` knows every string inside the resolved credential data and the forms a tool
 is likely to echo: the value itself, its base64 (standard and URL-safe, padded or not), its
-URL encoding (`%XX` and `+` for spaces), and each line of a multi-line value (a PEM key is
-printed line by line). Values shorter than `MIN_LENGTH` characters are ignored: masking every
-`on` or `5432` would make output unreadable and hide nothing worth hiding.
+URL encoding (`%XX` and `+` for spaces), each line of a multi-line value (a PEM key is
+printed line by line), its JSON-escaped forms (a server echoing it in a JSON string), and the
+base64 of `user:password` of credential data that has both (an echoed basic-auth header).
+Values shorter than `MIN_LENGTH` characters are ignored: masking every `on` or `5432` would
+make output unreadable and hide nothing worth hiding.
 
 Connection-address fields (`host`, `port`, `database`, ...) are not masked: `localhost` in
 every message hides nothing.
@@ -18,6 +20,7 @@ the process creates, every secret a worker resolved recently.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 import threading
@@ -49,23 +52,73 @@ def secret_strings(data: Any) -> Iterator[str]:
 
 
 def forms(secret: str) -> set[str]:
-    """The secret and the encodings of it a tool or a server is likely to print."""
+    """The secret and the encodings of it a tool or a server is likely to print: base64
+    (standard and URL-safe, padded or not), URL encoding, each line of a multi-line value, and
+    the secret inside a JSON string as a server echoes it (escaped, non-ASCII as `\\uXXXX` or
+    not, `/` as `\\/` too, as PHP's json_encode writes it)."""
     found = {secret}
     raw = secret.encode()
     for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
         text = encoded.decode()
         found.update({text, text.rstrip("=")})
     found.update({quote(secret, safe=""), quote_plus(secret), quote(secret)})
+    for ascii_only in (True, False):
+        escaped = json.dumps(secret, ensure_ascii=ascii_only)[1:-1]
+        found.update({escaped, escaped.replace("/", "\\/")})
     if "\n" in secret or "\r" in secret:
         found.update(line.strip() for line in secret.splitlines())
     return {form for form in found if len(form) >= MIN_LENGTH}
 
 
+def basic_auth(data: Any) -> Iterator[str]:
+    """`user:password` of credential data that has both (a mapping with `username` or `user`
+    and `password`): HTTP basic auth sends it base64-encoded, and servers echo the header."""
+    if not isinstance(data, dict):
+        return
+    user = data.get("username", data.get("user"))
+    password = data.get("password")
+    if isinstance(user, str) and isinstance(password, str) and password:
+        yield f"{user}:{password}"
+    for value in data.values():
+        yield from basic_auth(value)
+
+
 def _pattern(values: Iterable[str]) -> re.Pattern[str] | None:
-    ordered = sorted(set(values), key=len, reverse=True)  # the longest form wins
-    if not ordered:
+    """One regular expression for all `values`, longest match first, written as a trie
+    (`a(?:bc|d)` rather than `abc|ad`): Python's `re` tries an alternation's branches one by
+    one at every position of the text, so a flat list of hundreds of forms costs that many
+    tries per character; the trie follows one branch per character."""
+    trie: dict[str, Any] = {}
+    for value in set(values):
+        node = trie
+        for char in value:
+            node = node.setdefault(char, {})
+        node[""] = {}  # a value ends here
+    if not trie:
         return None
-    return re.compile("|".join(re.escape(value) for value in ordered))
+    return re.compile(_trie_regex(trie))
+
+
+def _trie_regex(node: dict[str, Any]) -> str:
+    """The regex of a trie node's continuations; a longer continuation is tried first (greedy
+    `?` where a value also ends), so the longest form at a position is the one masked. A run
+    of single characters is written as a literal (recursion only where branches split)."""
+    run: list[str] = []
+    while True:
+        chars = [char for char in node if char]
+        ends = "" in node
+        if len(chars) == 1 and not ends:
+            run.append(re.escape(chars[0]))
+            node = node[chars[0]]
+            continue
+        break
+    if not chars:
+        return "".join(run)
+    branches = [re.escape(char) + _trie_regex(node[char]) for char in chars]
+    body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+    if ends:
+        body = f"(?:{body})?" if len(branches) == 1 else body + "?"
+    return "".join(run) + body
 
 
 class Mask:
@@ -80,7 +133,7 @@ class Mask:
         """Add the strings inside each of `secrets` (credential data, usually a mapping)."""
         before = len(self._values)
         for secret in secrets:
-            for text in secret_strings(secret):
+            for text in [*secret_strings(secret), *basic_auth(secret)]:
                 if len(text) >= MIN_LENGTH:
                     self._values |= forms(text)
         if len(self._values) != before:
