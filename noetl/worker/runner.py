@@ -300,6 +300,7 @@ class ToolRunner:
             if config.get(key) not in (None, ""):
                 body[key] = config[key]
         name = str(config.get("path") or config.get("catalog_id") or "?")
+        _no_secrets(command, name, body["payload"])
         try:
             reply = await client.start_child(command.event_id, body)
         except ServerUnreachable as exc:
@@ -374,6 +375,22 @@ class ToolRunner:
             for side in ("source", "target")
             if isinstance(end := config.get(side), dict)
         }
+
+
+def _no_secrets(command: ClaimedCommand, name: str, payload: dict[str, Any]) -> None:
+    """A sub-playbook's payload carries no secret the command learned: the child's workload is
+    written in clear to its `playbook.initialized` event, its commands and its execution row,
+    all readable through the API. Refused, naming the field; the child declares the keychain
+    entry (or `auth`) it needs itself, and its worker resolves it."""
+    job = _JOB.get()
+    mask = Mask(job.notes.get(SECRETS, ()) if job is not None else ())
+    for field, value in payload.items():
+        if mask.value(value)[1]:
+            raise ToolError(
+                f"step {command.step}: sub-playbook {name}: input {field!r} holds a secret (a"
+                " keychain or credential value); secrets are not passed to a sub-playbook, which"
+                f" would store them in clear: declare the keychain entry in {name} itself"
+            )
 
 
 @contextlib.asynccontextmanager

@@ -194,3 +194,53 @@ async def test_a_result_kept_by_reference_is_masked_before_it_is_stored(
         seen += [r[0] for r in conn.execute("SELECT row_to_json(e)::text FROM noetl.event e")]
         seen += [r[0] for r in conn.execute("SELECT row_to_json(c)::text FROM noetl.command c")]
     assert all(secret not in text for text in seen)
+
+
+CHILD = """apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: child, path: tests/secret_child}
+workflow:
+  - step: start
+    tool: {kind: python, input: {tok: "{{ tok }}"}, code: "result = {'n': len(tok)}"}
+"""
+
+PARENT = """apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: parent, path: tests/secret_parent}
+keychain: [{name: api, kind: credential, credential: child_secret}]
+workflow:
+  - step: start
+    tool:
+      kind: playbook
+      path: tests/secret_child
+      input: {label: plain, tok: "Bearer {{ keychain.api.token }}"}
+"""
+
+
+async def test_a_secret_is_never_passed_to_a_sub_playbook(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    """A child's workload is stored in clear (its events, commands and execution row): a
+    keychain value in a sub-playbook's input fails the step, naming the step and the field,
+    and no child is started."""
+    secret = f"ChildS3cret{uuid.uuid4().hex}"
+    await api.post(
+        "/api/credentials",
+        json={"name": "child_secret", "type": "bearer", "data": {"token": secret}},
+    )
+    assert (await api.post("/api/catalog/register", content=CHILD)).status_code == 201
+    execution = await run_playbook(api, PARENT)
+    assert execution["status"] == "FAILED"
+    assert (
+        "step start: sub-playbook tests/secret_child: input 'tok' holds a secret"
+        in (execution["error"])
+    )
+    children = await api.get("/api/executions", params={"parent": execution["execution_id"]})
+    assert children.json()["items"] == []
+    seen = [json.dumps(await event_log(api, execution["execution_id"]))]
+    with psycopg.connect(settings.require_database_url()) as conn:
+        for table in ("event", "command", "execution"):
+            seen += [
+                r[0] for r in conn.execute(f"SELECT row_to_json(x)::text FROM noetl.{table} x")
+            ]
+    assert all(secret not in text for text in seen)
