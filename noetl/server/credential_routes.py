@@ -4,7 +4,8 @@
 - the API token manages credentials (list, create, delete, read metadata) and never reads
   decrypted data, unless no worker token is configured (then it is the workers' token too);
 - the worker token reads the data of a credential for a command it holds
-  (`&command=<event_id>` of a CLAIMED command with a live lease) and nothing else here.
+  (`&command=<event_id>` of a CLAIMED command with a live lease, `&worker=<id>` the worker
+  holding it) that names that credential, and nothing else here.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from noetl.secrets import Cipher
 from noetl.server.schemas import Body, PortableObject
 from noetl.server.service import Orchestrator
 from noetl.store import commands, credentials
+from noetl.worker.keychain import credentials_named
 
 router = APIRouter()
 
@@ -45,9 +47,14 @@ def _managing(request: Request) -> None:
         raise ForbiddenError("the worker token cannot list, create, read or delete credentials")
 
 
-async def _may_read_data(request: Request, name: str, command: str | None) -> None:
+async def _may_read_data(
+    request: Request, name: str, command: str | None, worker: str | None
+) -> None:
     """Decrypted data: the open API, the API token when it is the only token, or the worker
-    token for a command it holds."""
+    token for a command held with a live lease (by `worker`, when the request names it) that
+    names this credential (`keychain.credentials_named`: its tools' auth, the keychain entries
+    its templates read, token() calls). Any other credential stays unreadable, so a worker
+    token reads at most what the commands it holds need."""
     scope = _scope(request)
     orchestrator, _ = _parts(request)
     if scope == "open" or (scope == "api" and not orchestrator.settings.worker_token):
@@ -63,6 +70,12 @@ async def _may_read_data(request: Request, name: str, command: str | None) -> No
         row = await commands.get_by_event(conn, int(command))
     if row is None or row["status"] != "CLAIMED" or row["lease_expired"]:
         raise ForbiddenError(f"credential {name!r}: command {command} is not held by a worker")
+    if worker is not None and worker != row["worker_id"]:
+        raise ForbiddenError(f"credential {name!r}: command {command} is held by another worker")
+    if name not in credentials_named(row["tool"] or {}, row["input"] or {}):
+        raise ForbiddenError(
+            f"credential {name!r}: command {command} (step {row['step']}) does not use it"
+        )
 
 
 def _view(row: dict[str, Any]) -> dict[str, Any]:
@@ -99,9 +112,10 @@ async def get_credential(
     name: str,
     include_data: Annotated[bool, Query()] = False,
     command: Annotated[str | None, Query(description="event id of the command it is for")] = None,
+    worker: Annotated[str | None, Query(description="id of the worker holding it")] = None,
 ) -> dict[str, Any]:
     if include_data:
-        await _may_read_data(request, name, command)
+        await _may_read_data(request, name, command, worker)
     else:
         _managing(request)
     orchestrator, cipher = _parts(request)

@@ -63,9 +63,12 @@ class ServerClient:
     async def _post(self, path: str, body: dict[str, Any]) -> Response:
         return await self._request("POST", path, body)
 
-    async def credential(self, name: str, event_id: int | None = None) -> Response:
+    async def credential(
+        self, name: str, event_id: int | None = None, worker_id: str | None = None
+    ) -> Response:
         """A credential's data, for the command (by its event id) this worker holds."""
         held = f"&command={event_id}" if event_id is not None else ""
+        held += f"&worker={quote(worker_id)}" if worker_id else ""
         return await self._request("GET", f"/api/credentials/{name}?include_data=true{held}", None)
 
     async def claim_many(self, event_ids: list[int], worker_id: str) -> Response:

@@ -81,7 +81,9 @@ class Credentials:
         job = _JOB.get()
         try:
             reply = await self.client.credential(
-                str(auth), job.command.event_id if job is not None else None
+                str(auth),
+                job.command.event_id if job is not None else None,
+                job.command.worker_id if job is not None else None,
             )
         except ServerUnreachable as exc:
             raise ToolError(

@@ -66,7 +66,9 @@ async def test_token_scopes(settings: Settings) -> None:
             )
             assert unheld.status_code == 403 and "s3cr3t" not in unheld.text
         async with httpx.AsyncClient(base_url=rt.url, headers=admin) as api:
-            started = (await api.post("/api/execute", json={"playbook": HELD})).json()
+            other = {"name": "other_cred", "type": "bearer", "data": {"token": "other-value"}}
+            assert (await api.post("/api/credentials", json=other)).status_code == 201
+            started = (await api.post("/api/execute", json={"playbook": PLAYBOOK})).json()
             await run_playbook(api, HELD)  # settles; its command is no longer held
             [issued] = [
                 e
@@ -79,9 +81,21 @@ async def test_token_scopes(settings: Settings) -> None:
             assert ended.status_code == 403
             with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
                 conn.execute(
-                    "UPDATE noetl.command SET status = 'CLAIMED',"
+                    "UPDATE noetl.command SET status = 'CLAIMED', worker_id = 'w-holder',"
                     " lease_until = now() + interval '1 minute' WHERE event_id = %s",
                     (int(issued["event_id"]),),
                 )
             held = await as_worker.get("/api/credentials/scoped_cred", params=params)
             assert held.status_code == 200 and held.json()["data"] == {"token": "s3cr3t-value"}
+            mine = await as_worker.get(
+                "/api/credentials/scoped_cred", params={**params, "worker": "w-holder"}
+            )
+            assert mine.status_code == 200
+            # only what that command uses (its keychain), and only for the worker holding it
+            unused = await as_worker.get("/api/credentials/other_cred", params=params)
+            assert unused.status_code == 403 and "other-value" not in unused.text
+            assert "does not use it" in unused.text
+            elsewhere = await as_worker.get(
+                "/api/credentials/scoped_cred", params={**params, "worker": "w-intruder"}
+            )
+            assert elsewhere.status_code == 403 and "s3cr3t" not in elsewhere.text

@@ -12,7 +12,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from noetl.tools.base import ToolError
-from noetl.worker.keychain import Keychain, mask, needed, referenced, secret_strings
+from noetl.worker.keychain import (
+    Keychain,
+    credentials_named,
+    mask,
+    needed,
+    referenced,
+    secret_strings,
+)
 from tests.conftest import event_log, run_playbook
 from tests.token_server import token_server
 
@@ -278,3 +285,36 @@ workflow:
     missing = await run_playbook(api, playbook, {"google_auth": "google_oauth"})
     assert missing["status"] == "FAILED"
     assert "credential 'google_oauth' does not exist" in missing["error"]
+
+
+def test_a_command_names_the_credentials_its_tools_keychain_and_token_calls_use() -> None:
+    """What the server lets a worker read for a command (credential_routes): nothing else."""
+    tool = {
+        "kind": "pipeline",
+        "items": [
+            {"kind": "postgres", "config": {"auth": "pg_main"}},
+            {"kind": "http", "config": {"credential": "{{ which }}", "url": "{{ keychain.a.x }}"}},
+            {"kind": "transfer", "config": {"source": {"auth": "src"}, "target": {"auth": "dst"}}},
+            {"kind": "python", "config": {"code": "t = '{{ token(\"svc\") }}'"}},
+        ],
+    }
+    tool_input = {
+        "context": {"which": "picked"},
+        "step": {},
+        "keychain": {
+            "a": {"kind": "secrets", "map": {"x": "via_map.field", "y": "{{ keychain.b.v }}"}},
+            "b": {"kind": "credential", "credential": "for_b"},
+            "g": {"type": "google_oauth"},
+            "unread": {"kind": "credential", "credential": "never_read"},
+        },
+    }
+    assert credentials_named(tool, tool_input) == {
+        "pg_main",
+        "picked",
+        "src",
+        "dst",
+        "svc",
+        "via_map",
+        "for_b",
+    }
+    assert credentials_named({"kind": "noop"}, {}) == set()
