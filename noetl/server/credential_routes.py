@@ -16,12 +16,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import Field
 
+from noetl.credential_names import credentials_named
 from noetl.errors import ForbiddenError, NotFoundError
 from noetl.secrets import Cipher
 from noetl.server.schemas import Body, PortableObject
 from noetl.server.service import Orchestrator
 from noetl.store import commands, credentials
-from noetl.worker.keychain import credentials_named
 
 router = APIRouter()
 
@@ -52,8 +52,8 @@ async def _may_read_data(
 ) -> None:
     """Decrypted data: the open API, the API token when it is the only token, or the worker
     token for a command held with a live lease (by `worker`, when the request names it) that
-    names this credential (`keychain.credentials_named`: its tools' auth, the keychain entries
-    its templates read, token() calls). Any other credential stays unreadable, so a worker
+    names this credential (`credential_names.credentials_named`: its tools' auth, the keychain
+    entries its templates read, token() calls). Any other credential stays unreadable, so a worker
     token reads at most what the commands it holds need."""
     scope = _scope(request)
     orchestrator, _ = _parts(request)

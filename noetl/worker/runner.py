@@ -17,6 +17,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from noetl import jsonfast
+from noetl.credential_names import referenced, token_calls
 from noetl.masking import RECENT_SECRETS, Mask
 from noetl.protocol.command import ClaimedCommand
 from noetl.protocol.outcome import Outcome
@@ -25,7 +26,7 @@ from noetl.tools.base import ToolCall, ToolError, timeout_seconds
 from noetl.tools.registry import ToolRegistry
 from noetl.tools.result_store import ResultStore, resolve_refs, select
 from noetl.worker.client import ServerClient, ServerUnreachable
-from noetl.worker.keychain import Keychain, referenced, secret_strings, token_calls
+from noetl.worker.keychain import Keychain, secret_strings
 from noetl.worker.middleware import RESULT_SIZE, SECRETS, Job
 from noetl.worker.pipeline import run_pipeline
 

@@ -11,15 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from noetl.credential_names import credentials_named, needed, referenced
+from noetl.masking import Mask
 from noetl.tools.base import ToolError
-from noetl.worker.keychain import (
-    Keychain,
-    credentials_named,
-    mask,
-    needed,
-    referenced,
-    secret_strings,
-)
+from noetl.worker.keychain import Keychain, secret_strings
 from tests.conftest import event_log, run_playbook
 from tests.token_server import token_server
 
@@ -207,7 +202,10 @@ def test_masking_replaces_secret_strings_but_not_places() -> None:
     values = {"pg": {"host": "db.local", "password": "pg-secret-42"}, "t": {"token": "abcdefgh"}}
     secrets = secret_strings(values)
     assert secrets == ["pg-secret-42", "abcdefgh"]
-    masked = mask({"msg": "login pg-secret-42 at db.local", "list": ["abcdefgh", 3]}, secrets)
+    masked, hit = Mask(secrets).value(
+        {"msg": "login pg-secret-42 at db.local", "list": ["abcdefgh", 3]}
+    )
+    assert hit
     assert masked == {"msg": "login *** at db.local", "list": ["***", 3]}
 
 
