@@ -11,6 +11,7 @@ handled; at a pass, `due(...)` says which ticks to fire now and what the next on
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ MAX_CATCH_UP = 100
 _EVERY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 MIN_EVERY = 1.0
+MAX_EVERY = 366 * 86400.0  # rarer than yearly: a cron expression says it better
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,14 @@ def timing(cron: str | None, every: str | float | None, timezone: str | None) ->
 
         if not croniter.is_valid(cron):
             raise RequestError(f"cron: {cron!r} is not a cron expression (e.g. '*/5 * * * *')")
-        return Timing(cron=cron.strip(), timezone=zone)
+        found = Timing(cron=cron.strip(), timezone=zone)
+        try:
+            found.next_after(datetime.now(UTC))
+        except (ValueError, OverflowError):  # croniter's CroniterBadDateError is a ValueError
+            raise RequestError(
+                f"cron: {cron!r} never fires (e.g. a day the month has not)"
+            ) from None
+        return found
     return Timing(every=every_seconds(every), timezone=zone)
 
 
@@ -67,6 +76,8 @@ def every_seconds(value: str | float | None) -> float:
         raise RequestError(f"every: expected e.g. '30s', '5m', '1h' or seconds, got {value!r}")
     if isinstance(value, int | float):
         seconds = float(value)
+        if not math.isfinite(seconds):
+            raise RequestError(f"every: expected a finite number of seconds, got {value!r}")
     else:
         match = _EVERY.match(value)
         if match is None:
@@ -74,6 +85,8 @@ def every_seconds(value: str | float | None) -> float:
         seconds = float(match[1]) * _UNIT[match[2]]
     if seconds < MIN_EVERY:
         raise RequestError(f"every: at least {MIN_EVERY:g} s, got {value!r}")
+    if seconds > MAX_EVERY:
+        raise RequestError(f"every: at most {MAX_EVERY / 86400:g} days (use cron), got {value!r}")
     return seconds
 
 

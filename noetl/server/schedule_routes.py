@@ -11,7 +11,7 @@ from pydantic import Field
 from noetl.errors import NotFoundError
 from noetl.schedule import timing
 from noetl.server.scheduler import timing_of
-from noetl.server.schemas import Body
+from noetl.server.schemas import Body, PortableObject
 from noetl.server.service import Orchestrator
 from noetl.store import catalog, schedules
 
@@ -23,7 +23,7 @@ class ScheduleRequest(Body):
     version: int | None = Field(default=None, ge=1, description="Default: the latest at each tick")
     cron: str | None = Field(default=None, max_length=200, description="e.g. '*/5 * * * *'")
     every: str | float | None = Field(default=None, description="e.g. '30s', '5m', '1h', 90")
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: PortableObject = Field(default_factory=dict)
     enabled: bool = True
     timezone: str = Field(default="UTC", max_length=100, description="IANA zone cron is read in")
     overlap: Literal["skip", "allow"] = Field(

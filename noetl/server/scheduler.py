@@ -57,8 +57,16 @@ class Scheduler:
         started = 0
         for schedule_id in due_ids:
             effects = Effects()
-            async with flow.transaction() as conn:
-                started += await self._handle(conn, schedule_id, effects)
+            try:
+                async with flow.transaction() as conn:
+                    started += await self._handle(conn, schedule_id, effects)
+            except (psycopg.OperationalError, asyncio.CancelledError):
+                raise  # the database is gone: the pass fails (run() logs it and retries)
+            except Exception:  # one bad row never stops the other schedules
+                log.exception(
+                    "schedule %s: its pass failed; the other schedules go on", schedule_id
+                )
+                continue
             await flow.after_commit(effects)
         return started
 

@@ -67,7 +67,7 @@ class RerunRequest(Body):
 
     from_failed: bool | None = Field(default=None, description="Restart at the failed steps")
     from_step: str | None = Field(default=None, min_length=1, description="Restart at this step")
-    payload: dict[str, Any] = Field(
+    payload: PortableObject = Field(
         default_factory=dict, description="Merged over the original execution's workload"
     )
     version: int | Literal["latest"] | None = Field(

@@ -201,9 +201,16 @@ async def step_detail(request: Request, execution_id: str, step: str) -> Respons
         row = await executions.get_execution(conn, eid)
         if row is None:
             raise NotFoundError(f"execution {execution_id} does not exist")
+        state = (row["state"] or {}).get("steps", {}).get(step)
+        if state is None:
+            steps = (await _orchestrator(request).playbook(row["catalog_id"])).steps
+            if step not in steps:
+                raise NotFoundError(
+                    f"execution {execution_id} has no step {step!r}"
+                    f" (its playbook's steps: {', '.join(list(steps)[:20])})"
+                )
         done = await timeline.last_event(conn, eid, step, ["step.exit", "command.completed"])
         failed = await timeline.last_event(conn, eid, step, ["command.failed"])
-    state = (row["state"] or {}).get("steps", {}).get(step)
     return _json(
         {
             "execution_id": str(eid),

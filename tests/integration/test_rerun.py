@@ -122,6 +122,9 @@ async def test_rerun_refusals_say_why(api: httpx.AsyncClient, tmp_path: Path) ->
     assert both.status_code == 422
     assert (await api.post("/api/executions/42/rerun", json={})).status_code == 404
     assert (await api.post(url, json={"from_step": "check", "version": 9})).status_code == 404
+    bad_number = await api.post(url, json={"from_step": "check", "payload": {"n": 2**70}})
+    assert bad_number.status_code == 422 and "payload.n" in bad_number.text
+    assert len((await api.get("/api/executions")).json()["items"]) == 1  # nothing started
 
 
 async def test_a_running_execution_cannot_be_rerun(api: httpx.AsyncClient) -> None:

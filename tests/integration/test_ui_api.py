@@ -125,6 +125,15 @@ async def test_timeline_live_and_step_details_of_a_finished_run(
     assert (await api.get("/api/executions/x/timeline")).status_code == 404
 
 
+async def test_a_step_the_playbook_does_not_have_is_not_found(
+    runtime: Runtime, api: httpx.AsyncClient
+) -> None:
+    done = await run_playbook(api, FAILING)
+    answer = await api.get(f"/api/executions/{done['execution_id']}/steps/nope")
+    assert answer.status_code == 404
+    assert "no step 'nope'" in answer.text and "start" in answer.text
+
+
 async def test_a_failed_step_shows_its_error_with_the_traceback(
     runtime: Runtime, api: httpx.AsyncClient
 ) -> None:
