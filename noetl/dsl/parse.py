@@ -6,6 +6,7 @@ raised together as one `PlaybookError`. Legacy spellings are normalised here and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
@@ -14,6 +15,8 @@ from noetl.dsl.source import Located, Path, load_yaml
 from noetl.dsl.template import check_syntax, is_template
 from noetl.dsl.tool_schema import TOOL_KINDS, check_keychain_entry, check_output, check_tool
 from noetl.errors import PlaybookError, Problem
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 API_VERSIONS = frozenset({"noetl.io/v2", "noetl.io/v10"})
 ROOT_KEYS = frozenset(
@@ -110,6 +113,15 @@ class _Parser:
             return None
         return value
 
+    def name(self, value: Any, path: Path, *, required: bool = True) -> str | None:
+        """A name (of a step, a playbook, a workbook or keychain entry): a non-empty string
+        without control characters (a NUL cannot be stored; a newline breaks every listing)."""
+        found = self.text(value, path, required=required)
+        if found is not None and (bad := _CONTROL.search(found)):
+            self.error(path, f"a name may not contain the control character {bad[0]!r}")
+            return None
+        return found
+
     def templates(self, value: Any, path: Path) -> None:
         for sub_path, source in _strings(value, path):
             if is_template(source) and (message := check_syntax(source)):
@@ -149,8 +161,8 @@ class _Parser:
             spec = {}
         self.templates(spec, ("spec",))
         self.executor(root.get("executor"))
-        name = self.text(meta.get("name"), ("metadata", "name"))
-        path = self.text(meta.get("path"), ("metadata", "path"), required=False) or name
+        name = self.name(meta.get("name"), ("metadata", "name"))
+        path = self.name(meta.get("path"), ("metadata", "path"), required=False) or name
         workload = root.get("workload") or {}
         if not isinstance(workload, dict):
             self.error(("workload",), f"expected a mapping, got {_kind(workload)}")
@@ -245,7 +257,7 @@ class _Parser:
             data = self.mapping(entry, path, None)
             if not data:
                 continue
-            name = self.text(data.get("name"), (*path, "name"))
+            name = self.name(data.get("name"), (*path, "name"))
             for sub_path, message in check_keychain_entry(data):
                 self.error((*path, *sub_path), message)
             if name in names:
@@ -264,7 +276,7 @@ class _Parser:
         for index, item in enumerate(items):
             path: Path = ("workbook", index)
             entry = self.mapping(item, path, WORKBOOK_KEYS)
-            name = self.text(entry.get("name"), (*path, "name"))
+            name = self.name(entry.get("name"), (*path, "name"))
             tool = self.tool(entry.get("tool"), (*path, "tool"), {}) if entry else None
             if name and name in tools:
                 self.error((*path, "name"), f"duplicate workbook entry {name!r}")
@@ -308,7 +320,7 @@ class _Parser:
         data = self.mapping(raw, path, STEP_KEYS)
         if not data:
             return None
-        name = self.text(data.get("step"), (*path, "step"))
+        name = self.name(data.get("step"), (*path, "step"))
         if "input" in data and "args" in data:
             self.error((*path, "args"), "use `input` (`args` is its legacy spelling), not both")
         step_input = data.get("input", data.get("args")) or {}

@@ -220,3 +220,12 @@ async def test_out_of_range_and_unstorable_request_values_are_422(api: httpx.Asy
         "/api/credentials", content=json.dumps(body), headers={"content-type": "application/json"}
     )
     assert credential.status_code in {201, 422}, credential.text
+
+
+async def test_a_step_name_with_a_nul_is_refused_not_left_running(api: httpx.AsyncClient) -> None:
+    # was a 201 whose execution stayed RUNNING: no event of the step could be written
+    content = HEADER + 'workflow:\n  - step: "a\\0b"\n    tool: {kind: noop}\n'
+    response = await api.post("/api/execute", json={"playbook": content})
+    assert response.status_code == 422, response.text
+    assert "control character" in response.json()["message"]
+    assert (await api.get("/api/executions")).json()["items"] == []

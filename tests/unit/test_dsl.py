@@ -89,6 +89,18 @@ def test_duplicate_keys_and_step_names_are_errors() -> None:
     assert any("duplicate step name 'a'" in p for p in problems)
 
 
+def test_a_name_with_a_control_character_is_an_error_naming_its_line() -> None:
+    # a NUL cannot be stored (the execution stayed RUNNING forever); a newline breaks listings
+    for name in ('"a\\0b"', '"a\\nb"', '"\\x7f"'):
+        problems = _problems(HEAD + f"workflow:\n  - step: {name}\n    tool: {{kind: noop}}\n")
+        assert any("p.yaml:5:5: workflow[0].step: a name may not contain" in p for p in problems)
+    problems = _problems(
+        'apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: x, path: "p\\0"}\n'
+        "workflow:\n  - {step: start, tool: {kind: noop}}\n"
+    )
+    assert any("metadata.path" in p and "control character" in p for p in problems), problems
+
+
 def test_python_code_is_not_treated_as_a_template() -> None:
     playbook = parse_playbook(
         HEAD + 'workflow:\n  - step: start\n    tool: {kind: python, code: "x = {{1: 2}}"}\n'
