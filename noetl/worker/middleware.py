@@ -123,13 +123,45 @@ class Timing(Middleware):
         return outcome.timed(time.perf_counter() - job.started)
 
 
+ERROR_LIMIT = 64 * 1024  # characters of an error message or template problem the worker reports
+PROBLEMS_LIMIT = 100  # template problems one outcome reports
+
+
+def bounded(text: str, limit: int = ERROR_LIMIT) -> str:
+    """`text`, or its head and tail with a note of how much was cut between them (a
+    traceback's last lines say what failed; its first ones, where)."""
+    if len(text) <= limit:
+        return text
+    keep = limit // 2
+    return f"{text[:keep]}\n[... {len(text) - 2 * keep} characters cut ...]\n{text[-keep:]}"
+
+
+class Bounds(Middleware):
+    """An error message and the template problems are cut to `ERROR_LIMIT` characters each
+    (at most `PROBLEMS_LIMIT` problems): a report larger than the server takes is refused
+    (413) and the step was lost (`worker_lost`) instead of failing with its error. Outermost,
+    so it cuts what masking has already masked (a cut never leaves half a secret unmasked)."""
+
+    async def after(self, job: Job, outcome: Outcome) -> Outcome:
+        error = outcome.error
+        problems = outcome.problems
+        if (error is None or len(error) <= ERROR_LIMIT) and (
+            len(problems) <= PROBLEMS_LIMIT and all(len(p) <= ERROR_LIMIT for p in problems)
+        ):
+            return outcome
+        kept = tuple(bounded(p) for p in problems[:PROBLEMS_LIMIT])
+        if len(problems) > PROBLEMS_LIMIT:
+            kept += (f"... and {len(problems) - PROBLEMS_LIMIT} more problems",)
+        return replace(outcome, error=None if error is None else bounded(error), problems=kept)
+
+
 class Masking(Middleware):
     """Every secret value resolved for the command (`job.notes[SECRETS]`, filled by the
     runner's credentials) becomes `***` in the outcome's result, error, variables, problems and
     captured output (its base64 and URL-encoded forms too, noetl.masking) before anything
     leaves the worker; the outcome says so (`masked`), also when a result the command kept in
-    the result store had a secret masked (`output.concealed`). First in the list, so
-    its `after` sees the final outcome."""
+    the result store had a secret masked (`output.concealed`). Second in the list (after
+    Bounds, which only cuts), so its `after` sees the final outcome."""
 
     async def after(self, job: Job, outcome: Outcome) -> Outcome:
         captured: output.CommandOutput | None = job.notes.get("output")
@@ -374,6 +406,7 @@ class _Renewals:
 def standard(client: ServerClient, *, keepalive: float, max_payload_bytes: int) -> list[Middleware]:
     """The worker's middleware, outermost first."""
     return [
+        Bounds(),
         Masking(),
         Timing(),
         CapturedOutput(),

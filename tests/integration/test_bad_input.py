@@ -229,3 +229,19 @@ async def test_a_step_name_with_a_nul_is_refused_not_left_running(api: httpx.Asy
     assert response.status_code == 422, response.text
     assert "control character" in response.json()["message"]
     assert (await api.get("/api/executions")).json()["items"] == []
+
+
+async def test_a_huge_error_message_fails_the_step_with_the_message_cut(
+    api: httpx.AsyncClient,
+) -> None:
+    # the 10 MB report was refused (413) and the step ended as worker_lost after 3 attempts
+    execution = await run_playbook(
+        api,
+        HEADER + "workflow:\n  - step: start\n    tool:\n      kind: python\n"
+        "      code: \"raise ValueError('head' + 'x' * 10_000_000 + 'tail')\"\n",
+    )
+    assert execution["status"] == "FAILED"
+    error = execution["error"]
+    assert "worker_lost" not in error and "characters cut" in error
+    assert "ValueError: headxx" in error and error.rstrip().endswith("tail")
+    assert len(error) < 100_000

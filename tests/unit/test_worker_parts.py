@@ -20,7 +20,9 @@ from noetl.tools.result_store import ResultStore
 from noetl.worker.ack import Ack, Nak, Term, for_status
 from noetl.worker.client import Response, ServerClient
 from noetl.worker.middleware import (
+    ERROR_LIMIT,
     SECRETS,
+    Bounds,
     CapturedOutput,
     CleanText,
     Job,
@@ -141,6 +143,25 @@ class RetryClient(ServerClient):
         await asyncio.sleep(0.01)
         self.sent.append((event_id, body))
         return Response(200, {"recorded": True})
+
+
+async def test_a_long_error_is_cut_after_its_secrets_are_masked() -> None:
+    secret = "s3cret-" + "k" * 40
+
+    async def chatty(job: Job) -> Outcome:
+        job.notes[SECRETS] = [{"token": secret}]
+        # the secret straddles the middle, where a cut before masking would leave half of it
+        half = ERROR_LIMIT // 2 - 10
+        return Outcome.failure("a" * half + secret + "b" * 200_000, problems=("p" * 10**6,) * 150)
+
+    outcome = await process([Bounds(), Masking()], _job({}), chatty)
+    assert outcome is not None and outcome.error is not None
+    assert len(outcome.error) < ERROR_LIMIT + 100 and "characters cut" in outcome.error
+    assert "s3cret" not in outcome.error and "kkkk" not in outcome.error
+    assert outcome.error.startswith("a" * 100) and outcome.error.endswith("b" * 100)
+    assert len(outcome.problems) == 101 and outcome.problems[-1] == "... and 50 more problems"
+    assert all(len(problem) < ERROR_LIMIT + 100 for problem in outcome.problems)
+    assert outcome.masked
 
 
 async def test_a_retry_notice_is_sent_masked_before_the_outcome_is_returned() -> None:
