@@ -50,16 +50,25 @@ def referenced(value: Any) -> set[str]:
 
 
 def needed(entries: Mapping[str, Mapping[str, Any]], roots: Iterable[str]) -> list[str]:
-    """The entries to resolve for `roots`, dependencies first, in declaration order."""
-    wanted: set[str] = set()
-    stack = [name for name in roots if name in entries]
-    while stack:
-        name = stack.pop()
-        if name in wanted:
-            continue
-        wanted.add(name)
-        stack += [dep for dep in referenced(entries[name]) if dep in entries and dep != name]
-    return [name for name in entries if name in wanted]
+    """The entries to resolve for `roots`: each after the entries it references (an entry
+    may reference one declared below it), otherwise in declaration order. In a cycle, the
+    entry met first comes last (its template then fails naming what it lacks)."""
+    position = {name: index for index, name in enumerate(entries)}
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        seen.add(name)
+        deps = [dep for dep in referenced(entries[name]) if dep in entries and dep not in seen]
+        for dep in sorted(deps, key=position.__getitem__):
+            if dep not in seen:
+                visit(dep)
+        order.append(name)
+
+    for name in sorted((n for n in set(roots) if n in entries), key=position.__getitem__):
+        if name not in seen:
+            visit(name)
+    return order
 
 
 _NAMING = ("credential", "ref", "service_account_credential")  # keychain fields naming one

@@ -3,13 +3,18 @@
 A template is code from a playbook fed with data from a payload; neither may exhaust the
 server or a worker. Every string a template produces is at most `MAX_TEXT` characters, every
 list, range or mapping at most `MAX_ITEMS` items, every integer at most `MAX_INT_BITS` bits,
-and one render at most `MAX_OPERATIONS` operations (loop iterations, calls, filters, operators
-and outputs, each weighted by the size of what it handles). The limits are checked BEFORE an
-operation builds its result where the size can be known in advance (`'a' * n`, `range(n)`,
-`join`, `center(n)`, `indent(n)`, `replace`, format widths), otherwise right after.
+a rendered value at most `MAX_INPUT` characters and items when printed (counted through shared
+references), and one render at most `MAX_OPERATIONS` operations (loop iterations, calls,
+filters, operators, comparisons and outputs, each weighted by what it reads). The limits are
+checked BEFORE an operation builds its result where the size can be known in advance
+(`'a' * n`, `range(n)`, `join`, `center(n)`, `indent(n)`, `replace`, format widths), otherwise
+right after.
 
 The budget counts operations, not seconds, so a render is deterministic (the engine replays
-decisions); in practice the budget bounds one render to well under a second on a slow machine.
+decisions). An item read costs `1/_ITEM_UNIT` operation and a character `1/_WEIGHT_UNIT`, near
+their CPU cost next to a loop iteration's, so the budget bounds one render to a few seconds on
+a slow machine (sorting a 100,000-item list 1,000 times ran for minutes when an item cost what
+a character does).
 Exceeding a bound raises `TemplateLimitError`, which fails the step or the execution with the
 reason.
 """
@@ -29,7 +34,8 @@ MAX_ITEMS = 100_000  # items of one list, range, set or mapping
 MAX_INT_BITS = 65_536  # bits of one integer (2**65536 is computed in microseconds)
 MAX_OPERATIONS = 2_000_000  # weighted operations of one render
 MAX_INPUT = 4 * MAX_TEXT  # what one operation may read, counted through shared references
-_WEIGHT_UNIT = 256  # characters or items that cost one operation
+_WEIGHT_UNIT = 256  # characters that cost one operation
+_ITEM_UNIT = 8  # items (of a list, a mapping, ...) that cost one operation
 _WIDTH = re.compile(r"\d+")
 
 
@@ -82,27 +88,59 @@ def _too_big(what: str, size: int, limit: int) -> TemplateLimitError:
     )
 
 
-def weight(value: Any, limit: int = MAX_TEXT) -> int:
-    """Characters and items in `value`, counted through shared references, stopping once past
-    `limit` (so it costs at most `limit` steps): what printing or joining it would build."""
-    total = 0
-    stack = [value]
-    while stack and total <= limit:
-        item = stack.pop()
+_SCALARS = frozenset({int, float, bool, type(None)})
+_CONTAINERS = (list, tuple, set, frozenset)
+
+
+def measure(value: Any, limit: int = MAX_TEXT) -> tuple[int, int]:
+    """(characters, items) in `value`, counted through shared references (a list holding the
+    same list 99,999 times counts it 99,999 times: that is what printing it builds), stopping
+    once past `limit` in all. A container met again is counted from memory, so this costs at
+    most the distinct items it holds, and at most `limit` steps."""
+    memo: dict[int, tuple[int, int]] = {}
+
+    def walk(item: Any, budget: int, depth: int) -> tuple[int, int]:
         if isinstance(item, str | bytes):
-            total += len(item) + 1
-        elif isinstance(item, Mapping):
-            total += 1
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple | set | frozenset):
-            total += 1
-            stack.extend(item)
-        elif isinstance(item, range):
-            total += len(item)
+            return len(item), 1
+        if isinstance(item, range):
+            return 0, len(item)
+        if isinstance(item, dict | Mapping):
+            children: Iterable[Any] = [*item.keys(), *item.values()]
+        elif isinstance(item, _CONTAINERS):
+            children = item
         else:
-            total += 1
-    return total
+            return 0, 1
+        key = id(item)
+        if key in memo:
+            return memo[key]
+        chars, items = 0, 1
+        for child in children:
+            if type(child) in _SCALARS:
+                items += 1
+                continue
+            if depth > 500:  # deeper than any template builds: count it as big
+                return budget + 1, 0
+            more_chars, more_items = walk(child, budget - chars - items, depth + 1)
+            chars += more_chars
+            items += more_items
+            if chars + items > budget:
+                return chars, items  # not remembered: it was not counted in full
+        memo[key] = (chars, items)
+        return chars, items
+
+    return walk(value, limit, 0)
+
+
+def weight(value: Any, limit: int = MAX_TEXT) -> int:
+    """Characters and items in `value` (see `measure`): what printing or joining it builds."""
+    chars, items = measure(value, limit)
+    return chars + items
+
+
+def _cost(chars: int, items: int) -> int:
+    """Operations to charge for reading `chars` characters and `items` items: a character is
+    copied in C, an item is a Python object each operation visits."""
+    return 1 + chars // _WEIGHT_UNIT + items // _ITEM_UNIT
 
 
 def check_result(value: Any) -> Any:
@@ -114,7 +152,7 @@ def check_result(value: Any) -> Any:
     elif isinstance(value, list | tuple | dict | set | frozenset | range):
         if len(value) > MAX_ITEMS:
             raise _too_big("a collection of {} items", len(value), MAX_ITEMS)
-        spend(1 + len(value) // _WEIGHT_UNIT)
+        spend(_cost(0, len(value)))
     elif isinstance(value, int) and not isinstance(value, bool):
         if value.bit_length() > MAX_INT_BITS:
             raise _too_big("an integer of {} bits", value.bit_length(), MAX_INT_BITS)
@@ -127,10 +165,33 @@ def check_result(value: Any) -> Any:
 def check_inputs(args: Iterable[Any]) -> None:
     """Charge for what an operation reads; refuse inputs that could only build a bomb."""
     for arg in args:
-        size = weight(arg, MAX_INPUT)
+        if type(arg) in _SCALARS:
+            spend()
+            continue
+        chars, items = measure(arg, MAX_INPUT)
+        if chars + items > MAX_INPUT:
+            raise _too_big("an input of {} characters and items", chars + items, MAX_INPUT)
+        spend(_cost(chars, items))
+
+
+def read(value: Any) -> Any:
+    """An operand of a comparison (`==`, `in`, `<`, ...), charged for what comparing it
+    reads (`-1 in a_long_list` walks the whole list)."""
+    if type(value) not in _SCALARS:
+        check_inputs([value])
+    return value
+
+
+def check_output(value: Any) -> Any:
+    """A render's value, refused when printing or storing it would build more than
+    `MAX_INPUT` characters and items (a list holding the same long list 99,999 times is
+    small in memory and enormous in JSON)."""
+    check_result(value)
+    if isinstance(value, dict | list | tuple | set | frozenset):
+        size = weight(value, MAX_INPUT)
         if size > MAX_INPUT:
-            raise _too_big("an input of {} characters and items", size, MAX_INPUT)
-        spend(1 + size // _WEIGHT_UNIT)
+            raise _too_big("a value of {} characters and items", size, MAX_INPUT)
+    return value
 
 
 def bounded_range(*args: int) -> range:

@@ -99,14 +99,28 @@ def _through_data(obj: Any, name: Any) -> Any:
     return _MISSING
 
 
+def _charged(expr: nodes.Expr) -> nodes.Expr:
+    if isinstance(expr, nodes.Const):  # nothing to charge
+        return expr
+    return nodes.Filter(expr, "noetl_read", [], [], None, None, lineno=expr.lineno)
+
+
 class _Guard(NodeTransformer):
-    """Rewrites a parsed template so its loops and `~` joins go through `bounds`."""
+    """Rewrites a parsed template so its loops, `~` joins and comparisons go through `bounds`."""
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
         loop = self.generic_visit(node)
         assert isinstance(loop, nodes.For)
         loop.iter = nodes.Filter(loop.iter, "noetl_steps", [], [], None, None, lineno=loop.lineno)
         return loop
+
+    def visit_Compare(self, node: nodes.Compare) -> nodes.Node:
+        compare = self.generic_visit(node)
+        assert isinstance(compare, nodes.Compare)
+        compare.expr = _charged(compare.expr)
+        for operand in compare.ops:
+            operand.expr = _charged(operand.expr)
+        return compare
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
         concat = self.generic_visit(node)
@@ -184,7 +198,7 @@ def _defined(value: Any) -> Any:
 
 
 def _finalize(value: Any) -> Any:
-    return bounds.check_result(_defined(value))
+    return bounds.check_output(_defined(value))
 
 
 def _environment(
@@ -198,7 +212,7 @@ def _environment(
     env.filters = {
         name: bounds.guarded_filter(name, function) for name, function in env.filters.items()
     }
-    env.filters.update(noetl_steps=bounds.steps, noetl_concat=bounds.concat)
+    env.filters.update(noetl_steps=bounds.steps, noetl_concat=bounds.concat, noetl_read=bounds.read)
     env.globals.clear()
     env.globals.update(range=bounds.bounded_range, dict=dict, list=list, len=len, now=_now)
     return env
@@ -361,7 +375,7 @@ def render_string(source: str, context: Mapping[str, Any]) -> Any:
                     return bounds.check_result(value)
             if native:
                 value = _defined(compiled(**_read(source, context)))
-                return bounds.check_result(value)
+                return bounds.check_output(value)
             return _streamed(compiled.generate(**_read(source, context)))
     except bounds.TemplateLimitError as exc:
         raise bounds.TemplateLimitError(f"{exc} in {_shown(source)}") from None

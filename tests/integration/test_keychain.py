@@ -46,6 +46,14 @@ def test_referenced_and_needed_follow_dependencies_in_declaration_order() -> Non
     assert roots == {"token"}
     assert needed(entries, roots) == ["creds", "token"]
     assert needed(entries, set()) == []
+    # a dependency declared below the entry that reads it is resolved first (the oauth2 entry
+    # was rendered first: "'dict object' has no attribute 'envk'")
+    below = {"oauth": entries["token"] | {"data": {"id": "{{ keychain.envk.id }}"}}, **entries}
+    below["envk"] = {"kind": "secrets", "provider": "env", "map": {"id": "CLIENT_ID"}}
+    assert needed(below, {"oauth"}) == ["envk", "oauth"]
+    assert needed(below, {"oauth", "token"}) == ["envk", "oauth", "creds", "token"]
+    loop = {"a": {"x": "{{ keychain.b.y }}"}, "b": {"y": "{{ keychain.a.x }}"}}
+    assert needed(loop, {"a"}) == ["b", "a"]
 
 
 async def test_static_bearer_credential_and_secrets_kinds() -> None:
@@ -316,3 +324,14 @@ def test_a_command_names_the_credentials_its_tools_keychain_and_token_calls_use(
         "for_b",
     }
     assert credentials_named({"kind": "noop"}, {}) == set()
+
+
+async def test_an_entry_reads_an_entry_declared_below_it() -> None:
+    entries = {
+        "api": {"kind": "static", "map": {"id": "{{ keychain.envk.id }}"}},
+        "envk": {"kind": "secrets", "provider": "env", "map": {"id": "CLIENT_ID"}},
+    }
+    values = await Keychain(_fetch, environ={"CLIENT_ID": "abc-123"}).resolve(
+        entries, {"api"}, {}, execution_id=1
+    )
+    assert values["api"] == {"id": "abc-123"}

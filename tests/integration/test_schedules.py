@@ -163,7 +163,7 @@ async def test_overlap_skip_starts_nothing_while_the_last_run_runs(
 
 async def test_bad_schedules_are_refused_naming_the_field(api: httpx.AsyncClient) -> None:
     await register(api, QUICK)
-    cases = [
+    cases: list[tuple[dict[str, Any], int, str]] = [
         ({"cron": "every tuesday"}, 422, "cron:"),
         ({"every": "soon"}, 422, "every:"),
         ({"every": "0.1s"}, 422, "at least 1 s"),

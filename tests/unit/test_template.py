@@ -191,3 +191,47 @@ def test_a_plain_path_is_read_by_jinja_s_parser() -> None:
 def test_a_plain_path_over_the_bounds_is_refused() -> None:
     with pytest.raises(bounds.TemplateLimitError):
         render("{{ big.text }}", {"big": {"text": "x" * (bounds.MAX_TEXT + 1)}})
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ [[0] * 99999] * 99999 }}",  # small in memory (one list, shared), 10**10 in JSON
+        "x {{ [[0] * 99999] * 99999 }}",
+        "{{ {'a': [range(99999) | list] * 99999} }}",
+    ],
+)
+def test_a_value_enormous_when_printed_is_refused(source: str) -> None:
+    with pytest.raises(bounds.TemplateLimitError, match="characters and items"):
+        render(source, {})
+
+
+@pytest.mark.parametrize(
+    "source",
+    [  # each took minutes within the budget: reading an item cost 1/256 of an operation
+        "{% for i in range(1000) %}{{ range(99999) | list | sort | length }}{% endfor %}",
+        "{% set x = range(99999) | list %}"
+        "{% for i in range(1000) %}{{ x | sort | last }}{% endfor %}",
+        "{% set x = range(99999) | list %}{% for i in range(20000) %}{{ -1 in x }}{% endfor %}",
+        "{% set x = range(99999) | list %}{% set y = range(99999) | list %}"
+        "{% for i in range(20000) %}{{ x == y }}{% endfor %}",
+    ],
+)
+def test_reading_long_collections_over_and_over_runs_out_of_budget(source: str) -> None:
+    with pytest.raises(bounds.TemplateLimitError, match="operations"):
+        render(source, {})
+
+
+def test_measure_counts_shared_references_and_stops_past_its_limit() -> None:
+    inner = list(range(1000))
+    assert bounds.measure([inner, inner, "abc"]) == (3, 1 + 1001 + 1001 + 1)
+    chars, items = bounds.measure([inner] * 10**6, limit=50_000)
+    assert 50_000 < chars + items < 52_000
+    assert bounds.measure({"k": ["v", 1.5, None]}) == (2, 6)
+
+
+def test_comparisons_and_reads_of_ordinary_data_stay_within_the_budget() -> None:
+    rows = [{"id": i, "name": f"n{i}"} for i in range(10_000)]
+    assert render("{{ rows | length > 5 and rows[0].id == 0 }}", {"rows": rows}) is True
+    assert render("{{ 9999 in rows | map(attribute='id') | list }}", {"rows": rows}) is True
+    assert len(render("{{ rows }}", {"rows": rows})) == 10_000
