@@ -19,7 +19,7 @@ from typing import Any
 
 from noetl.dsl import semantics
 from noetl.dsl.bounds import TemplateLimitError
-from noetl.dsl.model import Playbook, Step
+from noetl.dsl.model import Arc, Playbook, Step
 from noetl.dsl.template import clock, plain, referenced_names, render, render_workload
 from noetl.engine import rerun
 from noetl.engine.graph import back_edges, forward_upstreams
@@ -640,6 +640,10 @@ class _Run:
         loop.in_flight -= 1
         loop.succeeded += 1
         self.fresh.setdefault((ref.step, ref.run), {})[ref.iteration] = result
+        if loop.failing is not None:
+            if not loop.in_flight:
+                self.fail_step(ref.step, loop.failing)
+            return
         self.dispatch_iterations(self.playbook.step(ref.step), st)
 
     def command_failed(self, command_id: str, error: str) -> None:
@@ -647,10 +651,14 @@ class _Run:
         if ref is None:
             return
         st = self.step_state(ref.step)
-        if st.loop is not None and ref.iteration is not None:
-            st.loop.in_flight -= 1
-            st.loop.failed += 1
-            error = f"iteration {ref.iteration}: {error}"
+        loop = st.loop
+        if loop is not None and ref.iteration is not None:
+            loop.in_flight -= 1
+            loop.failed += 1
+            error = loop.failing or f"iteration {ref.iteration}: {error}"
+            if loop.in_flight and self.may_route_failure(self.playbook.step(ref.step)):
+                loop.failing = error  # routed once the iterations in flight have finished
+                return
         if ref.frame is not None:
             error = f"cursor claim (frame {ref.frame}): {error}"
         self.fail_step(ref.step, error)
@@ -673,16 +681,18 @@ class _Run:
         try:
             problems = [*self.problems.pop(name, ()), *self.apply_set(item_set, ctx)]
             problems += self.apply_set(step.set, ctx)
-            fired: list[str] = []
+            taken: list[Arc] = []  # every `when` first, then the fired arcs' `set` (DSL §3)
             for arc in step.next.arcs if step.next else ():
                 ok, problem = semantics.fires(arc.when, ctx)
                 if problem:
                     problems.append(f"arc to {arc.step}: {problem}")
                 if ok:
-                    fired.append(arc.step)
-                    problems += self.apply_set(arc.set, ctx)
+                    taken.append(arc)
                     if step.next and step.next.mode == "exclusive":
                         break
+            for arc in taken:
+                problems += self.apply_set(arc.set, ctx)
+            fired = [arc.step for arc in taken]
         except TemplateLimitError as exc:  # a template bomb fails the step
             self.fail_step(name, str(exc))
             return
@@ -734,7 +744,8 @@ class _Run:
         """A failed step fails the execution, unless one of its arcs routes the failure: an
         arc whose `when` reads the outcome (`event`, `output`) and holds with
         `event.name == 'call.error'` and `output.status == 'error'` (upstream's convention).
-        A loop step with iterations still in flight is not routed (it fails). The template
+        A loop step with iterations still in flight is not routed (it fails; an iteration's
+        failure waits for them when an arc could route it: `command_failed`). The template
         problems met on the way are recorded in its `step.exit`, as for a completed step, so
         the author can see why a failure arc did not fire."""
         st = self.step_state(name)
@@ -754,6 +765,12 @@ class _Run:
             self.route(name, fired)
             return
         self.finish(ExecutionStatus.FAILED, error=f"step '{name}' failed: {error}")
+
+    @staticmethod
+    def may_route_failure(step: Step) -> bool:
+        """Whether an arc of `step` reads the outcome, so could route its failure."""
+        arcs = step.next.arcs if step.next else ()
+        return any(arc.when is not None and reads_outcome(arc.when) for arc in arcs)
 
     def failure_arcs(self, step: Step, error: str, problems: list[str]) -> list[str]:
         """The arcs that route the failure; the template problems met go into `problems`."""

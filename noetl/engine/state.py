@@ -38,6 +38,9 @@ class LoopState:
     base: int = 0
     rows: list[Any] = field(default_factory=list)
     cap: int = 1  # iterations of a frame in flight at once (`frame.row_concurrency`)
+    # an iteration failed and an arc may route the failure: no more are issued, and the step
+    # fails with this error once the iterations in flight have finished
+    failing: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -59,6 +62,7 @@ class LoopState:
             self.base,
             self.rows,  # replaced, never changed in place: shared
             self.cap,
+            self.failing,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -71,6 +75,7 @@ class LoopState:
             "succeeded": self.succeeded,
             "failed": self.failed,
             **({**cursor, "cap": self.cap} if self.cursor else {}),
+            **({"failing": self.failing} if self.failing is not None else {}),
         }
 
 

@@ -314,3 +314,26 @@ def test_an_internal_error_is_a_failed_execution_not_an_exception() -> None:
     assert (decision.state.error or "").startswith("internal error in the engine: KeyError")
     assert decision.cancelled == ()  # the reported command is settled, not cancelled
     assert [e.event_type for e in decision.events] == ["playbook.failed"]
+
+
+def test_every_arc_s_when_is_decided_before_any_fired_arc_s_set() -> None:
+    # DSL.md §3: step set -> arcs' when -> the fired arcs' set. An arc's set changed what a
+    # later arc's `when` read, so the second arc below did not fire.
+    h = Harness(
+        HEAD
+        + """
+workflow:
+  - step: start
+    tool: {kind: noop}
+    next:
+      spec: {mode: inclusive}
+      arcs:
+        - {step: a, set: {ctx.taken: a}}
+        - {step: b, when: "{{ ctx.taken is not defined }}", set: {ctx.also: b}}
+  - {step: a, tool: {kind: noop, result: a}}
+  - {step: b, tool: {kind: noop, result: b}}
+"""
+    )
+    state = h.run()
+    assert h.kinds("b")[0] == "step.enter"
+    assert state.variables == {"taken": "a", "also": "b"}

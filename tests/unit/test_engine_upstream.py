@@ -330,3 +330,40 @@ def test_now_without_a_recorded_start_time_fails_instead_of_reading_a_clock() ->
     h = Harness(NOW.replace('timestamp: "{{ now() }}"', "timestamp: 1"))
     h.start()
     assert h.state.status == "FAILED" and "no start time" in (h.state.error or "")
+
+
+LOOP_FAILS = (
+    HEAD
+    + """
+workflow:
+  - step: start
+    loop: {in: "{{ [0, 1, 2, 3] }}", iterator: x, spec: {mode: parallel}}
+    tool: {kind: noop}
+    next:
+      arcs:
+        - {step: handled, when: "{{ event.name == 'call.error' }}"}
+        - {step: end}
+  - {step: handled, tool: {kind: noop, result: handled}}
+  - {step: end, tool: {kind: noop, result: end}}
+"""
+)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(failing=st.sets(st.integers(0, 3), min_size=1), order=st.randoms(use_true_random=False))
+def test_a_routed_iteration_failure_ends_a_parallel_loop_the_same_way_in_any_order(
+    failing: set[int], order: Any
+) -> None:
+    """The failure is routed once every iteration in flight has finished: it used to be routed
+    only when the failing iteration happened to finish last, and fail the run otherwise."""
+    h = Harness(LOOP_FAILS)
+    h.start()
+    while h.pending:
+        command = h.pending.pop(order.randrange(len(h.pending)))
+        if command.step == "start" and command.iteration in failing:
+            h.apply(CommandFailed(command.command_id, "boom"))
+        else:
+            h.apply(CommandCompleted(command.command_id, command.tool.get("result")))
+    assert h.state.status == "COMPLETED" and h.state.result == "handled"
+    assert h.kinds("start").count("command.cancelled") == 0
+    assert "step.enter" not in h.kinds("end")

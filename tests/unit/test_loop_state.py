@@ -147,7 +147,7 @@ def test_a_state_copy_keeps_every_field_and_owns_what_the_engine_changes() -> No
 
     from noetl.engine.state import CommandRef, ExecutionState, LoopState, StepState
 
-    loop = LoopState(5, True, 3, 2, 1, 0, True, 4, 2, [{"id": 1}], 3)  # a cursor loop's too
+    loop = LoopState(5, True, 3, 2, 1, 0, True, 4, 2, [{"id": 1}], 3, "iteration 1: boom")
     step = StepState("RUNNING", 2, ["a"], ["b"], loop, "a")
     state = ExecutionState(
         7,
