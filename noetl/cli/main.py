@@ -28,6 +28,7 @@ from noetl.cli.connection import CONNECTION, App, async_client, check, client
 from noetl.cli.progress import follow
 from noetl.cli.schedules import schedule_app
 from noetl.config import Settings
+from noetl.documents import read_document
 from noetl.errors import ConfigError, PlaybookError
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ def _payload(payload: str | None, sets: list[str] | None) -> dict[str, Any]:
 
 def _read(file: Path) -> str:
     try:
-        return file.read_text()
+        return read_document(file)
     except OSError as exc:
         _fail(f"cannot read {file}: {exc.strerror}")
 

@@ -34,6 +34,8 @@ from typing import Any
 
 import yaml
 
+from noetl.documents import read_document
+
 KIND = "PlaybookTest"
 _KEYS = {"apiVersion", "kind", "metadata", "playbook", "register", "payload", "mocks", "expect"}
 _EXPECT = {"status", "result", "steps", "ran", "skipped", "not_ran", "error"}
@@ -59,7 +61,7 @@ def is_test_file(path: Path) -> bool:
     try:
         return any(
             isinstance(doc, dict) and doc.get("kind") == KIND
-            for doc in yaml.safe_load_all(path.read_text())
+            for doc in yaml.safe_load_all(read_document(path))
         )
     except (OSError, yaml.YAMLError):
         return False
@@ -89,7 +91,7 @@ def playbook_files(paths: Iterable[Path]) -> list[Path]:
             continue
         for file in sorted({*path.rglob("*.yaml"), *path.rglob("*.yml")}):
             try:
-                head = yaml.safe_load(file.read_text())
+                head = yaml.safe_load(read_document(file))
             except (OSError, yaml.YAMLError):
                 head = None
             if isinstance(head, dict) and head.get("kind") == "Playbook":
@@ -99,7 +101,7 @@ def playbook_files(paths: Iterable[Path]) -> list[Path]:
 
 def load(path: Path) -> list[PlaybookTest]:
     try:
-        documents = list(yaml.safe_load_all(path.read_text()))
+        documents = list(yaml.safe_load_all(read_document(path)))
     except OSError as exc:
         raise BadTestFile(f"{path}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:

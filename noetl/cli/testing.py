@@ -13,6 +13,7 @@ import httpx
 from noetl.cli.playbook_test import BadTestFile, PlaybookTest, check, mocked
 from noetl.cli.progress import follow
 from noetl.config import Settings
+from noetl.documents import read_document
 
 TIMEOUT = 300.0  # seconds one test's execution may run before it fails as timed out
 
@@ -52,14 +53,14 @@ async def run_all(
 async def _one(client: httpx.AsyncClient, test: PlaybookTest, limit: float) -> Outcome:
     started = time.perf_counter()
     try:
-        content = mocked(test.playbook.read_text(), test.mocks)
+        content = mocked(read_document(test.playbook), test.mocks)
     except OSError as exc:
         return Outcome(test, [f"playbook {test.playbook}: {exc.strerror}"], 0.0)
     except BadTestFile as exc:
         return Outcome(test, [str(exc)], 0.0)
     for file in test.register:  # sub-playbooks the playbook calls, by their catalog path
         try:
-            text = file.read_text()
+            text = read_document(file)
         except OSError as exc:
             return Outcome(test, [f"register {file}: {exc.strerror}"], 0.0)
         registered = await client.post("/api/catalog/register", json={"content": text})

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from noetl.documents import MAX_DOCUMENT_BYTES
 from noetl.errors import PlaybookError, Problem
 
 Path = tuple[str | int, ...]
@@ -44,7 +45,6 @@ class Located:
         return Problem(message, format_path(path), line, column, self.file)
 
 
-MAX_DOCUMENT_BYTES = 1024 * 1024  # a playbook is code, not data
 MAX_VALUES = 200_000  # values after expanding aliases (a billion-laughs document)
 MAX_DEPTH = 100  # nesting levels
 

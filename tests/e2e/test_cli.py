@@ -79,6 +79,24 @@ def test_noetl_validate_lists_every_problem_with_its_line(tmp_path: Path) -> Non
     assert ok.returncode == 0 and "ok" in ok.stdout
 
 
+def test_a_file_that_is_not_a_playbook_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    # /dev/zero was read until memory ran out; a binary file was a UnicodeDecodeError
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"step: \xd0\x00\xff")
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("# " + "x" * (1024 * 1024) + "\n")
+    cases = {
+        "/dev/zero": "larger than 1048576 bytes",
+        str(huge): "larger than 1048576 bytes",
+        str(binary): "not UTF-8 text (byte 0xd0 at offset 6)",
+    }
+    for path, message in cases.items():
+        for command in ("validate", "run"):
+            done = _noetl(command, path, home=tmp_path)
+            assert done.returncode == 2, (command, path, done.stderr)
+            assert f"cannot read {path}: {message}" in done.stderr, done.stderr
+
+
 def test_bad_settings_name_the_variable(tmp_path: Path) -> None:
     env = {**os.environ, "NOETL_WORKER_CONCURRENCY": "many"}
     done = subprocess.run(
