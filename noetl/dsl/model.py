@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 Mode = Literal["exclusive", "inclusive"]
@@ -64,7 +65,7 @@ class Step:
     def tool(self) -> Tool:
         return self.tools[0]
 
-    @property
+    @cached_property  # read per arc by graph walks: a step with 8,000 arcs made them quadratic
     def targets(self) -> tuple[str, ...]:
         return tuple(arc.step for arc in self.next.arcs) if self.next else ()
 

@@ -270,3 +270,48 @@ def test_a_step_entry_holds_only_what_is_set_and_entries_written_in_full_still_r
         "came_from": "s48",
     }
     assert _parsed(written_before) == StepState("completed", 1, ["s48"], [], None, "s48")
+
+
+def test_a_fan_out_counts_the_step_runs_once_and_stops_at_the_limit_within_a_decision(
+    monkeypatch: Any,
+) -> None:
+    """Counting the runs walked every step state the decision had changed, per step entered:
+    a fan-out to 8,000 steps was quadratic. The count is now taken once per decision."""
+    arcs = ", ".join(f"{{step: s{i}}}" for i in range(10))
+    steps = "".join(f"  - {{step: s{i}, tool: {{kind: noop}}}}\n" for i in range(10))
+    playbook = parse_playbook(
+        HEAD
+        + "executor: {spec: {max_step_runs: 6}}\nworkflow:\n"
+        + "  - step: start\n    tool: {kind: noop}\n"
+        + f"    next: {{spec: {{mode: inclusive}}, arcs: [{arcs}]}}\n"
+        + steps
+    )
+    counted = 0
+    real = ExecutionState.step_runs
+
+    def counting(self: ExecutionState) -> int:
+        nonlocal counted
+        counted += 1
+        return real(self)
+
+    monkeypatch.setattr(ExecutionState, "step_runs", counting)
+    ids = itertools.count(1)
+    decision = decide_all(playbook, ExecutionState(1), [Started({})], new_id=lambda: next(ids))
+    [command] = decision.commands
+    counted = 0
+    decision = decide_all(
+        playbook, decision.state, [CommandCompleted(command.command_id)], new_id=lambda: next(ids)
+    )
+    assert counted == 1
+    entered = [e.step for e in decision.events if e.event_type == "step.enter"]
+    assert entered == ["s0", "s1", "s2", "s3", "s4"]  # with start: the limit of 6
+    assert decision.state.status == "FAILED" and "6 step runs" in (decision.state.error or "")
+
+
+def test_a_step_s_targets_are_worked_out_once() -> None:
+    playbook = parse_playbook(
+        HEAD + "workflow:\n  - {step: start, tool: {kind: noop}, next: [a, b]}\n"
+        "  - {step: a, tool: {kind: noop}}\n  - {step: b, tool: {kind: noop}}\n"
+    )
+    start = playbook.step("start")
+    assert start.targets == ("a", "b") and start.targets is start.targets
