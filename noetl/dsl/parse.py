@@ -63,6 +63,7 @@ NO_MATCH = ("quiet", "fail")
 WORKBOOK_KEYS = frozenset({"name", "desc", "description", "tool", "assert"})
 POLICY_ACTIONS = frozenset({"continue", "retry", "jump", "break", "fail"})
 DEFAULT_MAX_IN_FLIGHT = 100
+MAX_IN_FLIGHT = 10_000  # iterations issued at once: one decision writes and publishes them all
 UNRENDERED = frozenset({"code"})  # python source is code, not a template
 
 
@@ -573,6 +574,20 @@ class _Parser:
         self.arc_paths[id(result)] = paths
         return result
 
+    def max_in_flight(self, cap: Any, path: Path) -> Any:
+        """A loop's cap: a template (checked when the step runs), or 1 to `MAX_IN_FLIGHT`."""
+        where = (*path, "spec", "max_in_flight")
+        if is_template(cap):
+            self.templates(cap, where)
+            return cap
+        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
+            self.error(where, "expected a positive integer or a template")
+            return DEFAULT_MAX_IN_FLIGHT
+        if cap > MAX_IN_FLIGHT:
+            self.error(where, f"{cap} is over the limit of {MAX_IN_FLIGHT}")
+            return DEFAULT_MAX_IN_FLIGHT
+        return cap
+
     def loop(self, raw: Any, path: Path) -> Loop | None:
         data = self.mapping(raw, path, LOOP_KEYS)
         if not data:
@@ -607,14 +622,7 @@ class _Parser:
         self.templates(frame, (*path, "spec", "frame"))
         if frame.get("process", "row") not in ("row", "frame"):
             self.error((*path, "spec", "frame", "process"), "expected row or frame")
-        cap = spec.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT)
-        if is_template(cap):
-            self.templates(cap, (*path, "spec", "max_in_flight"))
-        elif not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
-            self.error(
-                (*path, "spec", "max_in_flight"), "expected a positive integer or a template"
-            )
-            cap = DEFAULT_MAX_IN_FLIGHT
+        cap = self.max_in_flight(spec.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT), path)
         if iterator is None or ("in" not in data and cursor is None):
             return None
         return Loop(

@@ -20,6 +20,7 @@ from typing import Any
 from noetl.dsl import semantics
 from noetl.dsl.bounds import TemplateLimitError
 from noetl.dsl.model import Arc, Playbook, Step
+from noetl.dsl.parse import MAX_IN_FLIGHT
 from noetl.dsl.template import clock, plain, referenced_names, render, render_workload
 from noetl.engine import rerun
 from noetl.engine.graph import back_edges, forward_upstreams
@@ -472,6 +473,11 @@ class _Run:
                 return None
             if cap < 1:
                 self.fail_step(step.name, f"loop max_in_flight: {cap} is not a positive integer")
+                return None
+            if cap > MAX_IN_FLIGHT:
+                self.fail_step(
+                    step.name, f"loop max_in_flight: {cap} is over the limit of {MAX_IN_FLIGHT}"
+                )
                 return None
         return int(cap)
 

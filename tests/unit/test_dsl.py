@@ -219,3 +219,10 @@ def test_a_cursor_loop_needs_a_claim_and_a_known_frame_process() -> None:
         .loop
     )
     assert loop is not None and loop.mode == "cursor" and loop.frame == {"max_rows": 5}
+
+
+def test_max_in_flight_is_bounded() -> None:
+    # one decision issues max_in_flight iterations at once: 10**6 wrote and published them all
+    loop = "    loop: {in: '{{ 10 }}', iterator: i, spec: {mode: parallel, max_in_flight: 20000}}\n"
+    problems = _problems(HEAD + "workflow:\n  - step: start\n" + loop + "    tool: {kind: noop}\n")
+    assert any("max_in_flight: 20000 is over the limit of 10000" in p for p in problems), problems

@@ -337,3 +337,19 @@ workflow:
     state = h.run()
     assert h.kinds("b")[0] == "step.enter"
     assert state.variables == {"taken": "a", "also": "b"}
+
+
+def test_a_templated_max_in_flight_over_the_limit_fails_the_step() -> None:
+    h = Harness(
+        HEAD
+        + """
+workload: {cap: 1000000}
+workflow:
+  - step: start
+    loop: {in: "{{ 50000 }}", iterator: i, spec: {mode: parallel, max_in_flight: "{{ cap }}"}}
+    tool: {kind: noop}
+"""
+    )
+    state = h.run()
+    assert state.status == "FAILED" and "over the limit of 10000" in (state.error or "")
+    assert h.kinds("start").count("command.issued") == 0
