@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from noetl.dsl import semantics
 from noetl.dsl.model import Playbook, Step
-from noetl.dsl.parse import UNRENDERED
+from noetl.dsl.parse import MAX_IN_FLIGHT, UNRENDERED
 from noetl.dsl.template import (
     attributes_read,
     is_template,
@@ -188,7 +188,7 @@ class Frame:
     row_concurrency: int = 1  # iterations of one frame in flight at once
 
 
-def _positive(frame: Mapping[str, Any], key: str) -> int:
+def _positive(frame: Mapping[str, Any], key: str, limit: int | None = None) -> int:
     value = frame.get(key, 1)
     try:
         number = int(value)
@@ -196,6 +196,8 @@ def _positive(frame: Mapping[str, Any], key: str) -> int:
         number = 0
     if number < 1 or isinstance(value, bool):
         raise ValueError(f"spec.frame.{key} must be a positive integer, got {value!r}")
+    if limit is not None and number > limit:
+        raise ValueError(f"spec.frame.{key}: {number} is over the limit of {limit}")
     return number
 
 
@@ -203,7 +205,8 @@ def cursor_frame(frame: Any) -> Frame:
     """The load-bearing fields of a rendered `spec.frame` (the others are accepted)."""
     if not isinstance(frame, Mapping):
         raise TypeError(f"spec.frame must be a mapping, got {type(frame).__name__}")
-    return Frame(_positive(frame, "max_rows"), _positive(frame, "row_concurrency"))
+    concurrency = _positive(frame, "row_concurrency", MAX_IN_FLIGHT)  # like max_in_flight
+    return Frame(_positive(frame, "max_rows"), concurrency)
 
 
 def cursor_claim(cursor: Any) -> dict[str, Any]:

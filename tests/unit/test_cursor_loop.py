@@ -176,6 +176,9 @@ def test_a_claim_result_without_rows_and_bad_frame_fields_fail_the_step() -> Non
     assert state.status == "FAILED" and "no rows field" in (state.error or "")
     state = Harness(playbook(max_rows=0)).run()
     assert state.status == "FAILED" and "max_rows must be a positive integer" in (state.error or "")
+    state = Harness(playbook(concurrency=10**6)).run()  # a frame's rows all issued at once
+    assert state.status == "FAILED"
+    assert "row_concurrency: 1000000 is over the limit of 10000" in (state.error or "")
 
 
 def test_a_claim_that_never_drains_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
