@@ -78,6 +78,7 @@ class Flow:
         self.snapshots = Snapshots()  # which large results they keep in the log
         self._reports: KeyedBatcher[Report, ReportReply] = KeyedBatcher(self._report_batch)
         self._starts: KeyedBatcher[_First, int] = KeyedBatcher(self._start_batch)
+        self._own_reports: set[asyncio.Task[None]] = set()  # see after_commit
 
     # -- the operations ---------------------------------------------------------------------
 
@@ -698,7 +699,10 @@ class Flow:
         )
         await events.insert_events(conn, [subplaybooks.claimed(command, self.new_id())])
         try:
-            request = subplaybooks.child_request(command, depth)
+            # the chain above this execution counts too: a playbook calling itself after a
+            # step starts each child from another transaction, where `depth` is 0 again
+            chain = await executions.nesting(conn, command.execution_id, subplaybooks.MAX_DEPTH)
+            request = subplaybooks.child_request(command, max(depth, chain))
             entry = await self.playbooks.resolve(
                 path=request.path, catalog_id=request.catalog_id, version=request.version
             )
@@ -733,10 +737,21 @@ class Flow:
         for execution_id, _, _ in effects.ended:
             await self.settle(execution_id)
         for report in effects.reports:
-            try:
-                await self.report(report)
-            except (ConflictError, NotFoundError) as exc:
-                log.info("outcome of %s not recorded: %s", report.command_id, exc)
+            # from a task of its own: this may run inside the decision of the very execution
+            # the report is for (a sub-playbook that cannot start, issued by a report), whose
+            # next batch starts only once that decision has returned
+            task = asyncio.get_running_loop().create_task(self._report_own(report))
+            self._own_reports.add(task)
+            task.add_done_callback(self._own_reports.discard)
+
+    async def _report_own(self, report: Report) -> None:
+        """Record an outcome the server itself reached (a sub-playbook that could not start)."""
+        try:
+            await self.report(report)
+        except (ConflictError, NotFoundError) as exc:
+            log.info("outcome of %s not recorded: %s", report.command_id, exc)
+        except Exception:
+            log.exception("outcome of %s not recorded", report.command_id)
 
     async def settle(self, execution_id: int) -> None:
         """Tell the parent of an ended child; cancel the running children of an ended parent.

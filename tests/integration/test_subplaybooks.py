@@ -104,6 +104,23 @@ async def test_an_unregistered_child_fails_the_step_clearly(api: httpx.AsyncClie
     assert "'tests/child' is not registered" in execution["error"]
 
 
+async def test_an_unregistered_child_after_another_step_fails_the_step_clearly(
+    api: httpx.AsyncClient,
+) -> None:
+    # a child that cannot start, issued by a report (not by the start): the server's failure
+    # report waited for the decision it was made in, which waited for it; the run hung
+    late = """apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: late, path: tests/late}
+workflow:
+  - {step: start, tool: {kind: noop}, next: [call]}
+  - {step: call, tool: {kind: playbook, path: tests/child}}
+"""
+    execution = await run_playbook(api, late)
+    assert execution["status"] == "FAILED"
+    assert "'tests/child' is not registered" in execution["error"]
+
+
 async def test_cancelling_the_parent_cancels_the_child(api: httpx.AsyncClient) -> None:
     await _register(api, CHILD)
     started = await api.post("/api/execute", json={"playbook": PARENT, "payload": {"sleep": 30}})
@@ -291,3 +308,27 @@ async def test_a_pipeline_waiting_for_its_child_lends_its_worker_slot(settings: 
         execution = await run_playbook(api, PIPELINE, {"timeout": 30})
         assert execution["status"] == "COMPLETED", execution["error"]
         assert execution["result"] == {"got": 16, "prev": 16}
+
+
+async def test_a_playbook_calling_itself_after_a_step_stops_at_the_nesting_limit(
+    api: httpx.AsyncClient,
+) -> None:
+    # each level started its child from another transaction, so the in-transaction depth was 0
+    # every time and the chain grew without end
+    recursive = """apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: self, path: tests/self}
+workflow:
+  - step: start
+    tool: {kind: noop}
+    next: [again]
+  - step: again
+    tool: {kind: playbook, path: tests/self}
+"""
+    await _register(api, recursive)
+    started = await api.post("/api/execute", json={"path": "tests/self"})
+    execution = await wait_for_end(api, started.json()["execution_id"])
+    assert execution["status"] == "FAILED"
+    assert "more than 32 nested sub-playbooks" in execution["error"]
+    listed = (await api.get("/api/executions", params={"limit": 1000})).json()["items"]
+    assert len(listed) <= 33
