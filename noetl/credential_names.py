@@ -8,7 +8,7 @@ only the credentials a held command names, `noetl.server.credential_routes`).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from noetl.dsl.template import plain, render
@@ -20,33 +20,35 @@ _REFERENCE = re.compile(r"keychain\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*['\"]([^'\"]+)[
 _TOKEN_CALL = re.compile(r"\btoken\(\s*([^()]*?)\s*\)")
 
 
-def token_calls(value: Any) -> set[str]:
-    """The argument expressions of upstream's `token(<credential name>)` template calls."""
-    found: set[str] = set()
+def _strings(value: Any) -> Iterator[str]:
+    """The strings inside `value` (mapping values and list items, at any depth)."""
     if isinstance(value, str):
-        found.update(match.group(1) for match in _TOKEN_CALL.finditer(value) if match.group(1))
+        yield value
     elif isinstance(value, Mapping):
         for item in value.values():
-            found |= token_calls(item)
+            yield from _strings(item)
     elif isinstance(value, list | tuple):
         for item in value:
-            found |= token_calls(item)
-    return found
+            yield from _strings(item)
+
+
+def token_calls(value: Any) -> set[str]:
+    """The argument expressions of upstream's `token(<credential name>)` template calls."""
+    return {
+        match.group(1)
+        for text in _strings(value)
+        for match in _TOKEN_CALL.finditer(text)
+        if match.group(1)
+    }
 
 
 def referenced(value: Any) -> set[str]:
     """Keychain entry names a value's strings reference (`keychain.x`, `keychain['x']`)."""
-    names: set[str] = set()
-    if isinstance(value, str):
-        for match in _REFERENCE.finditer(value):
-            names.add(match.group(1) or match.group(2))
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            names |= referenced(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            names |= referenced(item)
-    return names
+    return {
+        match.group(1) or match.group(2)
+        for text in _strings(value)
+        for match in _REFERENCE.finditer(text)
+    }
 
 
 def needed(entries: Mapping[str, Mapping[str, Any]], roots: Iterable[str]) -> list[str]:
