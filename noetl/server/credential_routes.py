@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -24,10 +25,12 @@ from noetl.server.service import Orchestrator
 from noetl.store import commands, credentials
 
 router = APIRouter()
+NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")  # a credential's name
+NAME_MAX = 200
 
 
 class CredentialRequest(Body):
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: str = Field(min_length=1, max_length=NAME_MAX, pattern=NAME.pattern)
     type: str = Field(min_length=1, max_length=50, description="postgres, http, bearer, ...")
     data: PortableObject = Field(description="The secret fields, e.g. host/user/password")
     description: str = ""
@@ -106,6 +109,12 @@ async def list_credentials(request: Request) -> dict[str, Any]:
     return {"items": [_view(row) for row in rows]}
 
 
+def _existing(name: str) -> None:
+    """A name no credential can have (a NUL, a slash, 500 characters) names none: 404."""
+    if len(name) > NAME_MAX or not NAME.fullmatch(name):
+        raise NotFoundError(f"credential {name!r} does not exist")
+
+
 @router.get("/api/credentials/{name}")
 async def get_credential(
     request: Request,
@@ -119,6 +128,7 @@ async def get_credential(
     else:
         _managing(request)
     orchestrator, cipher = _parts(request)
+    _existing(name)
     async with orchestrator.pool.connection() as conn:
         row = await credentials.get(conn, name)
     if row is None:
@@ -133,6 +143,7 @@ async def get_credential(
 async def delete_credential(request: Request, name: str) -> dict[str, Any]:
     _managing(request)
     orchestrator, _ = _parts(request)
+    _existing(name)
     async with orchestrator.pool.connection() as conn:
         deleted = await credentials.delete(conn, name)
     if not deleted:

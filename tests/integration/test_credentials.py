@@ -48,6 +48,9 @@ async def test_credentials_are_stored_encrypted_and_listed_without_data(
     assert (await api.delete("/api/credentials/pg_test")).status_code == 200
     assert (await api.get("/api/credentials/pg_test")).status_code == 404
     assert (await api.delete("/api/credentials/pg_test")).status_code == 404
+    for odd in ("%00", "a%20b", "x" * 300):  # names no credential can have: 404, not 422
+        assert (await api.get(f"/api/credentials/{odd}")).status_code == 404, odd
+        assert (await api.delete(f"/api/credentials/{odd}")).status_code == 404, odd
 
 
 async def test_a_planted_secret_appears_in_no_event_response_or_log(
