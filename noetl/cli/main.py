@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -71,13 +71,37 @@ TimeoutOption = Annotated[
 ]
 
 
+# the loop and main task `_event_loop_run` runs, for `_interrupt`; and whether it cancelled it
+_RUNNING: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = []
+_INTERRUPTED: list[bool] = []
+
+
 def _event_loop_run(main: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run on uvloop where it is installed (Linux, macOS): it is the faster loop."""
+    """asyncio.run on uvloop where it is installed (Linux, macOS): it is the faster loop. A
+    SIGTERM while it runs cancels `main` (`_interrupt`), raised here as KeyboardInterrupt."""
+
+    async def guarded() -> T:
+        current = asyncio.current_task()
+        assert current is not None
+        running = (asyncio.get_running_loop(), current)
+        _RUNNING.append(running)
+        try:
+            return await main
+        finally:
+            _RUNNING.remove(running)
+
     try:
         import uvloop
+
+        runner: Callable[[Coroutine[Any, Any, T]], T] = uvloop.run
     except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
+        runner = asyncio.run
+    try:
+        return runner(guarded())
+    except asyncio.CancelledError:
+        if _INTERRUPTED:
+            raise KeyboardInterrupt from None
+        raise
 
 
 def _settings() -> Settings:
@@ -212,7 +236,14 @@ def run(
 def _interrupt(signum: int, frame: object) -> None:
     """SIGTERM outside the follow (services starting or stopping) stops as Ctrl-C does, so
     the context managers stop the embedded services: the default action killed the process
-    and left postgres and nats-server running."""
+    and left postgres and nats-server running. While an event loop runs, its main task is
+    cancelled, as asyncio's runner does for Ctrl-C: an exception raised from a signal handler
+    inside the loop could leave it marked running ("Cannot close a running event loop")."""
+    if _RUNNING:
+        loop, task = _RUNNING[-1]
+        _INTERRUPTED.append(True)
+        loop.call_soon_threadsafe(task.cancel)
+        return
     raise KeyboardInterrupt
 
 
