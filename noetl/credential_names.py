@@ -15,8 +15,6 @@ from noetl.dsl.template import plain, render
 from noetl.errors import TemplateError
 
 _REFERENCE = re.compile(r"keychain\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*['\"]([^'\"]+)['\"]\s*\])")
-
-
 _TOKEN_CALL = re.compile(r"\btoken\(\s*([^()]*?)\s*\)")
 
 

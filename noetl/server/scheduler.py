@@ -60,7 +60,7 @@ class Scheduler:
             try:
                 async with flow.transaction() as conn:
                     started += await self._handle(conn, schedule_id, effects)
-            except (psycopg.OperationalError, asyncio.CancelledError):
+            except psycopg.OperationalError:
                 raise  # the database is gone: the pass fails (run() logs it and retries)
             except Exception:  # one bad row never stops the other schedules
                 log.exception(
