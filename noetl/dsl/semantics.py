@@ -90,11 +90,15 @@ def failed(
     retryable: bool = False,
     kind: str | None = None,
     details: Mapping[str, Any] | None = None,
+    fields: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`output` of a tool call that failed with `message`. `details` is what the tool knew
     (an HTTP error's response): `output.http.status`, `output.error.status` and
-    `output.error.kind` (rate_limit, server_error, auth, not_found, client_error, error)."""
+    `output.error.kind` (rate_limit, server_error, auth, not_found, client_error, error).
+    `fields`: `error_fields` of the failure as a worker reported it (the server's side)."""
     error: dict[str, Any] = {"message": message, "retryable": retryable, "kind": "error"}
+    if fields:
+        error.update(fields)
     output: dict[str, Any] = {"status": ERROR, "data": None, "error": error, "response": None}
     if details:
         views = _kind_views("http" if "status_code" in details else kind, details)
@@ -104,6 +108,19 @@ def failed(
             error["status"] = status
             error["kind"] = _error_kind(status)
     return output
+
+
+ERROR_FIELDS = ("retryable", "kind", "status")
+
+
+def error_fields(output: Mapping[str, Any]) -> dict[str, Any]:
+    """`output.error` of a failed call without its message: what a worker reports with the
+    failure, so that the arcs the server fires on `call.error` read what the step's policy
+    rules read (`failed(message, fields=...)`)."""
+    error = output.get("error")
+    if not isinstance(error, Mapping):
+        return {}
+    return {name: error[name] for name in ERROR_FIELDS if name in error}
 
 
 def with_item_results(data: Any, results: Mapping[str, Any]) -> Any:

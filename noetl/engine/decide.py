@@ -77,6 +77,8 @@ class CommandCompleted:
 class CommandFailed:
     command_id: str
     error: str
+    # `output.error` beyond the message, as the worker reported it (semantics.error_fields)
+    fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -192,8 +194,8 @@ class _Run:
                     command_id=command_id, result=result, variables=variables, problems=problems
                 ):
                     self.command_completed(command_id, result, variables, problems)
-                case CommandFailed(command_id=command_id, error=error):
-                    self.command_failed(command_id, error)
+                case CommandFailed(command_id=command_id, error=error, fields=fields):
+                    self.command_failed(command_id, error, fields)
                 case CancelRequested(reason=reason):
                     self.finish(ExecutionStatus.CANCELLED, error=reason)
             self.complete_reused()
@@ -654,11 +656,11 @@ class _Run:
         self.fresh.setdefault((ref.step, ref.run), {})[ref.iteration] = result
         if loop.failing is not None:
             if not loop.in_flight:
-                self.fail_step(ref.step, loop.failing)
+                self.fail_step(ref.step, loop.failing, loop.failing_fields)
             return
         self.dispatch_iterations(self.playbook.step(ref.step), st)
 
-    def command_failed(self, command_id: str, error: str) -> None:
+    def command_failed(self, command_id: str, error: str, fields: Mapping[str, Any]) -> None:
         ref = self.state.commands.pop(command_id, None)
         if ref is None:
             return
@@ -667,13 +669,17 @@ class _Run:
         if loop is not None and ref.iteration is not None:
             loop.in_flight -= 1
             loop.failed += 1
-            error = loop.failing or f"iteration {ref.iteration}: {error}"
+            if loop.failing is not None:  # the first failure is the one routed
+                error, fields = loop.failing, loop.failing_fields or {}
+            else:
+                error = f"iteration {ref.iteration}: {error}"
             if loop.in_flight and self.may_route_failure(self.playbook.step(ref.step)):
-                loop.failing = error  # routed once the iterations in flight have finished
+                # routed once the iterations in flight have finished
+                loop.failing, loop.failing_fields = error, dict(fields) or None
                 return
         if ref.frame is not None:
             error = f"cursor claim (frame {ref.frame}): {error}"
-        self.fail_step(ref.step, error)
+        self.fail_step(ref.step, error, fields)
 
     def complete_step(self, name: str, result: Any, event_name: str) -> None:
         step = self.playbook.step(name)
@@ -752,10 +758,11 @@ class _Run:
             self.emit(EventType.STEP_SKIPPED, step=name, status=SKIPPED)
             self.route(name, [])
 
-    def fail_step(self, name: str, error: str) -> None:
+    def fail_step(self, name: str, error: str, fields: Mapping[str, Any] | None = None) -> None:
         """A failed step fails the execution, unless one of its arcs routes the failure: an
         arc whose `when` reads the outcome (`event`, `output`) and holds with
-        `event.name == 'call.error'` and `output.status == 'error'` (upstream's convention).
+        `event.name == 'call.error'` and `output.status == 'error'` (upstream's convention);
+        `output.error` holds the `fields` the worker reported (status, kind, retryable).
         A loop step with iterations still in flight is not routed (it fails; an iteration's
         failure waits for them when an arc could route it: `command_failed`). The template
         problems met on the way are recorded in its `step.exit`, as for a completed step, so
@@ -766,7 +773,7 @@ class _Run:
         fired: list[str] = []
         problems = list(self.problems.pop(name, ()))
         if not (st.loop and st.loop.in_flight):
-            fired = self.failure_arcs(step, error, problems)
+            fired = self.failure_arcs(step, error, problems, fields)
         payload: dict[str, Any] = {"next": fired, "handled": True} if fired else {}
         if problems:
             payload["problems"] = problems
@@ -784,10 +791,13 @@ class _Run:
         arcs = step.next.arcs if step.next else ()
         return any(arc.when is not None and reads_outcome(arc.when) for arc in arcs)
 
-    def failure_arcs(self, step: Step, error: str, problems: list[str]) -> list[str]:
+    def failure_arcs(
+        self, step: Step, error: str, problems: list[str], fields: Mapping[str, Any] | None
+    ) -> list[str]:
         """The arcs that route the failure; the template problems met go into `problems`."""
         self.need(names_in_whole(self.playbook, step.name, "arcs"))
-        ctx = self.context(output=semantics.failed(error), event={"name": semantics.CALL_ERROR})
+        output = semantics.failed(error, fields=fields)
+        ctx = self.context(output=output, event={"name": semantics.CALL_ERROR})
         fired: list[str] = []
         for arc in step.next.arcs if step.next else ():
             if arc.when is None or not reads_outcome(arc.when):

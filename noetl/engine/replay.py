@@ -34,7 +34,8 @@ def incoming(event: Mapping[str, Any]) -> Incoming | None:
             str(event["command_id"]), event["result"], payload.get("variables") or {}, problems
         )
     if kind == "command.failed":
-        return CommandFailed(str(event["command_id"]), str(event["error"]))
+        fields = (event.get("payload") or {}).get("error_fields") or {}
+        return CommandFailed(str(event["command_id"]), str(event["error"]), fields)
     if kind == "playbook.cancelled":
         return CancelRequested(str(event["error"] or "cancelled"))
     return None

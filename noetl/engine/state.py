@@ -41,6 +41,7 @@ class LoopState:
     # an iteration failed and an arc may route the failure: no more are issued, and the step
     # fails with this error once the iterations in flight have finished
     failing: str | None = None
+    failing_fields: dict[str, Any] | None = None  # its `output.error` fields, if any
 
     @property
     def finished(self) -> bool:
@@ -63,6 +64,7 @@ class LoopState:
             self.rows,  # replaced, never changed in place: shared
             self.cap,
             self.failing,
+            self.failing_fields,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -76,6 +78,7 @@ class LoopState:
             "failed": self.failed,
             **({**cursor, "cap": self.cap} if self.cursor else {}),
             **({"failing": self.failing} if self.failing is not None else {}),
+            **({"failing_fields": self.failing_fields} if self.failing_fields else {}),
         }
 
 

@@ -25,6 +25,8 @@ class Outcome:
     problems: tuple[str, ...] = ()  # template problems in `set` / `when` met on the worker
     log: Mapping[str, str] = field(default_factory=dict)  # stdout/stderr the tools printed
     masked: bool = False  # the worker replaced a secret value by *** (noetl.masking)
+    # a failure's `output.error` beyond the message: status, kind, retryable (error_fields)
+    error_fields: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def success(cls, result: Any, **fields: Any) -> Outcome:
@@ -46,6 +48,7 @@ class Outcome:
             self.problems,
             self.log,
             self.masked,
+            self.error_fields,
         )
 
     @property
@@ -88,6 +91,7 @@ class Report:
             "log": dict(outcome.log) or None,
             **({} if self.takes_next else {"takes_next": False}),
             **({"masked": True} if outcome.masked else {}),
+            **({"error_fields": dict(outcome.error_fields)} if outcome.error_fields else {}),
         }
 
 

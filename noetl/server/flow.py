@@ -503,6 +503,8 @@ class Flow:
             extra["log"] = dict(outcome.log)
         if outcome.masked:
             extra["masked"] = True  # the worker replaced a secret value by ***
+        if outcome.error_fields and not outcome.ok:
+            extra["error_fields"] = dict(outcome.error_fields)
         event = EventRecord(
             report.execution_id,
             self.new_id(),
@@ -520,7 +522,7 @@ class Flow:
         change: Incoming = (
             CommandCompleted(report.command_id, outcome.result, outcome.variables, outcome.problems)
             if outcome.ok
-            else CommandFailed(report.command_id, outcome.error or "failed")
+            else CommandFailed(report.command_id, outcome.error or "failed", outcome.error_fields)
         )
         return event, change
 

@@ -409,6 +409,7 @@ def _report_of(body: EventRequest) -> Report:
         problems=tuple(body.problems or ()),
         log={str(k): v for k, v in body.log.items()} if body.log else {},
         masked=body.masked,
+        error_fields=body.error_fields.model_dump(exclude_none=True) if body.error_fields else {},
     )
     return Report(
         body.execution_id, body.command_id, body.attempt, body.worker_id, outcome, body.takes_next

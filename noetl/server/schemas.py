@@ -95,6 +95,15 @@ class RetryingRequest(Body):
     error: str = Field(max_length=2000)
 
 
+class ErrorFields(Body):
+    """`output.error` of a failed call beyond its message (DSL §6): what the arcs the server
+    fires on `call.error` read, as the step's policy rules read it on the worker."""
+
+    retryable: bool = False
+    kind: str = Field(default="error", max_length=64)
+    status: int | None = Field(default=None, ge=0, le=999, description="an HTTP status")
+
+
 class EventRequest(Body):
     """A worker's event: `command.claimed`, `command.completed` or `command.failed`."""
 
@@ -123,6 +132,9 @@ class EventRequest(Body):
     )
     masked: bool = Field(
         default=False, description="The worker replaced a secret value by *** in the outcome"
+    )
+    error_fields: ErrorFields | None = Field(
+        default=None, description="command.failed: `output.error` beyond the message"
     )
 
 

@@ -45,6 +45,13 @@ class PipelineResult:
     error: str | None = None
     variables: dict[str, Any] = field(default_factory=dict)  # top-level names `set` wrote
     problems: list[str] = field(default_factory=list)
+    error_fields: dict[str, Any] = field(default_factory=dict)  # the failed call's
+
+
+def failed_call(exc: ToolError, kind: str) -> dict[str, Any]:
+    """`output` of a call of a `kind` tool that raised `exc`."""
+    details = getattr(exc, "details", None)
+    return semantics.failed(str(exc), retryable=exc.retryable, kind=kind, details=details or None)
 
 
 class _Run:
@@ -65,9 +72,17 @@ class _Run:
         self.raw: Any = None  # what the last tool call returned (its `output.data` may be part)
         self.problems: list[str] = []
 
-    def result(self, ok: bool, data: Any = None, error: str | None = None) -> PipelineResult:
+    def result(
+        self,
+        ok: bool,
+        data: Any = None,
+        error: str | None = None,
+        output: Mapping[str, Any] | None = None,
+    ) -> PipelineResult:
+        """`output`: the failed call's, whose `output.error` fields go with the failure."""
         written = {name: self.variables[name] for name in self.changed}
-        return PipelineResult(ok, data, error, written, self.problems)
+        fields = semantics.error_fields(output) if output is not None else {}
+        return PipelineResult(ok, data, error, written, self.problems, fields)
 
     async def attempt(self, item: Mapping[str, Any]) -> dict[str, Any]:
         try:
@@ -80,10 +95,7 @@ class _Run:
             self.raw = await self.call(kind, fields, tool_input, str(item["label"]))
             return semantics.succeeded(self.raw, kind)
         except ToolError as exc:
-            details = getattr(exc, "details", None)
-            return semantics.failed(
-                str(exc), retryable=exc.retryable, kind=kind, details=details or None
-            )
+            return failed_call(exc, kind)
 
     def rule_for(self, item: Mapping[str, Any], output: dict[str, Any]) -> dict[str, Any]:
         then, problems = semantics.rule_for(item.get("policy") or [], output, self.ctx)
@@ -141,7 +153,8 @@ async def run_pipeline(
         output, then = await run.item(item)
         action = then.get("do", "continue")
         if action == "fail":
-            return run.result(False, error=semantics.error_message(output, "failed by policy"))
+            error = semantics.error_message(output, "failed by policy")
+            return run.result(False, error=error, output=output)
         last = run.raw if semantics.is_ok(output) else output["data"]
         run.apply_set(item.get("set"), output)
         run.ctx[str(item["label"])] = by_label[str(item["label"])] = last  # as a step's

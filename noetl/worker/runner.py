@@ -18,6 +18,7 @@ from typing import Any
 
 from noetl import jsonfast
 from noetl.credential_names import referenced, token_calls
+from noetl.dsl import semantics
 from noetl.masking import RECENT_SECRETS, Mask
 from noetl.protocol.command import ClaimedCommand
 from noetl.protocol.outcome import Outcome
@@ -28,7 +29,7 @@ from noetl.tools.result_store import ResultStore, resolve_refs, select
 from noetl.worker.client import ServerClient, ServerUnreachable
 from noetl.worker.keychain import Keychain, secret_strings
 from noetl.worker.middleware import RESULT_SIZE, SECRETS, Job
-from noetl.worker.pipeline import run_pipeline
+from noetl.worker.pipeline import failed_call, run_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,8 @@ class ToolRunner:
                 )
                 variables, problems = run.variables, tuple(run.problems)
                 if not run.ok:
-                    raise ToolError(run.error or "failed")
+                    error = run.error or "failed"
+                    return Outcome.failure(error, problems=problems, error_fields=run.error_fields)
                 result = run.data
             else:
                 result = await self.call(
@@ -163,7 +165,8 @@ class ToolRunner:
                 )
             result = await self._output(job, result, wanted)
         except ToolError as exc:
-            return Outcome.failure(str(exc), problems=problems)
+            fields = semantics.error_fields(failed_call(exc, kind))
+            return Outcome.failure(str(exc), problems=problems, error_fields=fields)
         except Exception as exc:  # a bug in a tool must not take the worker down
             log.exception("tool %s crashed on %s", kind, command.command_id)
             return Outcome.failure(f"{type(exc).__name__}: {exc}", problems=problems)

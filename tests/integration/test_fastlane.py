@@ -95,6 +95,12 @@ async def test_what_the_lane_cannot_validate_gets_the_routes_answer(api: httpx.A
     )
     [result] = unknown.json()["results"]  # valid, but its fields do not make a report
     assert unknown.status_code == 200 and result["status"] == 422
+    odd = {**bogus, "event_type": "command.failed", "error": "x", "command_id": "c", "attempt": 1}
+    for fields in [{"status": "gone"}, {"kind": "k" * 65}, {"retryable": []}, {"other": 1}]:
+        refused = await api.post(
+            "/api/events/batch", json={"events": [{**odd, "error_fields": fields}]}
+        )
+        assert refused.status_code == 422 and "error_fields" in refused.json()["message"]
     # a content type is JSON as FastAPI takes it: the route and the lane answer alike
     body = json.dumps({"events": [{**bogus, "event_type": "command.failed", "error": "x"}]})
     for content_type, status in [

@@ -121,3 +121,51 @@ workflow:
     assert execution["result"]["status_code"] == 200
     assert execution["result"]["data"] == {"total": 7}
     assert calls == ["GET", "GET", "GET"]
+
+
+async def test_a_call_error_arc_routes_on_the_http_status(api: httpx.AsyncClient) -> None:
+    """An arc reads `output.error.status` / `.kind` of a failed http call, as a policy rule
+    does on the worker: the worker reports them with the failure, the log keeps them."""
+    from aiohttp import web
+
+    async def missing(request: web.Request) -> web.Response:
+        return web.json_response({"error": "no such thing"}, status=404)
+
+    app = web.Application()
+    app.router.add_get("/thing", missing)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        execution = await run_playbook(
+            api,
+            HEAD
+            + f"""
+workflow:
+  - step: start
+    tool: {{kind: http, url: "http://127.0.0.1:{port}/thing"}}
+    next:
+      arcs:
+        - step: gone
+          when: "{{{{ event.name == 'call.error' and output.error.status == 404 }}}}"
+          set: {{ctx.kind: "{{{{ output.error.kind }}}}"}}
+        - step: broken
+          when: "{{{{ event.name == 'call.error' }}}}"
+  - step: gone
+    tool: {{kind: python, input: {{kind: "{{{{ ctx.kind }}}}"}}, code: "result = kind"}}
+  - {{step: broken, tool: {{kind: noop, result: broken}}}}
+""",
+        )
+    finally:
+        await runner.cleanup()
+    assert execution["status"] == "COMPLETED", execution["error"]
+    assert execution["result"] == "not_found"
+    events = await event_log(api, execution["execution_id"])
+    [failed] = [e for e in events if e["event_type"] == "command.failed"]
+    assert failed["payload"]["error_fields"] == {
+        "status": 404,
+        "kind": "not_found",
+        "retryable": False,
+    }

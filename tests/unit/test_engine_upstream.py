@@ -367,3 +367,57 @@ def test_a_routed_iteration_failure_ends_a_parallel_loop_the_same_way_in_any_ord
     assert h.state.status == "COMPLETED" and h.state.result == "handled"
     assert h.kinds("start").count("command.cancelled") == 0
     assert "step.enter" not in h.kinds("end")
+
+
+BY_STATUS = (
+    HEAD
+    + """
+workflow:
+  - step: start
+    loop: {in: "{{ items }}", iterator: x, spec: {mode: parallel}}
+    tool: {kind: http, url: "http://example.invalid/{{ x }}"}
+    next:
+      arcs:
+        - step: missing
+          when: "{{ event.name == 'call.error' and output.error.status == 404 }}"
+          set: {ctx.kind: "{{ output.error.kind }}", ctx.again: "{{ output.error.retryable }}"}
+        - step: later
+          when: "{{ event.name == 'call.error' and output.error.retryable }}"
+        - {step: end, when: "{{ event.name == 'loop.done' }}"}
+  - {step: missing, tool: {kind: noop, result: missing}}
+  - {step: later, tool: {kind: noop, result: later}}
+  - {step: end, tool: {kind: noop, result: end}}
+"""
+)
+NOT_FOUND = {"status": 404, "kind": "not_found", "retryable": False}
+BUSY = {"status": 503, "kind": "server_error", "retryable": True}
+
+
+def _by_status(items: list[int], info: dict[str, Any] | None) -> Harness:
+    h = Harness(BY_STATUS.replace('"{{ items }}"', str(items)))
+    h.start()
+    while h.pending:
+        command = h.pending.pop(0)
+        if command.step == "start" and command.iteration == 0:
+            h.apply(CommandFailed(command.command_id, "GET failed", info or {}))
+        else:
+            h.apply(CommandCompleted(command.command_id, command.tool.get("result")))
+    return h
+
+
+def test_call_error_arcs_read_the_error_fields_the_worker_reported() -> None:
+    """`output.error` in a `call.error` arc is what policy rules see on the worker: status,
+    kind and retryable, not the message alone (they were missing: no arc could route on an
+    HTTP status)."""
+    h = _by_status([0], NOT_FOUND)
+    assert h.state.status == "COMPLETED" and h.state.result == "missing"
+    assert h.state.variables == {"kind": "not_found", "again": False}
+    assert _by_status([0], BUSY).state.result == "later"
+    plain = _by_status([0], None)  # a failure with no fields: the defaults, nothing routes
+    assert plain.state.status == "FAILED" and "GET failed" in (plain.state.error or "")
+
+
+def test_a_parallel_loop_routes_its_first_failure_with_that_failures_fields() -> None:
+    """The routing waits for the iterations in flight; the fields are the failure's."""
+    h = _by_status([0, 1, 2], BUSY)
+    assert h.state.status == "COMPLETED" and h.state.result == "later"

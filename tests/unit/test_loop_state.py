@@ -147,7 +147,9 @@ def test_a_state_copy_keeps_every_field_and_owns_what_the_engine_changes() -> No
 
     from noetl.engine.state import CommandRef, ExecutionState, LoopState, StepState
 
-    loop = LoopState(5, True, 3, 2, 1, 0, True, 4, 2, [{"id": 1}], 3, "iteration 1: boom")
+    loop = LoopState(
+        5, True, 3, 2, 1, 0, True, 4, 2, [{"id": 1}], 3, "iteration 1: boom", {"status": 500}
+    )
     step = StepState("RUNNING", 2, ["a"], ["b"], loop, "a")
     state = ExecutionState(
         7,

@@ -59,6 +59,19 @@ async def test_an_error_without_rules_fails_the_step() -> None:
     assert [c[0] for c in tools.calls] == ["a"]
 
 
+async def test_a_failed_pipeline_carries_its_failed_calls_error_fields() -> None:
+    """The worker reports them with the failure: the server's `call.error` arcs read them."""
+    unavailable = {"status_code": 503, "headers": {}, "data": "busy"}
+    tools = Tools({"a": [ToolError("GET 503", retryable=True, details=unavailable)]})
+    run = await run_pipeline([item("a", kind="http")], {}, tools)
+    assert not run.ok and run.error == "GET 503"
+    assert run.error_fields == {"retryable": True, "kind": "server_error", "status": 503}
+    by_policy = Tools({"a": [{"ok": 1}]})
+    rules = [{"when": "{{ output.status == 'ok' }}", "then": {"do": "fail"}}]
+    failed = await run_pipeline([item("a", policy=rules)], {}, by_policy)
+    assert not failed.ok and failed.error == "failed by policy" and failed.error_fields == {}
+
+
 async def test_retry_runs_the_item_again_until_it_succeeds() -> None:
     tools = Tools({"a": [ToolError("flaky"), ToolError("flaky"), {"ok": 1}]})
     rules = [

@@ -212,7 +212,9 @@ def _runner() -> ToolRunner:
 async def test_every_tool_gets_one_time_limit_and_is_stopped_at_it() -> None:
     Sleeper.calls.clear()
     outcome = await _runner()(_job({"kind": "sleeper"}))
-    assert outcome == Outcome.failure("sleeper timed out after 0.05 s")
+    assert outcome == Outcome.failure(
+        "sleeper timed out after 0.05 s", error_fields={"retryable": True, "kind": "error"}
+    )
     assert Sleeper.calls[0].timeout == 0.05  # the kind's default, handed to the tool
     await _runner()(_job({"kind": "sleeper", "timeout_seconds": 0.01}))
     assert Sleeper.calls[1].timeout == 0.01  # the tool's own field wins
@@ -333,6 +335,7 @@ def test_a_timed_outcome_keeps_every_other_field() -> None:
         ("p",),
         {"stdout": "o"},
         True,
+        {"status": 500},
     )
     assert [f.name for f in dataclasses.fields(Outcome)] == [
         "ok",
@@ -343,6 +346,7 @@ def test_a_timed_outcome_keeps_every_other_field() -> None:
         "problems",
         "log",
         "masked",
+        "error_fields",
     ]  # a new field must be carried by Outcome.timed too
     assert full.timed(2.5) == dataclasses.replace(full, duration=2.5)
 
