@@ -176,6 +176,11 @@ class Settings:
     max_payload_bytes: int = _env(
         "NOETL_MAX_PAYLOAD_BYTES", _positive_int, "Largest request body or tool result accepted."
     )
+    max_response_bytes: int = _env(
+        "NOETL_MAX_RESPONSE_BYTES",
+        _positive_int,
+        "Largest HTTP response body an http step reads; past it the step fails.",
+    )
     nats_replicas: int = _env(
         "NOETL_NATS_REPLICAS",
         _positive_int,
@@ -232,6 +237,7 @@ class Settings:
             "continuation": True,
             "max_step_runs": 10_000,
             "max_payload_bytes": 4 * 1024 * 1024,
+            "max_response_bytes": 256 * 1024 * 1024,
             "nats_replicas": 1,
             "stream": "NOETL_COMMANDS",
             "subject": "noetl.commands",

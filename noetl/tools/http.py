@@ -17,6 +17,10 @@ response is JSON, else text; ``body`` is the same value (upstream fixtures read 
 non-2xx status is a ToolError (retryable for 429 and 5xx) whose details are that result;
 timeouts and connection errors are retryable ToolErrors. Messages name the URL without
 credentials or query string.
+
+The body is read up to ``max_response_bytes`` (``NOETL_MAX_RESPONSE_BYTES``) as it arrives,
+decompressed: past it the call fails and the rest is not read, so an endless or inflating
+body fails its step instead of the worker.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from noetl.tools.base import ToolCall, ToolError
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 30.0
+MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 _BODY_CHARS = 500
 _FLAGS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 _LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
@@ -47,7 +52,8 @@ class HttpTool:
     kind = "http"
     default_timeout = DEFAULT_TIMEOUT
 
-    def __init__(self) -> None:
+    def __init__(self, max_response_bytes: int | None = None) -> None:
+        self.max_response_bytes = max_response_bytes or MAX_RESPONSE_BYTES
         self._clients: dict[bool | str, httpx.AsyncClient] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -62,15 +68,23 @@ class HttpTool:
         client = self._client(_verify(config.get("verify", config.get("verify_ssl"))))
         logger.debug("http %s %s", method, shown)
         try:
-            response = await client.request(
+            request = client.build_request(
                 method,
                 url,
                 headers=headers,
-                auth=auth,
                 timeout=timeout,
-                follow_redirects=_flag(config.get("follow_redirects"), "follow_redirects"),
                 **_request_parts(config, method, headers),
             )
+            response = await client.send(
+                request,
+                auth=auth,
+                follow_redirects=_flag(config.get("follow_redirects"), "follow_redirects"),
+                stream=True,
+            )
+            try:
+                content = await self._body(response, f"{method} {shown}")
+            finally:
+                await response.aclose()
         except httpx.TimeoutException:
             raise ToolError(
                 f"{method} {shown} timed out after {timeout:g} s", retryable=True
@@ -82,7 +96,8 @@ class HttpTool:
             raise ToolError(f"{method} {shown} failed: {reason}", retryable=True) from None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise ToolError(f"{method} {shown} failed: {exc}") from None
-        data = _data(response)
+        text = _decoded(response, content)
+        data = _data(response, text)
         result = {
             "status_code": response.status_code,
             "headers": dict(response.headers),
@@ -92,11 +107,26 @@ class HttpTool:
         if not response.is_success:
             status = response.status_code
             raise ToolError(
-                f"{method} {shown} returned HTTP {status}: {response.text[:_BODY_CHARS]}",
+                f"{method} {shown} returned HTTP {status}: {text[:_BODY_CHARS]}",
                 retryable=status == 429 or status >= 500,
                 details=result,
             )
         return result
+
+    async def _body(self, response: httpx.Response, what: str) -> bytes:
+        """The response's body as it arrives (decompressed), up to the limit."""
+        limit = self.max_response_bytes
+        parts: list[bytes] = []
+        size = 0
+        async for part in response.aiter_bytes():
+            size += len(part)
+            if size > limit:
+                raise ToolError(
+                    f"{what}: the response is larger than {limit:,} bytes"
+                    " (NOETL_MAX_RESPONSE_BYTES); the rest was not read"
+                )
+            parts.append(part)
+        return b"".join(parts)
 
     async def close(self) -> None:
         """Close the clients (on this event loop); later calls open new ones."""
@@ -274,8 +304,15 @@ def _flag(raw: Any, name: str) -> bool:
     raise ToolError(f"{name} must be true or false, got {raw!r}")
 
 
-def _data(response: httpx.Response) -> Any:
-    text = response.text
+def _decoded(response: httpx.Response, content: bytes) -> str:
+    """The body as text, in the response's encoding (its charset, else UTF-8)."""
+    try:
+        return content.decode(response.encoding or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return content.decode("utf-8", errors="replace")
+
+
+def _data(response: httpx.Response, text: str) -> Any:
     content_type = response.headers.get("content-type", "").lower()
     if "json" in content_type and text.strip():
         try:

@@ -29,16 +29,19 @@ Factory = Callable[[], Tool]
 
 
 def builtin_factories(
-    python: PythonPool | None = None, results: ResultStore | None = None
+    python: PythonPool | None = None,
+    results: ResultStore | None = None,
+    max_response_bytes: int | None = None,
 ) -> dict[str, Factory]:
     """The built-in kinds; adding a tool is a new module and one line here. `results`: the
-    worker's store of results kept by reference (the artifact tool reads it). A kind's module
+    worker's store of results kept by reference (the artifact tool reads it);
+    `max_response_bytes`: the http tool's limit (its default if None). A kind's module
     is imported when the kind is first used: a worker loads the tools its steps use (the
     postgres and transfer tools' psycopg alone was a tenth of `noetl run`'s start-up)."""
     factories: dict[str, Factory] = {
         "noop": _imported("noop", "NoopTool"),
         "python": _imported("python", "PythonTool", python),
-        "http": _imported("http", "HttpTool"),
+        "http": _imported("http", "HttpTool", max_response_bytes),
         "postgres": _imported("postgres", "PostgresTool"),
         "duckdb": _imported("duckdb", "DuckDBTool"),
         "shell": _imported("shell", "ShellTool"),

@@ -81,6 +81,7 @@ class Worker:
                     memory_mb=settings.python_memory_mb,
                 ),
                 self.results,
+                settings.max_response_bytes,
             )
         )
         self.runner = ToolRunner(

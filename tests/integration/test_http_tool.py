@@ -51,6 +51,23 @@ async def _echo(request: web.Request) -> web.Response:
     )
 
 
+async def _endless(request: web.Request) -> web.StreamResponse:
+    """A body that never ends (chunked): the tool must stop reading, not fill the memory."""
+    response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+    await response.prepare(request)
+    chunk = b"x" * 65536
+    while True:
+        await response.write(chunk)
+
+
+async def _compressed(_: web.Request) -> web.Response:
+    """100 KB of zeros in a few hundred gzip bytes: the limit is on what it unpacks to."""
+    import gzip
+
+    body = gzip.compress(b"0" * 100_000)
+    return web.Response(body=body, headers={"Content-Encoding": "gzip"})
+
+
 async def _redirect(_: web.Request) -> web.Response:
     raise web.HTTPFound("/json")
 
@@ -68,6 +85,8 @@ async def base_url() -> AsyncIterator[str]:
             web.get("/slow", _slow),
             web.route("*", "/echo", _echo),
             web.get("/redirect", _redirect),
+            web.get("/endless", _endless),
+            web.get("/compressed", _compressed),
         ]
     )
     runner = web.AppRunner(app)
@@ -204,3 +223,26 @@ async def test_the_client_is_shared_across_calls(tool: HttpTool, base_url: str) 
 
 def test_urls_in_messages_drop_credentials_and_query() -> None:
     assert safe_url("https://u:p@example.com:8443/a/b?token=x#f") == "https://example.com:8443/a/b"
+
+
+async def test_a_response_body_past_the_limit_fails_the_call_without_reading_the_rest(
+    base_url: str,
+) -> None:
+    """An endless or inflating body fails the step naming the limit; the worker's memory is
+    not what bounds it (NOETL_MAX_RESPONSE_BYTES)."""
+    small = HttpTool(max_response_bytes=50_000)
+    try:
+        for path, limit in [("/endless", 50_000), ("/compressed", 50_000)]:
+            error = await request_error(small, url=f"{base_url}{path}")
+            assert f"larger than {limit:,} bytes" in str(error), error
+            assert "NOETL_MAX_RESPONSE_BYTES" in str(error) and not error.retryable
+        fits = await request(small, url=f"{base_url}/json")
+        assert fits["data"]["ok"] is True
+    finally:
+        await small.close()
+    roomy = HttpTool(max_response_bytes=200_000)
+    try:
+        unpacked = await request(roomy, url=f"{base_url}/compressed")
+        assert unpacked["data"] == "0" * 100_000
+    finally:
+        await roomy.close()

@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from noetl.config import Settings
+from noetl.embedded.runtime import running
 from tests.conftest import event_log, run_playbook
+
+
+@contextlib.asynccontextmanager
+async def serving(path: str, handler: Any) -> AsyncIterator[int]:
+    """An HTTP server on a free loopback port answering GET `path` with `handler`."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_get(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
 
 HEAD = "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: lang, path: tests/lang}\n"
 
@@ -90,14 +112,7 @@ async def test_an_http_500_is_retried_by_policy_until_it_succeeds(api: httpx.Asy
             return web.json_response({"error": "busy"}, status=500)
         return web.json_response({"total": 7})
 
-    app = web.Application()
-    app.router.add_get("/data", flaky)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serving("/data", flaky) as port:
         execution = await run_playbook(
             api,
             HEAD
@@ -115,8 +130,6 @@ workflow:
             - else: {{then: {{do: continue}}}}
 """,
         )
-    finally:
-        await runner.cleanup()
     assert execution["status"] == "COMPLETED", execution["error"]
     assert execution["result"]["status_code"] == 200
     assert execution["result"]["data"] == {"total": 7}
@@ -131,14 +144,7 @@ async def test_a_call_error_arc_routes_on_the_http_status(api: httpx.AsyncClient
     async def missing(request: web.Request) -> web.Response:
         return web.json_response({"error": "no such thing"}, status=404)
 
-    app = web.Application()
-    app.router.add_get("/thing", missing)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serving("/thing", missing) as port:
         execution = await run_playbook(
             api,
             HEAD
@@ -158,8 +164,6 @@ workflow:
   - {{step: broken, tool: {{kind: noop, result: broken}}}}
 """,
         )
-    finally:
-        await runner.cleanup()
     assert execution["status"] == "COMPLETED", execution["error"]
     assert execution["result"] == "not_found"
     events = await event_log(api, execution["execution_id"])
@@ -169,3 +173,33 @@ workflow:
         "kind": "not_found",
         "retryable": False,
     }
+
+
+async def test_an_http_step_past_the_response_limit_fails_and_the_worker_carries_on(
+    settings: Settings,
+) -> None:
+    """NOETL_MAX_RESPONSE_BYTES reaches the worker's http tool: an endless body fails its
+    step with the limit named, and the same worker runs the next execution."""
+    from aiohttp import web
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        while True:
+            await response.write(b"x" * 65536)
+
+    async with (
+        serving("/endless", endless) as port,
+        running(settings.with_(max_response_bytes=100_000), workers=1) as runtime,
+        runtime.client() as api,
+    ):
+        url = f"http://127.0.0.1:{port}/endless"
+        failed = await run_playbook(
+            api, HEAD + f"workflow:\n  - step: start\n    tool: {{kind: http, url: '{url}'}}\n"
+        )
+        assert failed["status"] == "FAILED"
+        assert "larger than 100,000 bytes (NOETL_MAX_RESPONSE_BYTES)" in failed["error"]
+        after = await run_playbook(
+            api, HEAD + "workflow:\n  - step: start\n    tool: {kind: noop, result: 1}\n"
+        )
+        assert after["status"] == "COMPLETED" and after["result"] == 1
