@@ -2,10 +2,11 @@
 
 `noetl run`, `execute --wait` and `rerun --wait` print the same thing: each step's start and end
 with its duration, policy retries as they happen (`retry 2/4 in 1.0 s: <error>`, from the
-`command.retrying` events workers send), reused and skipped steps, and for a loop its
-done/failed counts: a progress bar per running loop on a terminal, otherwise a plain line at
-most every few seconds when the counts changed (a log file or a pipe gets no control
-characters). An error is shown once per step (its ✗ line; `noetl run` prints it whole at the
+`command.retrying` events workers send), reused and skipped steps, the template problems a
+step met (`payload.problems` of its `step.exit`: a `when` or `set` that failed to render), and
+for a loop its done/failed counts: a progress bar per running loop on a terminal, otherwise a
+plain line at most every few seconds when the counts changed (a log file or a pipe gets no
+control characters). An error is shown once per step (its ✗ line; `noetl run` prints it whole at the
 end).
 """
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 PLAIN_EVERY = 5.0  # seconds between two plain progress lines of one loop
+SHOWN_PROBLEMS = 3  # template problems printed per step
 
 
 async def follow(
@@ -134,11 +136,13 @@ class StepView:
         elif kind == "step.exit" and event["status"] == StepStatus.COMPLETED:
             summary = self.summary(step, event)
             self.print(f"[green]✓[/] {step}{summary}")
+            self.problems(step, event)
         elif kind == "step.exit":  # the whole error is printed once, at the end
             summary = self.summary(step, event)
             routed = (event.get("payload") or {}).get("next") or []
             handled = f" [dim](handled: next {', '.join(routed)})[/]" if routed else ""
             self.print(f"[red]✗[/] {step}{summary}: {_short(event['error'])}{handled}")
+            self.problems(step, event)
         elif kind == "command.retrying":
             where = step if iteration is None else f"{step}[{iteration}]"
             item = (event.get("payload") or {}).get("item")
@@ -151,6 +155,16 @@ class StepView:
             self.print(f"[dim]- {step} skipped[/]")
         elif kind == "command.failed" and (event.get("attempt") or 1) > 1:
             self.attempts[step] = int(event["attempt"])  # its error is on the step's ✗ line
+
+    def problems(self, step: str, event: dict[str, Any]) -> None:
+        """The template problems the step met (a `when` that failed to render is false, a
+        `set` value that failed is skipped): why an arc did not fire, shown where it happened."""
+        problems = (event.get("payload") or {}).get("problems") or []
+        for problem in problems[:SHOWN_PROBLEMS]:
+            self.print(f"  [yellow]⚠ {step}: {_short(str(problem))}[/]")
+        if len(problems) > SHOWN_PROBLEMS:
+            more = len(problems) - SHOWN_PROBLEMS
+            self.print(f"  [yellow]⚠ {step}: {more} more (noetl events)[/]")
 
     def totals(self, execution: dict[str, Any]) -> None:
         """Each running loop's item count, from the execution view's steps."""

@@ -415,8 +415,17 @@ class _Parser:
         if not isinstance(value, dict):
             self.error(path, f"expected a mapping of variable: value, got {_kind(value)}")
             return {}
+        self.set_keys(value, path)
         self.templates(value, path)
         return value
+
+    def set_keys(self, value: Mapping[str, Any], path: Path) -> None:
+        for key in value:
+            if not all(str(key).split(".")):
+                self.error(
+                    (*path, key),
+                    f"{str(key)!r} is not a variable name: a dotted name has no empty part",
+                )
 
     # -- tools --------------------------------------------------------------------------
 
@@ -513,6 +522,8 @@ class _Parser:
             rule_path = (*path, "policy", "rules", index)
             when, then, then_path = self.rule_parts(rule, rule_path)
             entry = {"when": when, "then": then}
+            if isinstance(then.get("set"), dict):
+                self.set_keys(then["set"], (*then_path, "set"))
             if not _one_of(then.get("do"), POLICY_ACTIONS):
                 self.error(
                     (*then_path, "do"), f"expected one of {', '.join(sorted(POLICY_ACTIONS))}"

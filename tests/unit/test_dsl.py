@@ -101,6 +101,21 @@ def test_a_name_with_a_control_character_is_an_error_naming_its_line() -> None:
     assert any("metadata.path" in p and "control character" in p for p in problems), problems
 
 
+def test_a_set_key_with_an_empty_part_is_an_error_naming_its_line() -> None:
+    # `ctx.: 2` wrote a variable named '' (read by nothing), `a..b` a key '' inside `a`
+    for key in ('"ctx."', '".a"', '"a..b"', '"iter."', '""'):
+        problems = _problems(
+            HEAD + f"workflow:\n  - step: start\n    set: {{{key}: 1}}\n    tool: {{kind: noop}}\n"
+        )
+        assert any("p.yaml:6" in p and "is not a variable name" in p for p in problems), problems
+    rule = "spec: {policy: {rules: [{else: {then: {do: continue, set: {a..b: 1}}}}]}}"
+    problems = _problems(HEAD + f"workflow:\n  - step: start\n    tool: {{kind: noop, {rule}}}\n")
+    assert any("then.set.a..b" in p and "is not a variable name" in p for p in problems), problems
+    assert parse_playbook(
+        HEAD + "workflow:\n  - {step: start, set: {ctx.a.b: 1}, tool: {kind: noop}}\n"
+    )
+
+
 def test_python_code_is_not_treated_as_a_template() -> None:
     playbook = parse_playbook(
         HEAD + 'workflow:\n  - step: start\n    tool: {kind: python, code: "x = {{1: 2}}"}\n'

@@ -141,6 +141,27 @@ def test_a_failed_step_shows_its_error_once_and_a_loop_line_only_when_counts_cha
     ]
 
 
+def test_a_steps_template_problems_are_shown_under_it_a_few_at_most() -> None:
+    """Why an arc did not fire (its `when` failed to render) is on the screen, not only in
+    the step.exit event."""
+    view, text, _ = _plain()
+    why = ["arc to three: ZeroDivisionError: division by zero in '{{ 1 / 0 }}'\nmore"]
+    view.show(_event("step.exit", "two", status="completed", payload={"problems": why}))
+    many = [f"set x{n}: 'y' is undefined" for n in range(5)]
+    view.show(
+        _event("step.exit", "four", status="failed", error="boom", payload={"problems": many})
+    )
+    assert text.getvalue().splitlines() == [
+        "✓ two",
+        "  ⚠ two: arc to three: ZeroDivisionError: division by zero in '{{ 1 / 0 }}' …",
+        "✗ four: boom",
+        "  ⚠ four: set x0: 'y' is undefined",
+        "  ⚠ four: set x1: 'y' is undefined",
+        "  ⚠ four: set x2: 'y' is undefined",
+        "  ⚠ four: 2 more (noetl events)",
+    ]
+
+
 def _api(requested: list[str]) -> httpx.AsyncClient:
     """An API whose execution is RUNNING at the first read and COMPLETED after."""
     reads = {"execution": 0}
