@@ -68,8 +68,8 @@ async def last_event(
 ) -> dict[str, Any] | None:
     """The newest event of one of `event_types` for `step`."""
     cur = await conn.execute(
-        "SELECT event_id, event_type, command_id, attempt, worker_id, result, error, duration,"
-        " created_at FROM noetl.event WHERE execution_id = %s AND step = %s"
+        "SELECT event_id, event_type, command_id, attempt, worker_id, payload, result, error,"
+        " duration, created_at FROM noetl.event WHERE execution_id = %s AND step = %s"
         " AND event_type = ANY(%s) ORDER BY event_id DESC LIMIT 1",
         (execution_id, step, list(event_types)),
     )

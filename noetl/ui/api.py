@@ -195,7 +195,8 @@ async def execution_timeline(request: Request, execution_id: str) -> Response:
 
 @router.get("/api/executions/{execution_id}/steps/{step}")
 async def step_detail(request: Request, execution_id: str, step: str) -> Response:
-    """One step's last result and last error (with the traceback the worker reported)."""
+    """One step's last result, last error (with the traceback the worker reported) and the
+    template problems its last run met (`payload.problems` of its `step.exit`)."""
     eid = _id(execution_id, "execution")
     async with _orchestrator(request).pool.connection() as conn:
         row = await executions.get_execution(conn, eid)
@@ -222,5 +223,15 @@ async def step_detail(request: Request, execution_id: str, step: str) -> Respons
             "error": failed["error"] if failed else None,
             "error_event_id": str(failed["event_id"]) if failed else None,
             "error_attempt": failed["attempt"] if failed else None,
+            "problems": _problems(done),
         }
     )
+
+
+def _problems(event: dict[str, Any] | None) -> list[str]:
+    """A `step.exit` event's template problems (a `when` that failed to render, a `set` value
+    skipped): why an arc did not fire."""
+    if event is None or event["event_type"] != "step.exit":
+        return []
+    payload = event["payload"] if isinstance(event["payload"], dict) else {}
+    return [str(problem) for problem in payload.get("problems") or []]

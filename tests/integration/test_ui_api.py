@@ -162,3 +162,31 @@ workflow:
     assert step["result"]["truncated"] is True
     assert step["result"]["bytes"] > 200_000
     assert len(step["result"]["preview"]) == 65_536
+
+
+async def test_a_step_shows_the_template_problems_its_run_met(
+    runtime: Runtime, api: httpx.AsyncClient
+) -> None:
+    """Why an arc did not fire: its `when` failed to render (it is false, the run goes on)."""
+    playbook = """
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: problems, path: tests/ui/problems}
+workflow:
+  - step: start
+    tool: {kind: noop, result: 1}
+    next:
+      arcs:
+        - {step: never, when: "{{ 1 / 0 }}"}
+        - {step: done}
+  - {step: never, tool: {kind: noop}}
+  - {step: done, tool: {kind: noop}}
+"""
+    done = await run_playbook(api, playbook)
+    assert done["status"] == "COMPLETED"
+    base = f"/api/executions/{done['execution_id']}/steps"
+    step = (await api.get(f"{base}/start")).json()
+    assert len(step["problems"]) == 1 and "arc to never" in step["problems"][0]
+    assert "division by zero" in step["problems"][0]
+    assert (await api.get(f"{base}/done")).json()["problems"] == []
+    assert (await api.get(f"{base}/never")).json()["problems"] == []

@@ -113,3 +113,31 @@ async def test_the_list_and_the_execution_page_update_live_without_reloading(
     await expect(page.locator("#x-status")).to_contain_text("completed")
     await expect(page.locator("#x-result")).to_contain_text("3")
     await expect(page.locator("#timeline .row")).to_have_count(4)
+
+
+async def test_a_steps_panel_shows_why_an_arc_did_not_fire(
+    runtime: Runtime, api: httpx.AsyncClient, watched: Watched
+) -> None:
+    playbook = """
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: problems, path: tests/ui/problems}
+workflow:
+  - step: start
+    tool: {kind: noop, result: 1}
+    next:
+      arcs:
+        - {step: never, when: "{{ missing.status == 500 }}"}
+        - {step: done}
+  - {step: never, tool: {kind: noop}}
+  - {step: done, tool: {kind: noop}}
+"""
+    done = await run_playbook(api, playbook)
+    assert done["status"] == "COMPLETED", done
+    page = watched.page
+    await page.goto(f"{runtime.url}/ui/executions/{done['execution_id']}")
+    await page.locator('#graph svg a.step[data-step="start"]').click()
+    problems = page.locator("#step-body ul.problems li")
+    await expect(problems).to_have_count(1)
+    await expect(problems).to_contain_text("arc to never")
+    await expect(page.locator("#step-body")).to_contain_text("Template problems")

@@ -160,6 +160,10 @@ async function select(step) {
   if (detail.error) {
     parts.push(el("h4", {}, `Error (attempt ${detail.error_attempt ?? "?"})`), el("pre", { class: "error-text" }, detail.error));
   }
+  if (detail.problems && detail.problems.length) {
+    // a `when` that failed to render is false, a `set` value that failed is skipped: why an arc did not fire
+    parts.push(el("h4", {}, "Template problems"), el("ul", { class: "problems" }, ...detail.problems.map((p) => el("li", {}, el("code", {}, p)))));
+  }
   if (detail.result !== null && detail.result !== undefined) {
     parts.push(el("details", { open: true }, el("summary", {}, "Result"), el("pre", { class: "json" }, pretty(detail.result))));
   }
