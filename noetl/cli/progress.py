@@ -6,8 +6,8 @@ with its duration, policy retries as they happen (`retry 2/4 in 1.0 s: <error>`,
 step met (`payload.problems` of its `step.exit`: a `when` or `set` that failed to render), and
 for a loop its done/failed counts: a progress bar per running loop on a terminal, otherwise a
 plain line at most every few seconds when the counts changed (a log file or a pipe gets no
-control characters). An error is shown once per step (its ✗ line; `noetl run` prints it whole at the
-end).
+control characters). An error is shown once per step (its ✗ line; `noetl run` prints it
+whole at the end).
 """
 
 from __future__ import annotations
