@@ -207,14 +207,15 @@ class WorkerAPI:
             return
         error = (
             f"worker_lost: no result after {row['attempt']} attempts"
-            f" (last worker {row['worker_id']})"
+            f" (last worker {row['worker_id']}): each worker running it stopped answering"
+            " (it crashed, was killed, or ran out of memory)"
         )
         report = Report(
             row["execution_id"],
             row["command_id"],
             row["attempt"],
             SERVER_WORKER,
-            Outcome.failure(error),
+            Outcome.failure(error, error_fields={"kind": "worker_lost", "retryable": False}),
         )
         try:
             await self.flow.report(report)

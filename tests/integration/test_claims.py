@@ -173,3 +173,6 @@ async def test_a_command_whose_every_attempt_is_lost_fails_with_worker_lost(
     assert [(e["attempt"], e["worker_id"]) for e in claims] == [(1, "lost-1"), (2, "lost-2")]
     [failed] = [e for e in events if e["event_type"] == "command.failed"]
     assert failed["attempt"] == 2 and failed["error"].startswith("worker_lost: no result after 2")
+    assert "ran out of memory" in failed["error"]  # what may have happened, for the operator
+    # an arc on call.error can route it: output.error.kind == 'worker_lost'
+    assert failed["payload"]["error_fields"] == {"kind": "worker_lost", "retryable": False}
