@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -375,18 +376,38 @@ def render_string(source: str, context: Mapping[str, Any]) -> Any:
                     return bounds.check_result(value)
             if native:
                 value = _defined(compiled(**_read(source, context)))
-                return bounds.check_output(value)
+                return _finite(bounds.check_output(value))
             return _streamed(compiled.generate(**_read(source, context)))
     except bounds.TemplateLimitError as exc:
         raise bounds.TemplateLimitError(f"{exc} in {_shown(source)}") from None
     except jinja2.UndefinedError as exc:
         raise TemplateError(f"{exc.message} in {_shown(source)}") from None
-    except jinja2.TemplateError as exc:
+    except (jinja2.TemplateError, _NotJSON) as exc:
         raise TemplateError(f"{exc} in {_shown(source)}") from None
     except Exception as exc:  # a filter or operator raised (e.g. 1/0, fromjson on text)
         raise TemplateError(f"{type(exc).__name__}: {exc} in {_shown(source)}") from None
     finally:
         _MET_UNDEFINED.reset(met)
+
+
+class _NotJSON(ValueError):
+    """A render's value JSON cannot hold."""
+
+
+def _finite(value: Any) -> Any:
+    """`value`, refused when it is or holds a float JSON cannot write (inf, nan): it became
+    null silently once written (a tool's input, a variable). Containers are walked: a
+    render's output is bounded (`bounds.check_output`), and most outputs are scalars."""
+    if type(value) is float:
+        if not math.isfinite(value):
+            raise _NotJSON(f"the template gives {value!r}, not a finite number (JSON has no other)")
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            _finite(item)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            _finite(item)
+    return value
 
 
 def _streamed(chunks: Any) -> str:
@@ -461,11 +482,11 @@ def render_lenient(value: Any, context: Mapping[str, Any]) -> Any:
             if match and "{{" not in match["expr"] and "}}" not in match["expr"]:
                 expression = _LENIENT.compile_expression(match["expr"], undefined_to_none=False)
                 result = bounds.check_result(expression(**_read(source, context)))
-                return None if isinstance(result, jinja2.Undefined) else plain(result)
+                return None if isinstance(result, jinja2.Undefined) else _finite(plain(result))
             return _streamed(_LENIENT.from_string(source).generate(**_read(source, context)))
     except bounds.TemplateLimitError as exc:
         raise bounds.TemplateLimitError(f"{exc} in {_shown(source)}") from None
-    except jinja2.TemplateError as exc:
+    except (jinja2.TemplateError, _NotJSON) as exc:
         raise TemplateError(f"{exc} in {source.strip()!r}") from None
     except Exception as exc:  # a filter or operator raised
         raise TemplateError(f"{type(exc).__name__}: {exc} in {source.strip()!r}") from None

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from noetl.dsl import bounds, template
-from noetl.dsl.template import evaluate_condition, render, truthy
+from noetl.dsl.template import evaluate_condition, render, render_lenient, truthy
 from noetl.errors import TemplateError
 
 
@@ -235,3 +235,31 @@ def test_comparisons_and_reads_of_ordinary_data_stay_within_the_budget() -> None
     assert render("{{ rows | length > 5 and rows[0].id == 0 }}", {"rows": rows}) is True
     assert render("{{ 9999 in rows | map(attribute='id') | list }}", {"rows": rows}) is True
     assert len(render("{{ rows }}", {"rows": rows})) == 10_000
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ 1e308 * 10 }}",
+        "{{ x | float }}",
+        "{{ -(x | float) }}",
+        "{{ y | float }}",
+        "{{ [1, x | float] }}",
+        "{{ {'a': [x | float]} }}",
+    ],
+)
+def test_a_value_that_is_not_a_json_number_is_a_template_error(source: str) -> None:
+    """JSON has no inf or nan: such a value became null silently once written (a tool's
+    input, a `set` variable), a wrong answer where an error was due."""
+    with pytest.raises(TemplateError, match="not a finite number"):
+        render(source, {"x": "inf", "y": "nan"})
+    with pytest.raises(TemplateError, match="not a finite number"):
+        render_lenient(source, {"x": "inf", "y": "nan"})
+
+
+def test_a_non_finite_number_inside_a_computation_or_text_is_fine() -> None:
+    context = {"x": "inf", "y": "nan"}
+    assert render("{{ (x | float) > 1 }}", context) is True
+    assert render("{{ (y | float) != (y | float) }}", context) is True  # the NaN test idiom
+    assert render("at {{ x | float }}", context) == "at inf"
+    assert render("{{ 1.5 * 2 }}", context) == 3.0
