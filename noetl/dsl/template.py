@@ -231,11 +231,31 @@ def is_template(value: object) -> bool:
 def _compile(source: str) -> tuple[bool, Any, tuple[str, ...] | None]:
     """(native, compiled, path): `path` is set when the whole template is one name with
     attributes (`{{ step.field.sub }}`), which `render_string` looks up without Jinja."""
-    match = _SINGLE.match(source)
-    if match and "{{" not in match["expr"] and "}}" not in match["expr"]:
-        compiled = _ENV.compile_expression(match["expr"], undefined_to_none=False)
-        return True, compiled, _path(match["expr"])
+    expression = _single(source)
+    if expression is not None:
+        compiled = _ENV.compile_expression(expression, undefined_to_none=False)
+        return True, compiled, _path(expression)
     return False, _ENV.from_string(source), None
+
+
+def _single(source: str) -> str | None:
+    """The expression of a template that is exactly one `{{ expr }}` (its value keeps its
+    type), else None. Braces inside it (`{{ {'a': {'b': 1}} }}`, `{{ '}}' }}`) are read as
+    Jinja's lexer reads them, which balances them: two expressions are not one."""
+    match = _SINGLE.match(source)
+    if match is None:
+        return None
+    expression = match["expr"]
+    if "{{" not in expression and "}}" not in expression:
+        return expression
+    try:
+        body = _ENV.parse(source).body
+    except jinja2.TemplateSyntaxError:
+        return None
+    output = body[0] if len(body) == 1 else None
+    if not isinstance(output, nodes.Output) or len(output.nodes) != 1:
+        return None
+    return None if isinstance(output.nodes[0], nodes.TemplateData) else expression
 
 
 def _path(expression: str) -> tuple[str, ...] | None:
@@ -477,10 +497,10 @@ def render_lenient(value: Any, context: Mapping[str, Any]) -> Any:
         return value
     source = str(value)
     try:
-        match = _SINGLE.match(source)
+        single = _single(source)
         with bounds.budget():
-            if match and "{{" not in match["expr"] and "}}" not in match["expr"]:
-                expression = _LENIENT.compile_expression(match["expr"], undefined_to_none=False)
+            if single is not None:
+                expression = _LENIENT.compile_expression(single, undefined_to_none=False)
                 result = bounds.check_result(expression(**_read(source, context)))
                 return None if isinstance(result, jinja2.Undefined) else _finite(plain(result))
             return _streamed(_LENIENT.from_string(source).generate(**_read(source, context)))

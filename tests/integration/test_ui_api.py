@@ -11,7 +11,7 @@ import psycopg
 from noetl.config import Settings
 from noetl.embedded.runtime import Runtime
 from tests.conftest import event_log, run_playbook
-from tests.ui.playbooks import FAILING, TOUR
+from tests.ui.playbooks import FAILING, TOUR, UNFIRED
 
 
 async def _ids(api: httpx.AsyncClient, **params: Any) -> list[str]:
@@ -168,25 +168,11 @@ async def test_a_step_shows_the_template_problems_its_run_met(
     runtime: Runtime, api: httpx.AsyncClient
 ) -> None:
     """Why an arc did not fire: its `when` failed to render (it is false, the run goes on)."""
-    playbook = """
-apiVersion: noetl.io/v2
-kind: Playbook
-metadata: {name: problems, path: tests/ui/problems}
-workflow:
-  - step: start
-    tool: {kind: noop, result: 1}
-    next:
-      arcs:
-        - {step: never, when: "{{ 1 / 0 }}"}
-        - {step: done}
-  - {step: never, tool: {kind: noop}}
-  - {step: done, tool: {kind: noop}}
-"""
-    done = await run_playbook(api, playbook)
+    done = await run_playbook(api, UNFIRED)
     assert done["status"] == "COMPLETED"
     base = f"/api/executions/{done['execution_id']}/steps"
     step = (await api.get(f"{base}/start")).json()
     assert len(step["problems"]) == 1 and "arc to never" in step["problems"][0]
-    assert "division by zero" in step["problems"][0]
+    assert "'missing' is undefined" in step["problems"][0]
     assert (await api.get(f"{base}/done")).json()["problems"] == []
     assert (await api.get(f"{base}/never")).json()["problems"] == []

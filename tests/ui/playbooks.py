@@ -42,3 +42,19 @@ workflow:
   - step: start
     tool: {kind: python, code: "raise ValueError('boom from the step')"}
 """
+
+# an arc whose `when` fails to render: false, and the step's template problem says why
+UNFIRED = """
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: problems, path: tests/ui/problems}
+workflow:
+  - step: start
+    tool: {kind: noop, result: 1}
+    next:
+      arcs:
+        - {step: never, when: "{{ missing.status == 500 }}"}
+        - {step: done}
+  - {step: never, tool: {kind: noop}}
+  - {step: done, tool: {kind: noop}}
+"""

@@ -10,7 +10,7 @@ from playwright.async_api import expect
 from noetl.embedded.runtime import Runtime
 from tests.conftest import run_playbook, slow_chain, wait_for_end
 from tests.ui.conftest import Watched
-from tests.ui.playbooks import TOUR
+from tests.ui.playbooks import TOUR, UNFIRED
 
 STEPS = ["start", "square", "count", "audit", "join"]
 ARCS = 5
@@ -118,21 +118,7 @@ async def test_the_list_and_the_execution_page_update_live_without_reloading(
 async def test_a_steps_panel_shows_why_an_arc_did_not_fire(
     runtime: Runtime, api: httpx.AsyncClient, watched: Watched
 ) -> None:
-    playbook = """
-apiVersion: noetl.io/v2
-kind: Playbook
-metadata: {name: problems, path: tests/ui/problems}
-workflow:
-  - step: start
-    tool: {kind: noop, result: 1}
-    next:
-      arcs:
-        - {step: never, when: "{{ missing.status == 500 }}"}
-        - {step: done}
-  - {step: never, tool: {kind: noop}}
-  - {step: done, tool: {kind: noop}}
-"""
-    done = await run_playbook(api, playbook)
+    done = await run_playbook(api, UNFIRED)
     assert done["status"] == "COMPLETED", done
     page = watched.page
     await page.goto(f"{runtime.url}/ui/executions/{done['execution_id']}")

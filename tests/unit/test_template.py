@@ -263,3 +263,15 @@ def test_a_non_finite_number_inside_a_computation_or_text_is_fine() -> None:
     assert render("{{ (y | float) != (y | float) }}", context) is True  # the NaN test idiom
     assert render("at {{ x | float }}", context) == "at inf"
     assert render("{{ 1.5 * 2 }}", context) == 3.0
+
+
+def test_a_single_expression_with_braces_inside_keeps_its_native_type() -> None:
+    """`{{ {'a': {'b': 1}} }}` gave the text "{'a': {'b': 1}}": the closing braces of the
+    inner mapping looked like the end of the expression."""
+    assert render("{{ {'a': {'b': n}} }}", {"n": 1}) == {"a": {"b": 1}}
+    assert render_lenient("{{ {'a': {'b': n}} }}", {"n": 1}) == {"a": {"b": 1}}
+    assert render("{{ [{'a': {'b': 1}}] }}", {}) == [{"a": {"b": 1}}]
+    assert render("{{ '{{' }}", {}) == "{{"
+    assert render("{{ '}}' }}", {}) == "}}"
+    assert render("{{ a }}{{ b }}", {"a": 1, "b": 2}) == "12"  # two expressions are text
+    assert render("{{ a }} }}", {"a": 1}) == "1 }}"
